@@ -1,0 +1,62 @@
+"""The Backbone seam: an image -> 4x image model, optionally reading a prompt."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a user (and manifest.json) needs to know about a backbone."""
+
+    id: str
+    description: str
+    architecture: str
+    scale: int
+    text_aware: bool = False
+    parameters: int | None = None
+    licence: str | None = None
+    source: str | None = None
+    weights_sha256: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Backbone(ABC):
+    """Upscales an RGB image by a fixed integer ``scale``.
+
+    Images are ``float32`` tensors ``[3, H, W]`` in ``[0, 1]`` on the CPU; a backbone
+    moves them to its own device and returns them on the CPU, clamped to ``[0, 1]``.
+    ``text_aware`` backbones read the prompt; the others ignore it.
+    """
+
+    scale: int = 4
+    text_aware: bool = False
+
+    @abstractmethod
+    def upscale(self, image: torch.Tensor, prompt: str = "") -> torch.Tensor:
+        """Return ``image`` upscaled ``scale`` times."""
+
+    @abstractmethod
+    def card(self) -> ModelCard:
+        """Describe this backbone for listings and manifests."""
+
+
+def file_sha256(*paths: Path) -> str:
+    """SHA-256 over the bytes of ``paths`` in order (the identity of a model's weights)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,242 @@
+"""Boxes, crops and scale bookkeeping for a zoom chain.
+
+The whole geometry of a chain depends only on the input size, the requested
+magnification, the zoom point and the view size, never on pixels. So it is planned
+up front (:func:`plan_zoom`): every step's integer crop inside its source image and
+that crop's box in input-pixel coordinates. The chain then only executes the plan,
+and the baselines (direct SR, bicubic, nearest) read the very same final box.
+
+Coordinates: a :class:`Box` is ``(x0, y0, x1, y1)`` in pixels of the *input* image,
+as floats. Each 4x step divides the box side by 4, so with power-of-two sizes every
+box is an exact binary fraction and composes back to input coordinates exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import ChainZoomError
+
+#: Long side of the view when the input is larger than :data:`MAX_NATIVE_VIEW`.
+DEFAULT_LARGE_VIEW = 512
+#: Inputs whose long side is at most this are zoomed at their own size.
+MAX_NATIVE_VIEW = 1024
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned rectangle ``[x0, x1) x [y0, y1)`` in input pixels."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    def as_list(self) -> list[float]:
+        return [self.x0, self.y0, self.x1, self.y1]
+
+    def relative_to(self, outer: Box, outer_size: tuple[int, int]) -> Box:
+        """This box in the pixel coordinates of an image of ``outer_size`` showing ``outer``."""
+        sx = outer_size[0] / outer.width
+        sy = outer_size[1] / outer.height
+        return Box(
+            (self.x0 - outer.x0) * sx,
+            (self.y0 - outer.y0) * sy,
+            (self.x1 - outer.x0) * sx,
+            (self.y1 - outer.y0) * sy,
+        )
+
+
+@dataclass(frozen=True)
+class Crop:
+    """An integer crop ``(left, top, width, height)`` inside a step's source image."""
+
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One step of the chain.
+
+    ``source`` is ``"input"`` for the first step (the full-resolution input, so no
+    real detail is lost when the input is larger than the view) and ``"previous"``
+    for the others. The backbone upscales ``crop`` by its own scale; when that
+    does not land on the view size (the last, fractional step) the result is
+    resampled to the view.
+    """
+
+    index: int
+    source: str
+    crop: Crop
+    box: Box
+    factor: float
+
+
+@dataclass(frozen=True)
+class ZoomPlan:
+    """Every box of a local zoom chain, computed before any model runs."""
+
+    input_size: tuple[int, int]
+    view: tuple[int, int]
+    state0_box: Box
+    steps: tuple[StepPlan, ...]
+    center: tuple[float, float]
+    scale: float
+
+    @property
+    def final_box(self) -> Box:
+        return self.steps[-1].box if self.steps else self.state0_box
+
+    def box(self, index: int) -> Box:
+        """The box of scale-state ``index`` (0 = the input state)."""
+        return self.state0_box if index == 0 else self.steps[index - 1].box
+
+    def magnification(self, index: int) -> float:
+        """Output pixels per input pixel of scale-state ``index``."""
+        return self.view[0] / self.box(index).width
+
+
+def default_view(input_size: tuple[int, int], multiple: int = 4) -> tuple[int, int]:
+    """The view size rule of DESIGN.md, rounded down to a multiple of the step factor.
+
+    The input's own size when its long side is at most 1024 px, else 512 px on the
+    long side with the aspect kept.
+    """
+    w, h = input_size
+    if max(w, h) > MAX_NATIVE_VIEW:
+        f = DEFAULT_LARGE_VIEW / max(w, h)
+        w, h = max(1, round(w * f)), max(1, round(h * f))
+    return _round_view((w, h), multiple)
+
+
+def _round_view(view: tuple[int, int], multiple: int) -> tuple[int, int]:
+    w, h = (v - v % multiple for v in view)
+    if w < multiple or h < multiple:
+        raise ChainZoomError(
+            f"view {view[0]}x{view[1]} is too small: each side needs at least {multiple} px"
+        )
+    return w, h
+
+
+def parse_view(text: str, input_size: tuple[int, int], multiple: int = 4) -> tuple[int, int]:
+    """``"512"`` (long side, aspect kept) or ``"640x480"``."""
+    try:
+        if "x" in text:
+            w, h = (int(v) for v in text.lower().split("x"))
+        else:
+            long_side = int(text)
+            f = long_side / max(input_size)
+            w, h = round(input_size[0] * f), round(input_size[1] * f)
+    except ValueError:
+        raise ChainZoomError(f"--view must be N or WxH, got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise ChainZoomError(f"--view must be positive, got {text!r}")
+    return _round_view((w, h), multiple)
+
+
+def parse_center(text: str, input_size: tuple[int, int]) -> tuple[float, float]:
+    """Parse ``"0.62,0.40"`` (fractions of width/height) or ``"px:310,200"`` into input pixels."""
+    w, h = input_size
+    pixels = text.startswith("px:")
+    body = text[3:] if pixels else text
+    try:
+        x, y = (float(v) for v in body.split(","))
+    except ValueError:
+        raise ChainZoomError(
+            f"--center must be 'X,Y' fractions or 'px:X,Y' pixels, got {text!r}"
+        ) from None
+    if not pixels:
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ChainZoomError(f"--center {text} is outside the image: fractions must be in [0, 1]")
+        x, y = x * w, y * h
+    elif not (0.0 <= x <= w and 0.0 <= y <= h):
+        raise ChainZoomError(f"--center {text} is outside the {w}x{h} image")
+    return x, y
+
+
+def step_factors(scale: float, step: int = 4) -> list[float]:
+    """Split a total magnification into backbone-sized steps.
+
+    ``scale`` = step**k gives k full steps; otherwise the full steps come first and
+    the last step is the remainder in (1, step]: 100 = 4 * 4 * 4 * 1.5625.
+    """
+    if not math.isfinite(scale) or scale <= 1:
+        raise ChainZoomError(f"--scale must be a number greater than 1, got {scale:g}")
+    n = max(1, math.ceil(math.log(scale, step) - 1e-9))
+    factors = [float(step)] * (n - 1)
+    factors.append(scale / step ** (n - 1))
+    return factors
+
+
+def _clamped_origin(center: float, size: int, limit: int) -> int:
+    return min(max(round(center - size / 2), 0), limit - size)
+
+
+def plan_zoom(
+    input_size: tuple[int, int],
+    scale: float,
+    center: tuple[float, float] | None = None,
+    view: tuple[int, int] | None = None,
+    step: int = 4,
+) -> ZoomPlan:
+    """Plan a local zoom chain of total magnification ``scale`` around ``center``.
+
+    ``center`` is in input pixels (default: the image centre); ``view`` is the size
+    of every scale-state (default :func:`default_view`). Each step crops the part of
+    its source that will fill the view after this step's factor, centred on the zoom
+    point and clamped inside the source, so the point stays in view to the end.
+    """
+    w, h = input_size
+    view = view or default_view(input_size, step)
+    center = center if center is not None else (w / 2, h / 2)
+    vw, vh = view
+    # State 0 shows the whole input; when the view was rounded down it shows the
+    # centred part of the input that keeps the view's aspect.
+    if (vw, vh) == (w - w % step, h - h % step) and max(w, h) <= MAX_NATIVE_VIEW:
+        left, top = (w - vw) // 2, (h - vh) // 2
+        state0_box = Box(left, top, left + vw, top + vh)
+    else:
+        state0_box = Box(0.0, 0.0, float(w), float(h))
+
+    steps: list[StepPlan] = []
+    src_box, src_size = Box(0.0, 0.0, float(w), float(h)), (w, h)
+    for i, factor in enumerate(step_factors(scale, step), start=1):
+        if i == 1:
+            # Magnification relative to input pixels: the first crop is taken at
+            # native resolution, whatever the size of state 0.
+            cw, ch = round(vw / factor), round(vh / factor)
+        else:
+            cw, ch = round(src_size[0] / factor), round(src_size[1] / factor)
+        cw, ch = max(1, cw), max(1, ch)
+        if cw > src_size[0] or ch > src_size[1]:
+            raise ChainZoomError(
+                f"the view {vw}x{vh} is more than {factor:g}x the {w}x{h} input: "
+                "choose a smaller --view or a larger input"
+            )
+        px = (center[0] - src_box.x0) * src_size[0] / src_box.width
+        py = (center[1] - src_box.y0) * src_size[1] / src_box.height
+        crop = Crop(
+            _clamped_origin(px, cw, src_size[0]), _clamped_origin(py, ch, src_size[1]), cw, ch
+        )
+        sx, sy = src_box.width / src_size[0], src_box.height / src_size[1]
+        box = Box(
+            src_box.x0 + crop.left * sx,
+            src_box.y0 + crop.top * sy,
+            src_box.x0 + (crop.left + cw) * sx,
+            src_box.y0 + (crop.top + ch) * sy,
+        )
+        steps.append(StepPlan(i, "input" if i == 1 else "previous", crop, box, factor))
+        src_box, src_size = box, view
+    return ZoomPlan((w, h), view, state0_box, tuple(steps), center, scale)
