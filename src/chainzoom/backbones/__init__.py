@@ -1,0 +1,35 @@
+"""Backbones: registry of every model that can make one 4x step.
+
+Add a family by adding a module and one ``BACKBONES.register`` line; the module is
+imported only when a user picks it, so optional dependencies stay optional.
+"""
+
+from __future__ import annotations
+
+from ..registry import Registry, Runtime
+from .base import Backbone, ModelCard
+
+BACKBONES: Registry[Backbone] = Registry("backbone")
+BACKBONES.register(
+    "realesrgan",
+    "chainzoom.backbones.bundled:create_realesrgan",
+    "Real-ESRGAN x4plus, bundled (BSD-3): the default, general photos",
+)
+BACKBONES.register(
+    "realsr",
+    "chainzoom.backbones.bundled:create_realsr",
+    "RealSR DF2K x4, bundled (MIT): real-world photos",
+)
+BACKBONES.register("nearest", "chainzoom.backbones.interpolation:create_nearest", "nearest-neighbour 4x, no model")
+BACKBONES.register("bicubic", "chainzoom.backbones.interpolation:create_bicubic", "bicubic 4x, no model")
+BACKBONES.register("lanczos", "chainzoom.backbones.interpolation:create_lanczos", "Lanczos 4x, no model")
+
+DEFAULT_BACKBONE = "realesrgan"
+
+
+def create_backbone(spec: str, runtime: Runtime | None = None, **options) -> Backbone:
+    """Build a backbone from a spec string such as ``realesrgan`` or ``spandrel:PATH``."""
+    return BACKBONES.create(spec, runtime, **options)
+
+
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Backbone", "ModelCard", "create_backbone"]

@@ -1,0 +1,35 @@
+"""A Backbone around any PyTorch image-to-image SR module."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import Backbone, ModelCard
+
+
+class TorchBackbone(Backbone):
+    """Runs an ``nn.Module`` mapping ``[N,3,H,W] -> [N,3,sH,sW]`` in ``[0,1]``.
+
+    Inference runs under ``torch.inference_mode`` on the module's device and dtype;
+    images come and go as float32 CPU tensors so the chain never sees devices.
+    """
+
+    def __init__(
+        self, model: nn.Module, card: ModelCard, device: str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> None:
+        self.model = model.eval().to(device=device, dtype=dtype)
+        self.model.requires_grad_(False)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.scale = card.scale
+        self._card = card
+
+    def upscale(self, image: torch.Tensor, prompt: str = "") -> torch.Tensor:
+        with torch.inference_mode():
+            batch = image.unsqueeze(0).to(self.device, self.dtype)
+            out = self.model(batch)[0]
+            return out.float().clamp_(0.0, 1.0).cpu()
+
+    def card(self) -> ModelCard:
+        return self._card
