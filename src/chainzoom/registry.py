@@ -28,6 +28,9 @@ class Runtime:
     threads: int | None = None
     seed: int = 0
 
+    def as_manifest(self) -> dict:
+        return {"device": self.device, "dtype": self.dtype, "threads": self.threads, "seed": self.seed}
+
 
 @dataclass(frozen=True)
 class Entry:

@@ -1,0 +1,185 @@
+"""The scale-autoregressive loop, and the baselines it is compared with.
+
+:func:`zoom_chain` knows protocols only (a :class:`Backbone`, a :class:`Prompter`)
+and executes a :class:`ZoomPlan` made by :func:`chainzoom.geometry.plan_zoom`: each
+step crops its source (the full-resolution input for step 1, the previous state
+after that), asks the prompter for a prompt from the last two states, upscales the
+crop with the backbone and, for a fractional last step, resamples to the view.
+
+Every state is quantized to the bit depth it will be saved at before the next step
+reads it, exactly as if it had been written to disk and read back (the official
+code re-reads each step's PNG). So a run resumed from the saved PNGs is
+bit-identical to an uninterrupted one.
+
+The baselines (:data:`MODES`) make the same states, at the same boxes, directly
+from the input: ``direct`` runs the backbone once on the input region of each
+state and interpolates the rest of the way; ``bicubic`` and ``nearest`` only
+interpolate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from .backbones.base import Backbone
+from .geometry import Box, StepPlan, ZoomPlan
+from .images import LoadedImage, quantize
+from .prompts.base import PromptContext, Prompter
+from .resample import resize
+from .states import ScaleState
+
+MODES = ("chain", "direct", "bicubic", "nearest")
+#: Input pixels of context kept around the region that ``direct`` mode feeds the
+#: backbone, so the region's border is not the model's border.
+DIRECT_MARGIN = 2
+ALPHA_METHOD = "bicubic"
+
+
+def initial_state(image: LoadedImage, plan: ZoomPlan) -> ScaleState:
+    """State 0: the input's view-sized picture (the input itself when it fits)."""
+    box = plan.state0_box
+    same = (box.width, box.height) == plan.view and box.x0.is_integer() and box.y0.is_integer()
+    rgb = _crop(image.rgb, box) if same else resize(image.rgb, plan.view, "bicubic", box)
+    alpha = None
+    if image.alpha is not None:
+        alpha = _crop(image.alpha, box) if same else resize(image.alpha, plan.view, ALPHA_METHOD, box)
+        alpha = quantize(alpha, image.bit_depth)
+    return ScaleState(0, quantize(rgb, image.bit_depth), box, plan.magnification(0), None, alpha)
+
+
+def zoom_chain(
+    image: LoadedImage,
+    plan: ZoomPlan,
+    backbone: Backbone,
+    prompter: Prompter | None = None,
+    done: Sequence[ScaleState] = (),
+) -> Iterator[ScaleState]:
+    """Yield the scale-states of a local zoom chain, continuing after ``done``.
+
+    ``done`` holds states already made (loaded back from a previous run); the chain
+    yields only the missing ones. State 0 is yielded too when ``done`` is empty.
+    """
+    states = list(done)
+    if not states:
+        states.append(initial_state(image, plan))
+        yield states[0]
+    for step in plan.steps[len(states) - 1 :]:
+        previous = states[-1]
+        source, source_alpha = (
+            (image.rgb, image.alpha) if step.source == "input" else (previous.image, previous.alpha)
+        )
+        started = time.perf_counter()
+        crop = _crop_step(source, step)
+        prompt, prompt_seconds = _prompt(prompter, step.index, previous.image, crop)
+        backbone_started = time.perf_counter()
+        upscaled = backbone.upscale(crop, prompt)
+        backbone_seconds = time.perf_counter() - backbone_started
+        rgb = _fit_view(upscaled, plan.view)
+        alpha = None
+        if source_alpha is not None:
+            alpha = quantize(resize(_crop_step(source_alpha, step), plan.view, ALPHA_METHOD), image.bit_depth)
+        state = ScaleState(
+            step.index,
+            quantize(rgb, image.bit_depth),
+            step.box,
+            plan.magnification(step.index),
+            prompt,
+            alpha,
+            {
+                "prompt": prompt_seconds,
+                "backbone": backbone_seconds,
+                "total": time.perf_counter() - started,
+            },
+        )
+        states.append(state)
+        yield state
+
+
+def zoom_baseline(
+    mode: str,
+    image: LoadedImage,
+    plan: ZoomPlan,
+    backbone: Backbone | None = None,
+    prompter: Prompter | None = None,
+    done: Sequence[ScaleState] = (),
+) -> Iterator[ScaleState]:
+    """Yield the states of a baseline ``mode`` at the chain's boxes, each made from the input."""
+    if mode not in MODES or mode == "chain":
+        raise ValueError(f"not a baseline mode: {mode!r}")
+    state0 = done[0] if done else initial_state(image, plan)
+    if not done:
+        yield state0
+    for step in plan.steps[max(len(done), 1) - 1 :]:
+        started = time.perf_counter()
+        prompt, prompt_seconds, backbone_seconds = None, 0.0, 0.0
+        if mode == "direct":
+            assert backbone is not None, "direct mode needs a backbone"
+            region, inner = _padded_region(step.box, image.size)
+            crop = _crop(image.rgb, region)
+            prompt, prompt_seconds = _prompt(prompter, step.index, state0.image, crop)
+            backbone_started = time.perf_counter()
+            upscaled = backbone.upscale(crop, prompt)
+            backbone_seconds = time.perf_counter() - backbone_started
+            s = backbone.scale
+            rgb = resize(upscaled, plan.view, "bicubic", Box(*(v * s for v in inner.as_list())))
+        else:
+            rgb = resize(image.rgb, plan.view, mode, step.box)
+        alpha = None
+        if image.alpha is not None:
+            alpha = quantize(resize(image.alpha, plan.view, ALPHA_METHOD, step.box), image.bit_depth)
+        yield ScaleState(
+            step.index,
+            quantize(rgb, image.bit_depth),
+            step.box,
+            plan.magnification(step.index),
+            prompt,
+            alpha,
+            {
+                "prompt": prompt_seconds,
+                "backbone": backbone_seconds,
+                "total": time.perf_counter() - started,
+            },
+        )
+
+
+def _prompt(
+    prompter: Prompter | None, step: int, wide: torch.Tensor, crop: torch.Tensor
+) -> tuple[str | None, float]:
+    """Ask the prompter about the crop, shown at the wide state's size as the paper does."""
+    if prompter is None:
+        return None, 0.0
+    started = time.perf_counter()
+    view = resize(crop, (wide.shape[-1], wide.shape[-2]), "bicubic")
+    text = prompter.describe(PromptContext(step, wide, view))
+    return text, time.perf_counter() - started
+
+
+def _crop_step(source: torch.Tensor, step: StepPlan) -> torch.Tensor:
+    c = step.crop
+    return source[:, c.top : c.top + c.height, c.left : c.left + c.width].contiguous()
+
+
+def _crop(image: torch.Tensor, box: Box) -> torch.Tensor:
+    x0, y0, x1, y1 = (int(v) for v in box.as_list())
+    return image[:, y0:y1, x0:x1].contiguous()
+
+
+def _padded_region(box: Box, size: tuple[int, int]) -> tuple[Box, Box]:
+    """The whole-pixel region around ``box`` (with a margin) and ``box`` inside it."""
+    x0 = max(math.floor(box.x0) - DIRECT_MARGIN, 0)
+    y0 = max(math.floor(box.y0) - DIRECT_MARGIN, 0)
+    x1 = min(math.ceil(box.x1) + DIRECT_MARGIN, size[0])
+    y1 = min(math.ceil(box.y1) + DIRECT_MARGIN, size[1])
+    region = Box(x0, y0, x1, y1)
+    return region, Box(box.x0 - x0, box.y0 - y0, box.x1 - x0, box.y1 - y0)
+
+
+def _fit_view(image: torch.Tensor, view: tuple[int, int]) -> torch.Tensor:
+    """A fractional last step upscales past the view; bring it back with antialiasing."""
+    if (image.shape[-1], image.shape[-2]) == view:
+        return image
+    return resize(image, view, "bicubic")

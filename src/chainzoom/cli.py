@@ -1,0 +1,133 @@
+"""The ``chainzoom`` command line: parses arguments and calls the API, nothing more.
+
+Errors the user can fix print one line and exit with status 2; an interrupted run
+exits with 130 and says how to resume. Heavy modules (torch, models) are imported
+inside the commands so ``chainzoom --help`` and ``chainzoom models`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import ChainZoomError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chainzoom",
+        description="Extreme single-image super-resolution by Chain-of-Zoom.",
+    )
+    parser.add_argument("--version", action="version", version=f"chainzoom {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_zoom(commands)
+    models = commands.add_parser("models", help="list registered backbones and prompters")
+    models.add_argument("--verbose", "-v", action="store_true", help="load each backbone and show its card")
+    models.set_defaults(handler=_models)
+    return parser
+
+
+def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    group.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float16", "bfloat16"),
+        help="model precision (default float32; half precision only on GPUs)",
+    )
+    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    group.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+
+
+def _add_zoom(commands) -> None:
+    zoom = commands.add_parser(
+        "zoom",
+        help="zoom into images step by step",
+        description="Zoom SCALE times into each INPUT around a point, in 4x steps of one backbone.",
+    )
+    zoom.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    zoom.add_argument(
+        "--scale",
+        type=float,
+        default=256.0,
+        help="total magnification relative to the input's pixels, any value > 1 (default 256 = four 4x steps)",
+    )
+    zoom.add_argument(
+        "--center",
+        default="0.5,0.5",
+        help="zoom point: 'X,Y' fractions of width/height, or 'px:X,Y' pixels (default: the centre)",
+    )
+    zoom.add_argument("--out", default="out", type=Path, help="output folder (default: out)")
+    zoom.add_argument(
+        "--mode",
+        default="chain",
+        choices=("chain", "direct", "bicubic", "nearest"),
+        help="chain (Chain-of-Zoom), direct (backbone once, then bicubic), bicubic or nearest",
+    )
+    zoom.add_argument("--backbone", default="realesrgan", help="backbone spec (see `chainzoom models`)")
+    zoom.add_argument("--prompter", default="null", help='prompter spec: null, fixed:"text", ...')
+    zoom.add_argument(
+        "--view",
+        default=None,
+        help="size of every state: N (long side) or WxH; default: the input size up to 1024 px, else 512",
+    )
+    zoom.add_argument(
+        "--square",
+        action="store_true",
+        help="official preprocessing: centred square resized to 512x512 (for comparisons with the paper)",
+    )
+    zoom.add_argument(
+        "--max-pixels", type=int, default=None, help="refuse inputs with more pixels than this (default 200 MP)"
+    )
+    zoom.add_argument("--overwrite", action="store_true", help="replace a finished or different run in --out")
+    zoom.add_argument("--no-animation", action="store_true", help="skip zoom.webp")
+    zoom.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    _add_runtime_arguments(zoom)
+    zoom.set_defaults(handler=_zoom)
+
+
+def _zoom(args: argparse.Namespace) -> int:
+    from .zoom_command import run_zoom_command
+
+    return run_zoom_command(args)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .backbones import BACKBONES
+    from .prompts import PROMPTERS
+
+    print("Backbones (--backbone):")
+    for entry in BACKBONES.entries.values():
+        print(f"  {entry.name:<14} {entry.description}")
+    print("Prompters (--prompter):")
+    for entry in PROMPTERS.entries.values():
+        print(f"  {entry.name:<14} {entry.description}")
+    if args.verbose:
+        from .model_cards import print_backbone_cards
+
+        print_backbone_cards(BACKBONES)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except ChainZoomError as exc:
+        print(f"chainzoom: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("chainzoom: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""A zoom run on disk: step PNGs, manifest.json, the strip and the animation, resumable.
+
+The run folder is the unit of resumption. ``manifest.json`` is rewritten (atomically)
+after every state, so it always lists exactly the states whose PNG is complete. A
+rerun with the same request loads those states back and continues; since the chain
+quantizes every state as saved, the result is bit-identical to an uninterrupted run.
+A rerun with a different request stops with a clear message unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import __version__
+from .api import run_states
+from .backbones.base import Backbone
+from .errors import ChainZoomError
+from .fileio import atomic_write_json
+from .geometry import Box, ZoomPlan
+from .images import LoadedImage, load_image, save_image
+from .prompts.base import Prompter
+from .render import save_animation, save_strip
+from .states import ScaleState
+
+MANIFEST = "manifest.json"
+STRIP = "strip.png"
+ANIMATION = "zoom.webp"
+#: Files a run folder may hold; ``overwrite`` removes these and nothing else.
+RUN_FILE_PATTERNS = ("step_*.png", MANIFEST, STRIP, ANIMATION)
+
+
+def step_filename(index: int) -> str:
+    return f"step_{index:02d}.png"
+
+
+@dataclass
+class RunRequest:
+    """Everything that determines a run's pixels: two equal requests give equal outputs."""
+
+    input: str
+    input_sha256: str
+    mode: str
+    scale: float
+    center: tuple[float, float]
+    view: tuple[int, int]
+    square: bool
+    backbone: str
+    prompter: str | None
+    runtime: dict
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "input": self.input,
+            "input_sha256": self.input_sha256,
+            "mode": self.mode,
+            "scale": self.scale,
+            "center": list(self.center),
+            "view": list(self.view),
+            "square": self.square,
+            "backbone": self.backbone,
+            "prompter": self.prompter,
+            "runtime": self.runtime,
+            **self.extra,
+        }
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class RunFolder:
+    """One run's output folder: what is finished in it, and how to add to it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    def read_manifest(self) -> dict | None:
+        if not self.manifest_path.exists():
+            return None
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ChainZoomError(f"{self.manifest_path} is unreadable ({exc}); rerun with --overwrite") from None
+
+    def prepare(self, request: dict, overwrite: bool) -> dict | None:
+        """Check the folder can take this request; return the previous manifest to resume from."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ChainZoomError(f"output {self.path} exists and is not a folder")
+        previous = self.read_manifest()
+        if previous is not None and overwrite:
+            self.clear()
+            return None
+        if previous is not None and previous.get("request") != request:
+            changed = sorted(
+                key
+                for key in set(request) | set(previous.get("request", {}))
+                if request.get(key) != previous.get("request", {}).get(key)
+            )
+            raise ChainZoomError(
+                f"{self.path} holds a run with different arguments ({', '.join(changed)}); "
+                "use another --out or add --overwrite"
+            )
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".chainzoom-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ChainZoomError(f"cannot write to {self.path}: {exc.strerror or exc}") from None
+        return previous
+
+    def clear(self) -> None:
+        for pattern in RUN_FILE_PATTERNS:
+            for path in self.path.glob(pattern):
+                path.unlink()
+
+    def load_states(self, manifest: dict) -> list[ScaleState]:
+        """The states a previous run finished, read back from their PNGs."""
+        states = []
+        for record in manifest.get("states", []):
+            path = self.path / record["file"]
+            try:
+                loaded = load_image(path)
+            except ChainZoomError:
+                break  # a state whose file went missing is simply made again
+            states.append(
+                ScaleState(
+                    record["index"],
+                    loaded.rgb,
+                    Box(*record["box"]),
+                    record["magnification"],
+                    record.get("prompt"),
+                    loaded.alpha,
+                    record.get("seconds", {}),
+                )
+            )
+        return states
+
+
+def state_record(state: ScaleState) -> dict:
+    return {
+        "index": state.index,
+        "file": step_filename(state.index),
+        "box": state.box.as_list(),
+        "magnification": state.magnification,
+        "prompt": state.prompt,
+        "seconds": {k: round(v, 4) for k, v in state.seconds.items()},
+    }
+
+
+def execute_run(
+    folder: RunFolder,
+    image: LoadedImage,
+    plan: ZoomPlan,
+    request: RunRequest,
+    backbone: Backbone | None,
+    prompter: Prompter | None,
+    *,
+    overwrite: bool = False,
+    animation: bool = True,
+    on_state: Callable[[ScaleState], None] | None = None,
+) -> list[ScaleState]:
+    """Make (or finish) the run described by ``request`` in ``folder``; return all states."""
+    request_dict = request.as_dict()
+    previous = folder.prepare(request_dict, overwrite)
+    done = folder.load_states(previous) if previous else []
+    manifest = {
+        "chainzoom": __version__,
+        "created": (previous or {}).get("created") or datetime.now(timezone.utc).isoformat(),
+        "request": request_dict,
+        "backbone": backbone.card().as_dict() if backbone is not None else None,
+        "prompter": prompter.settings() if prompter is not None else None,
+        "plan": plan_record(plan),
+        "states": [state_record(s) for s in done],
+        "complete": False,
+    }
+    states = list(done)
+    for state in run_states(request.mode, image, plan, backbone, prompter, done):
+        save_image(folder.path / step_filename(state.index), state.image, state.alpha, image.bit_depth)
+        states.append(state)
+        manifest["states"].append(state_record(state))
+        atomic_write_json(folder.manifest_path, manifest)
+        if on_state is not None:
+            on_state(state)
+    started = time.perf_counter()
+    save_strip(states, folder.path / STRIP)
+    if animation:
+        save_animation(states, folder.path / ANIMATION)
+    manifest["complete"] = True
+    manifest["render_seconds"] = round(time.perf_counter() - started, 3)
+    atomic_write_json(folder.manifest_path, manifest)
+    return states
+
+
+def plan_record(plan: ZoomPlan) -> dict:
+    return {
+        "input_size": list(plan.input_size),
+        "view": list(plan.view),
+        "center": list(plan.center),
+        "scale": plan.scale,
+        "steps": [
+            {
+                "index": s.index,
+                "source": s.source,
+                "factor": s.factor,
+                "crop": [s.crop.left, s.crop.top, s.crop.width, s.crop.height],
+                "box": s.box.as_list(),
+            }
+            for s in plan.steps
+        ],
+    }

@@ -1,0 +1,92 @@
+"""``chainzoom zoom``: validate everything first, then run each input into its folder.
+
+All inputs are loaded and planned before any model is built or any folder is
+created, so a bad input, flag or model name leaves no partial output behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from .api import square_crop
+from .backbones import create_backbone
+from .errors import ChainZoomError
+from .geometry import ZoomPlan, default_view, parse_center, parse_view, plan_zoom
+from .images import DEFAULT_MAX_PIXELS, LoadedImage, collect_inputs, load_image
+from .progress import ZoomProgress
+from .prompts import create_prompter
+from .run import RunFolder, RunRequest, execute_run, sha256_file
+from .runtime import resolve_runtime
+
+
+@dataclass
+class Job:
+    path: Path
+    image: LoadedImage
+    plan: ZoomPlan
+    out: Path
+
+
+def run_zoom_command(args: argparse.Namespace) -> int:
+    if args.mode not in ("chain", "direct") and args.backbone != "realesrgan":
+        raise ChainZoomError(f"--mode {args.mode} uses no backbone; drop --backbone")
+    runtime = resolve_runtime(args.device, args.dtype, args.threads, args.seed)
+    paths = collect_inputs(args.inputs)
+    max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
+    images = [(path, _prepare(load_image(path, max_pixels=max_pixels), args.square)) for path in paths]
+    needs_model = args.mode in ("chain", "direct")
+    backbone = create_backbone(args.backbone, runtime) if needs_model else None
+    step = backbone.scale if backbone is not None else 4
+    jobs = [
+        Job(path, image, _plan(image, args, step), _output_folder(args.out, path, paths))
+        for path, image in images
+    ]
+    prompter = create_prompter(args.prompter, runtime) if needs_model else None
+    with ZoomProgress(enabled=not args.quiet) as progress:
+        for job in jobs:
+            request = RunRequest(
+                input=str(job.path),
+                input_sha256=sha256_file(job.path),
+                mode=args.mode,
+                scale=args.scale,
+                center=job.plan.center,
+                view=job.plan.view,
+                square=args.square,
+                backbone=args.backbone if needs_model else None,
+                prompter=args.prompter if needs_model else None,
+                runtime=runtime.as_manifest(),
+            )
+            progress.start(job.path.name, len(job.plan.steps) + 1)
+            execute_run(
+                RunFolder(job.out),
+                job.image,
+                job.plan,
+                request,
+                backbone,
+                prompter,
+                overwrite=args.overwrite,
+                animation=not args.no_animation,
+                on_state=progress.advance,
+            )
+            progress.finish(job.out)
+    return 0
+
+
+def _prepare(image: LoadedImage, square: bool) -> LoadedImage:
+    return square_crop(image) if square else image
+
+
+def _plan(image: LoadedImage, args: argparse.Namespace, step: int) -> ZoomPlan:
+    size = image.size
+    view = parse_view(args.view, size, step) if args.view else default_view(size, step)
+    return plan_zoom(size, args.scale, parse_center(args.center, size), view, step)
+
+
+def _output_folder(out: Path, path: Path, all_paths: list[Path]) -> Path:
+    """One input writes into ``out``; several write into ``out/<name>`` each."""
+    if len(all_paths) == 1:
+        return out
+    stems = [p.stem for p in all_paths]
+    return out / (path.stem if stems.count(path.stem) == 1 else path.name.replace(".", "_"))
