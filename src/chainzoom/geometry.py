@@ -33,6 +33,10 @@ class Box:
     x1: float
     y1: float
 
+    def __post_init__(self) -> None:
+        for name in ("x0", "y0", "x1", "y1"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
     @property
     def width(self) -> float:
         return self.x1 - self.x0

@@ -33,6 +33,8 @@ STRIP = "strip.png"
 ANIMATION = "zoom.webp"
 #: Files a run folder may hold; ``overwrite`` removes these and nothing else.
 RUN_FILE_PATTERNS = ("step_*.png", MANIFEST, STRIP, ANIMATION)
+#: Temporary files of :func:`chainzoom.fileio.atomic_write` that a killed run left behind.
+STALE_TEMP_PATTERN = ".*.tmp.*"
 
 
 def step_filename(index: int) -> str:
@@ -122,6 +124,8 @@ class RunFolder:
             probe.unlink()
         except OSError as exc:
             raise ChainZoomError(f"cannot write to {self.path}: {exc.strerror or exc}") from None
+        for stale in self.path.glob(STALE_TEMP_PATTERN):
+            stale.unlink()
         return previous
 
     def clear(self) -> None:

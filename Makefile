@@ -1,0 +1,37 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   -> virtualenv + package + a real x256 zoom of the bundled photo into out/
+#   make test   -> virtualenv + package with every extra + the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+# spandrel declares torchvision, which would replace our CPU torch with a multi-GB CUDA
+# build; it is installed without dependencies (its real needs are in the [spandrel] extra).
+SPANDREL := spandrel==0.4.2
+
+.PHONY: demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.core: pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.full: pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet --no-deps $(SPANDREL)
+	touch $@ $(VENV)/.core
+
+demo: $(VENV)/.core
+	$(BIN)/chainzoom zoom assets/sample.jpg --scale 256 --center 0.45,0.42 --out out/sample
+
+test: $(VENV)/.full
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: $(VENV)/.full
+	$(BIN)/python bench/step.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

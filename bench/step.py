@@ -1,0 +1,77 @@
+"""Benchmark: one 4x step of the embedded model, torch vs the ncnn runtime, and chain overhead.
+
+Run: ``make bench`` (or ``python bench/step.py``). Prints a table and the machine.
+Absolute times on shared machines are noisy, so every figure comes with a ratio to
+a reference measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from chainzoom.api import make_plan
+from chainzoom.backbones import create_backbone
+from chainzoom.backbones.bundled import BUNDLED
+from chainzoom.backbones.ncnn_runtime import NcnnModel
+from chainzoom.chain import zoom_chain
+from chainzoom.images import load_image
+
+
+def timed(fn, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call."""
+    fn()
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def machine() -> str:
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", type=int, default=128, help="input side of the step (output is 4x)")
+    args = parser.parse_args()
+
+    photo = load_image("assets/photos/coffee.png")
+    crop = photo.rgb[:, : args.size, : args.size].contiguous()
+    print(f"machine: {machine()}")
+    print(f"one 4x step {args.size}->{args.size * 4}, median of {args.repeats}:")
+    print(f"{'model':<12} {'torch s':>9} {'ncnn s':>9} {'torch/ncnn':>11}")
+    for model_id in ("realesrgan", "realsr"):
+        backbone = create_backbone(model_id)
+        ncnn_model = NcnnModel(*BUNDLED[model_id].files(), threads=torch.get_num_threads())
+        t_torch = timed(lambda: backbone.upscale(crop), args.repeats)
+        t_ncnn = timed(lambda: ncnn_model(crop), args.repeats)
+        print(f"{model_id:<12} {t_torch:9.3f} {t_ncnn:9.3f} {t_torch / t_ncnn:11.2f}")
+
+    backbone = create_backbone("realesrgan")
+    image = load_image("assets/photos/astronaut.png")
+    plan = make_plan(image, 256)
+    started = time.perf_counter()
+    states = list(zoom_chain(image, plan, backbone))
+    wall = time.perf_counter() - started
+    in_backbone = sum(s.seconds.get("backbone", 0.0) for s in states)
+    overhead = wall - in_backbone
+    print(
+        f"chain x256 on {plan.view[0]}x{plan.view[1]} (4 steps): wall {wall:.2f} s, "
+        f"backbone {in_backbone:.2f} s, overhead {overhead:.3f} s = {100 * overhead / wall:.1f}%"
+    )
+
+
+if __name__ == "__main__":
+    main()
