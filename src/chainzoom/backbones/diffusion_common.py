@@ -1,0 +1,304 @@
+"""What the one-step diffusion SR backbones (OSEDiff on SD3 and on SD 2.1) share.
+
+One step, as the official inference code does it (and as :class:`OneStepDiffusionSR`
+runs it for every family):
+
+1. the input view is upscaled 4x with bicubic (Pillow's, as the official scripts) to
+   the output size and mapped to ``[-1, 1]``;
+2. the VAE encoder (with its LoRA) encodes it; the latent is a **sample** of the
+   posterior times the VAE's scaling factor, with no shift subtracted (the official
+   inference; its training code does subtract the SD3 shift: a train/test mismatch
+   kept for parity with the released weights). The sample's noise comes from a
+   generator seeded with ``Runtime.seed`` at every call, so a step is deterministic;
+   ``latent="mode"`` takes the posterior mean instead;
+3. the family's denoiser makes one step conditioned on the prompt;
+4. the VAE decoder returns the image (latent divided by the scaling factor, plus the
+   shift where the VAE has one), clamped to ``[-1, 1]`` and mapped back to ``[0, 1]``;
+5. optionally a colour fix against the bicubic view (:mod:`chainzoom.colorfix`).
+
+Sizes: the output must be a multiple of the VAE factor (times the transformer's patch
+size for SD3). Other sizes are padded at the bottom and right by edge replication and
+the output is cropped back, so any input size works.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..colorfix import METHODS as COLOR_FIX_METHODS
+from ..colorfix import color_fix
+from ..errors import ChainZoomError
+from ..registry import Runtime
+from ..resample import resize
+from .base import Backbone, ModelCard, file_sha256
+
+PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+LATENT_MODES = ("sample", "mode")
+
+
+def resolve_precision(runtime: Runtime) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype to run on; half precision is refused on the CPU.
+
+    On these CPUs bfloat16 measured about 7x slower than float32 and some float16
+    kernels are missing, so a half-precision request on the CPU is a mistake to report.
+    """
+    if runtime.dtype not in PRECISIONS:
+        raise ChainZoomError(f"dtype must be one of {', '.join(PRECISIONS)}, got {runtime.dtype!r}")
+    device = torch.device(runtime.device)
+    if device.type == "cpu" and runtime.dtype != "float32":
+        raise ChainZoomError(
+            f"dtype {runtime.dtype} runs diffusion models only on a GPU; on the CPU use float32 "
+            "(bfloat16 is several times slower there)"
+        )
+    return device, PRECISIONS[runtime.dtype]
+
+
+@dataclass(frozen=True)
+class OneStepOptions:
+    """Run-time choices that do not change which weights are loaded."""
+
+    #: Keep the text encoders and the denoiser/VAE off the device except while each runs.
+    efficient_memory: bool = False
+    #: ``none``, ``wavelet`` or ``adain`` (see :mod:`chainzoom.colorfix`).
+    color_fix: str = "none"
+    #: ``sample`` (the official inference, seeded) or ``mode`` (the posterior mean).
+    latent: str = "sample"
+    #: diffusers VAE tiling; it only acts on images larger than the VAE's ``sample_size``.
+    vae_tiling: bool = True
+
+    @classmethod
+    def parse(cls, options: dict[str, Any], default_color_fix: str) -> OneStepOptions:
+        """Check keyword options from the CLI or the API; unknown names are errors."""
+        known = {"efficient_memory", "color_fix", "latent", "vae_tiling"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ChainZoomError(f"unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        color = options.get("color_fix") or default_color_fix
+        if color not in COLOR_FIX_METHODS:
+            raise ChainZoomError(f"color_fix must be one of {', '.join(COLOR_FIX_METHODS)}, got {color!r}")
+        latent = options.get("latent", "sample")
+        if latent not in LATENT_MODES:
+            raise ChainZoomError(f"latent must be one of {', '.join(LATENT_MODES)}, got {latent!r}")
+        return cls(
+            efficient_memory=bool(options.get("efficient_memory", False)),
+            color_fix=color,
+            latent=latent,
+            vae_tiling=bool(options.get("vae_tiling", True)),
+        )
+
+
+class Residency:
+    """Which groups of modules sit on the compute device, and moving them there.
+
+    In the normal mode every group is moved to the device once and stays. In the
+    efficient mode (the official 24 GB mode) groups live on the CPU and a group is moved
+    to the device only while it runs, so the text encoders and the denoiser/VAE are
+    never resident together and nothing is left on the device between steps (a VLM
+    prompter can then be resident alone).
+    """
+
+    def __init__(self, groups: dict[str, list[nn.Module]], device: torch.device, efficient: bool) -> None:
+        self.groups = groups
+        self.device = device
+        self.efficient = efficient
+        self.resident: set[str] = set()
+        self.onload()
+
+    @contextmanager
+    def use(self, name: str) -> Iterator[None]:
+        """Have group ``name`` on the device for the duration of the block."""
+        if self.efficient:
+            for other in self.resident - {name}:
+                self._move(other, resident=False)
+        if name not in self.resident:
+            self._move(name, resident=True)
+        try:
+            yield
+        finally:
+            if self.efficient:
+                self._move(name, resident=False)
+
+    def onload(self) -> None:
+        """Normal mode: move every group to the device. Efficient mode loads per use instead."""
+        if not self.efficient:
+            for name in self.groups:
+                if name not in self.resident:
+                    self._move(name, resident=True)
+
+    def offload(self) -> None:
+        """Move every group to the CPU and give the device memory back."""
+        for name in list(self.resident):
+            self._move(name, resident=False)
+
+    def _move(self, name: str, resident: bool) -> None:
+        target = self.device if resident else torch.device("cpu")
+        for module in self.groups[name]:
+            module.to(target)
+        if resident:
+            self.resident.add(name)
+            return
+        self.resident.discard(name)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+@contextmanager
+def explain_out_of_memory(device: torch.device, dtype: torch.dtype, efficient_memory: bool) -> Iterator[None]:
+    """Turn an allocation failure into a :class:`ChainZoomError` naming the flags that help."""
+    try:
+        yield
+    except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError, as is a failed CPU allocation
+        text = str(exc).lower()
+        if not isinstance(exc, torch.OutOfMemoryError) and "can't allocate memory" not in text:
+            raise
+        hints = []
+        if device.type != "cpu" and not efficient_memory:
+            hints.append("--efficient-memory")
+        if device.type != "cpu" and dtype == torch.float32:
+            hints.append("--dtype float16")
+        hints.append("a smaller --view")
+        raise ChainZoomError(f"out of memory on {device} during the diffusion step; try {', '.join(hints)}") from exc
+
+
+def check_base_folder(base: str, pipeline_class: str, backbone: str) -> None:
+    """A local BASE must be a diffusers folder of the right pipeline (hub ids are left to diffusers)."""
+    path = Path(base)
+    if not path.exists():
+        return
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise ChainZoomError(f"{backbone}: {base} is not a diffusers model folder (it has no model_index.json)")
+    found = json.loads(index.read_text()).get("_class_name")
+    if found != pipeline_class:
+        raise ChainZoomError(f"{backbone}: {base} holds a {found}, but {backbone} needs a {pipeline_class} base")
+
+
+def load_part(loader: Callable[..., Any], base: str, subfolder: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained(base, subfolder=...)`` with a one-line error naming the part."""
+    try:
+        return loader(base, subfolder=subfolder, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ChainZoomError(f"cannot load the {subfolder!r} component of {base}: {exc}") from exc
+
+
+def describe_adapters(adapters: dict[str, Path]) -> tuple[dict[str, dict[str, str]], str | None]:
+    """Per-file paths and SHA-256s for the manifest, and one hash over all files in order."""
+    files = {role: {"path": str(path), "sha256": file_sha256(path)} for role, path in adapters.items()}
+    combined = file_sha256(*adapters.values()) if adapters else None
+    return files, combined
+
+
+class OneStepDiffusionSR(Backbone):
+    """The upscale loop shared by the families; they supply text encoding and the denoising step.
+
+    Subclasses set ``vae``, ``residency`` (groups ``"text"`` and ``"sr"``), and implement
+    :meth:`_encode_prompt` and :meth:`_denoise`.
+    """
+
+    scale = 4
+    text_aware = True
+
+    def __init__(
+        self,
+        *,
+        vae: nn.Module,
+        residency: Residency,
+        options: OneStepOptions,
+        runtime: Runtime,
+        dtype: torch.dtype,
+        multiple: int,
+        max_side: int | None,
+        card: ModelCard,
+        settings: dict[str, Any],
+    ) -> None:
+        self.vae = vae
+        self.residency = residency
+        self.options = options
+        self.device = residency.device
+        self.dtype = dtype
+        self.seed = runtime.seed
+        self.multiple = multiple
+        self.max_side = max_side
+        self._card = card
+        self._settings = {**settings, **asdict(options), "dtype": runtime.dtype, "seed": runtime.seed}
+        if options.vae_tiling:
+            vae.enable_tiling()
+
+    @abstractmethod
+    def _encode_prompt(self, prompt: str) -> tuple[torch.Tensor, ...]:
+        """Text conditioning on ``self.device``; runs while the ``"text"`` group is resident."""
+
+    @abstractmethod
+    def _denoise(self, latent: torch.Tensor, condition: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The one denoising step on a scaled latent; runs while the ``"sr"`` group is resident."""
+
+    def upscale(self, image: torch.Tensor, prompt: str = "") -> torch.Tensor:
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"expected an RGB image [3,H,W], got shape {tuple(image.shape)}")
+        height, width = image.shape[1] * self.scale, image.shape[2] * self.scale
+        if self.max_side is not None and max(height, width) > self.max_side:
+            raise ChainZoomError(
+                f"{self._card.id}: a {width}x{height} output exceeds the base model's largest size "
+                f"({self.max_side} px a side); use a smaller --view"
+            )
+        view = resize(image, (width, height), "bicubic")
+        padded = _pad_to_multiple(view, self.multiple)
+        with torch.inference_mode(), explain_out_of_memory(self.device, self.dtype, self.options.efficient_memory):
+            with self.residency.use("text"):
+                condition = self._encode_prompt(prompt)
+            with self.residency.use("sr"):
+                latent = self._encode_image(padded)
+                latent = self._denoise(latent, condition)
+                decoded = self._decode_latent(latent)
+        output = (decoded[:, :height, :width].float().cpu().clamp(-1.0, 1.0) + 1.0) / 2.0
+        return color_fix(output, view, self.options.color_fix)
+
+    def _encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        pixels = (image * 2.0 - 1.0).unsqueeze(0).to(self.device, self.dtype)
+        posterior = self.vae.encode(pixels).latent_dist
+        if self.options.latent == "mode":
+            latent = posterior.mode()
+        else:
+            generator = torch.Generator("cpu").manual_seed(self.seed)
+            noise = torch.randn(posterior.mean.shape, generator=generator, dtype=torch.float32)
+            latent = posterior.mean + posterior.std * noise.to(self.device, posterior.mean.dtype)
+        return latent * self.vae.config.scaling_factor
+
+    def _decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        shift = self.vae.config.shift_factor or 0.0
+        latent = latent / self.vae.config.scaling_factor + shift
+        return self.vae.decode(latent.to(self.dtype), return_dict=False)[0][0]
+
+    def offload(self) -> None:
+        """Move every part to the CPU so another model (a VLM prompter) can have the device."""
+        self.residency.offload()
+
+    def onload(self) -> None:
+        """Bring the parts back after :meth:`offload` (in efficient mode they load per step)."""
+        self.residency.onload()
+
+    def card(self) -> ModelCard:
+        return self._card
+
+    def settings(self) -> dict[str, Any]:
+        """Base model, adapter files with their SHA-256, and every option that changes the output."""
+        return dict(self._settings)
+
+
+def _pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad ``[3,H,W]`` at the bottom/right by edge replication up to multiples of ``multiple``."""
+    pad_h = -image.shape[1] % multiple
+    pad_w = -image.shape[2] % multiple
+    if not (pad_h or pad_w):
+        return image
+    return F.pad(image.unsqueeze(0), (0, pad_w, 0, pad_h), mode="replicate")[0]

@@ -1,0 +1,274 @@
+"""OSEDiff on Stable Diffusion 3 medium: Chain-of-Zoom's own SR backbone.
+
+Spec: ``osediff-sd3:BASE[,lora=PATH][,vae=PATH]``. ``BASE`` is a local diffusers
+folder of SD3 medium (or a hub id the user names; nothing is downloaded offline).
+``lora`` is the official transformer LoRA ``ckpt/SR_LoRA/model_20001.pkl`` and
+``vae`` the official VAE-encoder file ``ckpt/SR_VAE/vae_encoder_20001.pt``; without
+them this is plain SD3 run for one step, which is not an SR model.
+
+What the official inference does, and so what this does:
+
+- all of SD3 is used, T5-XXL included; the prompt is encoded the official way, which
+  differs from diffusers' pipeline: both CLIPs tokenised to 77 tokens, their
+  penultimate hidden states concatenated and zero-padded to T5's width, T5 tokenised
+  to 512 tokens, giving a 589-token sequence; the pooled vector is both CLIPs'
+  projected outputs concatenated;
+- one flow-matching Euler step from sigma 1 to 0 at t = 1000 (what
+  ``FlowMatchEulerDiscreteScheduler.set_timesteps(1)`` gives for any shift):
+  ``z_out = z_lr - v(z_lr, 1000, prompt)``;
+- the transformer LoRA (rank 4, scale 1) sits on the ``nn.Linear`` inside every
+  ``AdaLayerNormZero`` (47 in SD3 medium: ``norm1`` of the 24 blocks and
+  ``norm1_context`` of the first 23). ``model_20001.pkl`` is ``torch.save`` of a list
+  ``[up_0, down_0, up_1, down_1, ...]`` in module-traversal order;
+- the VAE-encoder file is the whole PEFT-wrapped ``vae.encoder`` state dict (base
+  weights in float16 plus ``lora_A/lora_B.default_encoder`` pairs, alpha 8), loaded
+  strictly: its base weights replace the base model's encoder weights, as officially.
+
+The official code keeps the LoRA separate (a ``LoraInjectedLinear``); here it is
+merged into the weights, which gives the same function at no run-time cost. (Its
+training-time hook that rounds the LoRA's rank-4 activations to float16 is not used
+by its inference classes, so it is not reproduced.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ChainZoomError
+from ..registry import Runtime, split_options
+from .base import ModelCard, count_parameters
+from .diffusion_common import (
+    OneStepDiffusionSR,
+    OneStepOptions,
+    Residency,
+    check_base_folder,
+    describe_adapters,
+    load_part,
+    resolve_precision,
+)
+from .lora_merge import load_base_weights, load_checkpoint, merge_low_rank, merge_peft_loras, split_peft_state_dict
+
+ID = "osediff-sd3"
+PIPELINE_CLASS = "StableDiffusion3Pipeline"
+#: t of the one step: ``set_timesteps(1)`` of the flow-matching scheduler gives sigma 1.
+TIMESTEP = 1000.0
+CLIP_TOKENS = 77
+T5_TOKENS = 512
+#: The transformer LoRA of the official code: plain sum, no alpha.
+TRANSFORMER_LORA_SCALE = 1.0
+LICENCE = "set by the base model and the adapter files (SD3 medium: Stability AI Community License)"
+
+
+@dataclass
+class SD3Parts:
+    """The components of an SD3 diffusers folder that one step needs."""
+
+    transformer: nn.Module
+    vae: nn.Module
+    tokenizers: tuple
+    text_encoders: tuple[nn.Module, nn.Module, nn.Module]
+
+    def modules(self) -> list[nn.Module]:
+        return [self.transformer, self.vae, *self.text_encoders]
+
+
+def create(argument: str | None, runtime: Runtime, **options) -> OSEDiffSD3:
+    """Factory for ``osediff-sd3:BASE[,lora=PATH][,vae=PATH]``."""
+    base, files = split_options(argument)
+    if not base:
+        raise ChainZoomError(f"{ID} needs a base model: {ID}:BASE[,lora=PATH][,vae=PATH]")
+    unknown = sorted(set(files) - {"lora", "vae"})
+    if unknown:
+        raise ChainZoomError(f"{ID}: unknown spec option(s) {', '.join(unknown)} (known: lora, vae)")
+    device, dtype = resolve_precision(runtime)
+    settings = OneStepOptions.parse(options, default_color_fix="none")
+    check_base_folder(base, PIPELINE_CLASS, ID)
+    adapters = {role: Path(files[role]) for role in ("lora", "vae") if role in files}
+    transformer_lora = read_transformer_lora(adapters["lora"]) if "lora" in adapters else None
+    encoder_state = read_vae_encoder(adapters["vae"]) if "vae" in adapters else None
+
+    parts = load_sd3(base, dtype)
+    if transformer_lora is not None:
+        merge_transformer_lora(parts.transformer, transformer_lora, f"lora file {adapters['lora']}")
+    if encoder_state is not None:
+        load_vae_encoder(parts.vae, encoder_state, f"vae file {adapters['vae']}")
+    return OSEDiffSD3(parts, base, adapters, settings, runtime, device, dtype)
+
+
+class OSEDiffSD3(OneStepDiffusionSR):
+    """One OSEDiff step on SD3: VAE encode, one transformer step at t=1000, VAE decode."""
+
+    def __init__(
+        self,
+        parts: SD3Parts,
+        base: str,
+        adapters: dict[str, Path],
+        options: OneStepOptions,
+        runtime: Runtime,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.parts = parts
+        residency = Residency(
+            {"text": list(parts.text_encoders), "sr": [parts.transformer, parts.vae]},
+            device,
+            options.efficient_memory,
+        )
+        files, combined = describe_adapters(adapters)
+        vae_factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
+        patch = parts.transformer.config.patch_size
+        description = "OSEDiff one-step SR on Stable Diffusion 3 medium (Chain-of-Zoom's backbone)"
+        if set(adapters) != {"lora", "vae"}:
+            description += "; without both official adapter files this is not the trained SR model"
+        card = ModelCard(
+            id=ID,
+            description=description,
+            architecture="SD3 MMDiT + 16-channel VAE, one flow step at t=1000, LoRA merged",
+            scale=4,
+            text_aware=True,
+            parameters=sum(count_parameters(m) for m in parts.modules()),
+            licence=LICENCE,
+            source="; ".join([f"base={base}", *(f"{role}={path}" for role, path in adapters.items())]),
+            weights_sha256=combined,
+        )
+        super().__init__(
+            vae=parts.vae,
+            residency=residency,
+            options=options,
+            runtime=runtime,
+            dtype=dtype,
+            multiple=vae_factor * patch,
+            max_side=parts.transformer.config.pos_embed_max_size * patch * vae_factor,
+            card=card,
+            settings={"backbone": ID, "base": base, "adapters": files, "timestep": TIMESTEP},
+        )
+
+    def _encode_prompt(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return encode_prompt_official(self.parts, prompt, self.device, self.dtype)
+
+    def _denoise(self, latent: torch.Tensor, condition: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        prompt_embeds, pooled = condition
+        timestep = torch.full((latent.shape[0],), TIMESTEP, device=self.device)
+        velocity = self.parts.transformer(
+            hidden_states=latent,
+            timestep=timestep,
+            encoder_hidden_states=prompt_embeds,
+            pooled_projections=pooled,
+            return_dict=False,
+        )[0]
+        return latent - velocity
+
+
+def encode_prompt_official(
+    parts: SD3Parts, prompt: str, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chain-of-Zoom's SD3 text encoding: ([1, 77+512, T5 width], [1, pooled width])."""
+    clip_states, pooled = [], []
+    for tokenizer, encoder in zip(parts.tokenizers[:2], parts.text_encoders[:2]):
+        ids = tokenizer(
+            prompt, padding="max_length", max_length=CLIP_TOKENS, truncation=True, return_tensors="pt"
+        ).input_ids
+        output = encoder(ids.to(device), output_hidden_states=True)
+        clip_states.append(output.hidden_states[-2])
+        pooled.append(output.text_embeds)
+    ids = parts.tokenizers[2](
+        prompt,
+        padding="max_length",
+        max_length=T5_TOKENS,
+        truncation=True,
+        add_special_tokens=True,
+        return_tensors="pt",
+    ).input_ids
+    t5_states = parts.text_encoders[2](ids.to(device))[0]
+    clip = torch.cat(clip_states, dim=-1)
+    clip = F.pad(clip, (0, t5_states.shape[-1] - clip.shape[-1]))
+    sequence = torch.cat([clip.to(t5_states.dtype), t5_states], dim=-2)
+    return sequence.to(dtype), torch.cat(pooled, dim=-1).to(dtype)
+
+
+def load_sd3(base: str, dtype: torch.dtype) -> SD3Parts:
+    """Load the SD3 components from a diffusers folder (or hub id) on the CPU, frozen."""
+    from diffusers import AutoencoderKL, SD3Transformer2DModel
+    from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
+
+    models = {
+        "transformer": (SD3Transformer2DModel, "transformer"),
+        "vae": (AutoencoderKL, "vae"),
+        "clip_l": (CLIPTextModelWithProjection, "text_encoder"),
+        "clip_g": (CLIPTextModelWithProjection, "text_encoder_2"),
+        "t5": (T5EncoderModel, "text_encoder_3"),
+    }
+    loaded = {
+        key: load_part(cls.from_pretrained, base, folder, torch_dtype=dtype).eval().requires_grad_(False)
+        for key, (cls, folder) in models.items()
+    }
+    tokenizers = tuple(
+        load_part(AutoTokenizer.from_pretrained, base, folder)
+        for folder in ("tokenizer", "tokenizer_2", "tokenizer_3")
+    )
+    return SD3Parts(
+        transformer=loaded["transformer"],
+        vae=loaded["vae"],
+        tokenizers=tokenizers,
+        text_encoders=(loaded["clip_l"], loaded["clip_g"], loaded["t5"]),
+    )
+
+
+def adaln_zero_linears(transformer: nn.Module) -> list[nn.Linear]:
+    """The linears the official LoRA adapts, in the order its file lists them."""
+    return [module.linear for module in transformer.modules() if type(module).__name__ == "AdaLayerNormZero"]
+
+
+def read_transformer_lora(path: Path) -> list[torch.Tensor]:
+    """Read ``model_*.pkl``: a flat list of ``[up, down]`` tensors."""
+    data = load_checkpoint(path, "transformer LoRA (lora=)")
+    if isinstance(data, dict):
+        if "state_dict_unet" in data:
+            hint = "it is an OSEDiff SD 2.1 checkpoint (osediff.pkl): use osediff-sd21:BASE,ckpt=PATH"
+        else:
+            hint = "it is a state dict (the VAE-encoder file vae_encoder_*.pt goes to vae=)"
+        raise ChainZoomError(f"lora file {path} is not the official SD3 transformer LoRA list: {hint}")
+    if not isinstance(data, (list, tuple)) or not data or len(data) % 2:
+        raise ChainZoomError(f"lora file {path} is not a list of [up, down] tensor pairs")
+    if not all(isinstance(tensor, torch.Tensor) and tensor.dim() == 2 for tensor in data):
+        raise ChainZoomError(f"lora file {path} holds entries that are not 2-D tensors")
+    return list(data)
+
+
+def merge_transformer_lora(transformer: nn.Module, tensors: list[torch.Tensor], source: str) -> None:
+    """Merge the official ``[up, down]`` pairs into the AdaLayerNormZero linears."""
+    linears = adaln_zero_linears(transformer)
+    if len(tensors) != 2 * len(linears):
+        raise ChainZoomError(
+            f"{source} holds {len(tensors) // 2} LoRA pairs, but the base transformer has {len(linears)} "
+            "AdaLayerNormZero layers (SD3 medium has 47): a LoRA for another base model?"
+        )
+    for index, linear in enumerate(linears):
+        up, down = tensors[2 * index], tensors[2 * index + 1]
+        merge_low_rank(linear, up, down, TRANSFORMER_LORA_SCALE, f"{source}: pair {index}")
+
+
+def read_vae_encoder(path: Path) -> dict[str, torch.Tensor]:
+    """Read ``vae_encoder_*.pt``: the PEFT-wrapped encoder's whole state dict."""
+    data = load_checkpoint(path, "VAE-encoder weights (vae=)")
+    if isinstance(data, (list, tuple)):
+        raise ChainZoomError(f"vae file {path} is the transformer LoRA list (model_*.pkl): pass it as lora=")
+    if not isinstance(data, dict):
+        raise ChainZoomError(f"vae file {path} is not a state dict")
+    if "state_dict_vae" in data:
+        raise ChainZoomError(
+            f"vae file {path} is an OSEDiff SD 2.1 checkpoint (osediff.pkl): use osediff-sd21:BASE,ckpt=PATH"
+        )
+    return data
+
+
+def load_vae_encoder(vae: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Replace the encoder's weights with the file's and merge its LoRA pairs."""
+    weights = split_peft_state_dict(state_dict, source)
+    load_base_weights(vae.encoder, weights.base, source, strict=True)
+    merge_peft_loras(vae.encoder, weights.loras, source)
