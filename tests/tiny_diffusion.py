@@ -17,6 +17,7 @@ blocks whose last context norm is not an ``AdaLayerNormZero``.
 from __future__ import annotations
 
 import string
+import warnings
 from pathlib import Path
 
 import torch
@@ -252,9 +253,11 @@ def write_osediff_checkpoint(base: Path, path: Path, seed: int = 3):
     unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
     vae = AutoencoderKL.from_pretrained(base, subfolder="vae")
     groups = _unet_lora_groups(unet)
-    for adapter, targets in groups.items():
-        config = LoraConfig(r=LORA_RANK, init_lora_weights="gaussian", target_modules=targets)
-        unet.add_adapter(config, adapter_name=adapter)
+    with warnings.catch_warnings():  # PEFT warns that a second adapter is added: that is the point
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        for adapter, targets in groups.items():
+            config = LoraConfig(r=LORA_RANK, init_lora_weights="gaussian", target_modules=targets)
+            unet.add_adapter(config, adapter_name=adapter)
     unet.set_adapter(list(groups))
     vae_targets = vae_encoder_lora_targets(vae)
     vae.add_adapter(
