@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
+from .backbones.bundled import BUNDLED
 from .chain import MODES, zoom_baseline, zoom_chain
 from .errors import ChainZoomError
 from .geometry import Box, ZoomPlan, default_view, plan_zoom
@@ -21,6 +22,9 @@ from .prompts import Prompter, create_prompter
 from .registry import Runtime
 from .resample import resize
 from .states import ScaleState
+from .tiling import DEFAULT_OVERLAP, TiledBackbone
+
+NCNN_BACKBONES = tuple(BUNDLED)
 
 #: Side of the square the official implementation zooms in (``--square``).
 OFFICIAL_SQUARE = 512
@@ -51,7 +55,29 @@ def square_crop(image: LoadedImage, side: int = OFFICIAL_SQUARE) -> LoadedImage:
 
 
 def resolve_backbone(backbone: str | Backbone, runtime: Runtime) -> Backbone:
-    return create_backbone(backbone, runtime) if isinstance(backbone, str) else backbone
+    return build_backbone(backbone, runtime) if isinstance(backbone, str) else backbone
+
+
+def build_backbone(
+    spec: str,
+    runtime: Runtime,
+    tile: int | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+    engine: str = "torch",
+) -> Backbone:
+    """Create the backbone ``spec`` names, tiled (``tile=None``: sized from free memory).
+
+    ``engine="ncnn"`` runs a bundled ncnn model through the ncnn runtime instead of torch.
+    """
+    if engine == "torch":
+        inner = create_backbone(spec, runtime)
+    elif spec in NCNN_BACKBONES:
+        inner = create_backbone(spec, runtime, engine=engine)
+    else:
+        raise ChainZoomError(
+            f"--runtime {engine} works only with the bundled models ({', '.join(NCNN_BACKBONES)}), not {spec!r}"
+        )
+    return TiledBackbone(inner, tile, overlap, runtime.device)
 
 
 def resolve_prompter(prompter: str | Prompter | None, runtime: Runtime) -> Prompter | None:

@@ -43,6 +43,21 @@ def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         help="model precision (default float32; half precision only on GPUs)",
     )
     group.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    group.add_argument(
+        "--runtime",
+        default="torch",
+        choices=("torch", "ncnn"),
+        help="engine for the bundled models: torch (default) or the ncnn runtime (CPU)",
+    )
+    group.add_argument(
+        "--tile", type=int, default=None, help="upscale in tiles of N input px (default: chosen from free memory)"
+    )
+    group.add_argument(
+        "--tile-overlap",
+        type=int,
+        default=112,
+        help="input px shared by neighbouring tiles: context plus a blended band (default 112)",
+    )
     group.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
 
 

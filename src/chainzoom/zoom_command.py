@@ -10,8 +10,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from .api import square_crop
-from .backbones import create_backbone
+from .api import build_backbone, square_crop
 from .errors import ChainZoomError
 from .geometry import ZoomPlan, default_view, parse_center, parse_view, plan_zoom
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, collect_inputs, load_image
@@ -37,7 +36,9 @@ def run_zoom_command(args: argparse.Namespace) -> int:
     max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
     images = [(path, _prepare(load_image(path, max_pixels=max_pixels), args.square)) for path in paths]
     needs_model = args.mode in ("chain", "direct")
-    backbone = create_backbone(args.backbone, runtime) if needs_model else None
+    backbone = (
+        build_backbone(args.backbone, runtime, args.tile, args.tile_overlap, args.runtime) if needs_model else None
+    )
     step = backbone.scale if backbone is not None else 4
     jobs = [
         Job(path, image, _plan(image, args, step), _output_folder(args.out, path, paths))
@@ -56,7 +57,7 @@ def run_zoom_command(args: argparse.Namespace) -> int:
                 square=args.square,
                 backbone=args.backbone if needs_model else None,
                 prompter=args.prompter if needs_model else None,
-                runtime=runtime.as_manifest(),
+                runtime={**runtime.as_manifest(), "engine": args.runtime, "tile": args.tile},
             )
             progress.start(job.path.name, len(job.plan.steps) + 1)
             execute_run(

@@ -19,7 +19,8 @@ import torch
 
 from ..errors import ChainZoomError
 from ..registry import Runtime
-from .base import ModelCard, count_parameters, file_sha256
+from .base import Backbone, ModelCard, count_parameters, file_sha256
+from .ncnn_runtime import NcnnModel
 from .ncnn_format import read_convolutions
 from .rrdbnet import RRDBNet
 from .torch_model import TorchBackbone
@@ -93,7 +94,27 @@ def rrdbnet_from_ncnn(param: Path, weights: Path) -> RRDBNet:
     return model
 
 
-def create_bundled(model_id: str, runtime: Runtime) -> TorchBackbone:
+ENGINES = ("torch", "ncnn")
+
+
+class NcnnBackbone(Backbone):
+    """A bundled model run by the ncnn runtime on the CPU (``--runtime ncnn``)."""
+
+    def __init__(self, model: NcnnModel, card: ModelCard) -> None:
+        self.model = model
+        self._card = card
+
+    def upscale(self, image: torch.Tensor, prompt: str = "") -> torch.Tensor:
+        return self.model(image)
+
+    def card(self) -> ModelCard:
+        return self._card
+
+
+def create_bundled(model_id: str, runtime: Runtime, engine: str = "torch") -> Backbone:
+    """Build a bundled model for the torch runtime (default) or the ncnn runtime."""
+    if engine not in ENGINES:
+        raise ChainZoomError(f"--runtime must be one of {', '.join(ENGINES)}, got {engine!r}")
     weights = BUNDLED[model_id]
     param, bin_path = weights.files()
     model = rrdbnet_from_ncnn(param, bin_path)
@@ -107,12 +128,16 @@ def create_bundled(model_id: str, runtime: Runtime) -> TorchBackbone:
         source=weights.source,
         weights_sha256=file_sha256(param, bin_path),
     )
+    if engine == "ncnn":
+        if runtime.device != "cpu":
+            raise ChainZoomError("--runtime ncnn runs on the CPU only; use --device cpu")
+        return NcnnBackbone(NcnnModel(param, bin_path, threads=runtime.threads), card)
     return TorchBackbone(model, card, device=runtime.device, dtype=getattr(torch, runtime.dtype))
 
 
-def create_realesrgan(argument: str | None, runtime: Runtime) -> TorchBackbone:
-    return create_bundled("realesrgan", runtime)
+def create_realesrgan(argument: str | None, runtime: Runtime, engine: str = "torch") -> Backbone:
+    return create_bundled("realesrgan", runtime, engine)
 
 
-def create_realsr(argument: str | None, runtime: Runtime) -> TorchBackbone:
-    return create_bundled("realsr", runtime)
+def create_realsr(argument: str | None, runtime: Runtime, engine: str = "torch") -> Backbone:
+    return create_bundled("realsr", runtime, engine)

@@ -1,0 +1,63 @@
+"""Device, precision and thread flags: checked before any model loads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from chainzoom.errors import ChainZoomError
+from chainzoom.runtime import resolve_runtime
+
+
+def test_auto_resolves_to_an_available_device():
+    runtime = resolve_runtime("auto", "float32", None, 0)
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert runtime.device == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(ChainZoomError, match="no CUDA GPU"):
+        resolve_runtime("cuda", "float32", None, 0)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_is_refused_on_the_cpu(dtype):
+    with pytest.raises(ChainZoomError, match="float32"):
+        resolve_runtime("cpu", dtype, None, 0)
+
+
+def test_threads_are_applied_and_checked():
+    before = torch.get_num_threads()
+    try:
+        assert resolve_runtime("cpu", "float32", 1, 0).threads == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ChainZoomError, match="--threads"):
+        resolve_runtime("cpu", "float32", 0, 0)
+
+
+def test_unknown_device_is_refused():
+    with pytest.raises(ChainZoomError, match="--device"):
+        resolve_runtime("tpu", "float32", None, 0)
+
+
+def test_ncnn_runtime_matches_torch_runtime_through_the_cli(tmp_path):
+    from chainzoom.cli import main
+    from chainzoom.images import load_image
+
+    args = ["zoom", "assets/sample.jpg", "--scale", "4", "--view", "64", "--no-animation", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "torch")]) == 0
+    assert main([*args, "--runtime", "ncnn", "--out", str(tmp_path / "ncnn")]) == 0
+    a = load_image(tmp_path / "torch" / "step_01.png").rgb
+    b = load_image(tmp_path / "ncnn" / "step_01.png").rgb
+    assert (a - b).abs().max() <= 1 / 255 + 1e-6  # the same model, at most one 8-bit level apart
+
+
+def test_ncnn_runtime_only_for_bundled_models(tmp_path, capsys):
+    from chainzoom.cli import main
+
+    out = str(tmp_path / "o")
+    code = main(["zoom", "assets/sample.jpg", "--backbone", "bicubic", "--runtime", "ncnn", "--out", out])
+    assert code == 2 and "--runtime ncnn works only" in capsys.readouterr().err
