@@ -11,14 +11,17 @@ from .base import Backbone, ModelCard
 class TorchBackbone(Backbone):
     """Runs an ``nn.Module`` mapping ``[N,3,H,W] -> [N,3,sH,sW]`` in ``[0,1]``.
 
-    Inference runs under ``torch.inference_mode`` on the module's device and dtype;
-    images come and go as float32 CPU tensors so the chain never sees devices.
+    Inference runs under ``torch.inference_mode`` on the module's device and dtype,
+    in channels-last memory layout (measured faster for RRDBNet: 0.43x the time of
+    the default layout at float16 on an H100, and faster on the CPU too; see
+    docs/performance.md). Images come and go as float32 CPU tensors so the chain
+    never sees devices.
     """
 
     def __init__(
         self, model: nn.Module, card: ModelCard, device: str = "cpu", dtype: torch.dtype = torch.float32
     ) -> None:
-        self.model = model.eval().to(device=device, dtype=dtype)
+        self.model = model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)
         self.model.requires_grad_(False)
         self.device = torch.device(device)
         self.dtype = dtype
@@ -27,7 +30,7 @@ class TorchBackbone(Backbone):
 
     def upscale(self, image: torch.Tensor, prompt: str = "") -> torch.Tensor:
         with torch.inference_mode():
-            batch = image.unsqueeze(0).to(self.device, self.dtype)
+            batch = image.unsqueeze(0).to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
             out = self.model(batch)[0]
             return out.float().clamp_(0.0, 1.0).cpu()
 
