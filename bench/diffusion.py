@@ -233,14 +233,16 @@ def run(args: argparse.Namespace) -> dict:
         result["transformer_seconds_extrapolated_to_24_layers"] = measured * TRANSFORMER["num_layers"] / args.layers
     if args.check_efficient:
         normal = backbone.upscale(view, PROMPT)
-        efficient = OSEDiffSD3(parts, "random weights", {}, OneStepOptions(efficient_memory=True), runtime, device, dtype)
+        offloading = OneStepOptions(efficient_memory=True)
+        efficient = OSEDiffSD3(parts, "random weights", {}, offloading, runtime, device, dtype)
         offloaded = efficient.upscale(view, PROMPT)  # moves every part to the CPU after use
         result["efficient_vs_normal_max_abs_diff"] = float((normal - offloaded).abs().max())
     return result
 
 
 def machine(device: torch.device) -> str:
-    cpu = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    cpu = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {threads} threads"
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         return f"{properties.name} ({properties.total_memory / 2**30:.0f} GiB), {cpu}"

@@ -221,6 +221,12 @@ def test_missing_component_and_bad_requests_are_clear(files, tmp_path):
     shutil.rmtree(broken / "text_encoder_3")
     with pytest.raises(ChainZoomError, match="'text_encoder_3' component"):
         osediff_sd3.create(str(broken), Runtime())
+    with pytest.raises(ChainZoomError, match="does not exist"):
+        osediff_sd3.create(str(tmp_path / "absent"), Runtime())
+    with pytest.raises(ChainZoomError, match="no model_index.json"):
+        osediff_sd3.create(str(broken / "transformer"), Runtime())
+    with pytest.raises(ChainZoomError, match="cannot load the 'transformer' component of stabilityai/"):
+        osediff_sd3.create("stabilityai/stable-diffusion-3-medium-diffusers", Runtime())  # offline in tests
     with pytest.raises(ChainZoomError, match="on the CPU use float32"):
         osediff_sd3.create(str(files["base"]), Runtime(dtype="bfloat16"))
     with pytest.raises(ChainZoomError, match="needs a base model"):

@@ -26,7 +26,9 @@ CLIP_MAX_LENGTH = 77
 T5_MAX_LENGTH = 512
 _CHARS = string.ascii_lowercase + string.digits + ",.-'"
 #: The official VAE-encoder LoRA target patterns (OSEDiff and Chain-of-Zoom alike).
-VAE_LORA_PATTERNS = ("conv1", "conv2", "conv_in", "conv_shortcut", "conv", "conv_out", "to_k", "to_q", "to_v", "to_out.0")
+VAE_LORA_PATTERNS = (
+    "conv1", "conv2", "conv_in", "conv_shortcut", "conv", "conv_out", "to_k", "to_q", "to_v", "to_out.0",
+)  # fmt: skip
 #: The official SD 2.1 UNet LoRA target patterns.
 UNET_LORA_PATTERNS = (
     "to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_in", "conv_shortcut",
@@ -267,8 +269,9 @@ def write_osediff_checkpoint(base: Path, path: Path, seed: int = 3):
     randomize_loras(unet, seed)
     randomize_loras(vae, seed + 1)
     generator = torch.Generator().manual_seed(seed + 2)
+    conv_in = unet.conv_in.base_layer.weight
     with torch.no_grad():  # OSEDiff trains conv_in fully
-        unet.conv_in.base_layer.weight.add_(torch.randn(unet.conv_in.base_layer.weight.shape, generator=generator) * 0.1)
+        conv_in.add_(torch.randn(conv_in.shape, generator=generator) * 0.1)
     checkpoint = {
         "vae_lora_encoder_modules": vae_targets,
         "unet_lora_encoder_modules": groups["default_encoder"],

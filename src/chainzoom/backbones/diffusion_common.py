@@ -23,6 +23,7 @@ the output is cropped back, so any input size works.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
@@ -101,10 +102,10 @@ class Residency:
     """Which groups of modules sit on the compute device, and moving them there.
 
     In the normal mode every group is moved to the device once and stays. In the
-    efficient mode (the official 24 GB mode) groups live on the CPU and a group is moved
-    to the device only while it runs, so the text encoders and the denoiser/VAE are
-    never resident together and nothing is left on the device between steps (a VLM
-    prompter can then be resident alone).
+    efficient mode (the official 24 GB mode) groups live on the CPU, where the factory
+    loads them, and a group is moved to the device only while it runs: the text
+    encoders and the denoiser/VAE are never resident together, and nothing is left on
+    the device between steps, so a VLM prompter can then be resident alone.
     """
 
     def __init__(self, groups: dict[str, list[nn.Module]], device: torch.device, efficient: bool) -> None:
@@ -170,17 +171,29 @@ def explain_out_of_memory(device: torch.device, dtype: torch.dtype, efficient_me
         raise ChainZoomError(f"out of memory on {device} during the diffusion step; try {', '.join(hints)}") from exc
 
 
-def check_base_folder(base: str, pipeline_class: str, backbone: str) -> None:
-    """A local BASE must be a diffusers folder of the right pipeline (hub ids are left to diffusers)."""
-    path = Path(base)
+def require_diffusion_packages(backbone: str) -> None:
+    """Fail with the install command before anything loads, since the imports are deferred."""
+    missing = [name for name in ("diffusers", "transformers") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ChainZoomError(
+            f"{backbone} needs {' and '.join(missing)}: pip install 'chainzoom[diffusion]'"
+        )
+
+
+def resolve_base(base: str, pipeline_class: str, backbone: str) -> str:
+    """Check a local BASE is a diffusers folder of the right pipeline; hub ids go to diffusers as given."""
+    path = Path(base).expanduser()
     if not path.exists():
-        return
+        if base.startswith(("/", "./", "../", "~")):
+            raise ChainZoomError(f"{backbone}: base model folder {base} does not exist")
+        return base
     index = path / "model_index.json"
     if not index.is_file():
         raise ChainZoomError(f"{backbone}: {base} is not a diffusers model folder (it has no model_index.json)")
     found = json.loads(index.read_text()).get("_class_name")
     if found != pipeline_class:
         raise ChainZoomError(f"{backbone}: {base} holds a {found}, but {backbone} needs a {pipeline_class} base")
+    return str(path)
 
 
 def load_part(loader: Callable[..., Any], base: str, subfolder: str, **kwargs: Any) -> Any:
@@ -188,7 +201,8 @@ def load_part(loader: Callable[..., Any], base: str, subfolder: str, **kwargs: A
     try:
         return loader(base, subfolder=subfolder, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
-        raise ChainZoomError(f"cannot load the {subfolder!r} component of {base}: {exc}") from exc
+        reason = " ".join(str(exc).split())
+        raise ChainZoomError(f"cannot load the {subfolder!r} component of {base}: {reason}") from exc
 
 
 def describe_adapters(adapters: dict[str, Path]) -> tuple[dict[str, dict[str, str]], str | None]:

@@ -79,12 +79,8 @@ def load_base_weights(model: nn.Module, weights: dict[str, torch.Tensor], source
     unknown = sorted(set(weights) - set(own))
     missing = sorted(set(own) - set(weights)) if strict else []
     if unknown or missing:
-        raise ChainZoomError(
-            f"{source} does not match the base model: "
-            + "; ".join(
-                part for part in (_examples("unknown entries", unknown), _examples("missing parameters", missing)) if part
-            )
-        )
+        parts = (_examples("unknown entries", unknown), _examples("missing parameters", missing))
+        raise ChainZoomError(f"{source} does not match the base model: " + "; ".join(p for p in parts if p))
     for name, tensor in weights.items():
         _check_shape(source, name, own[name].shape, tensor.shape)
     with torch.no_grad():
@@ -99,9 +95,8 @@ def merge_peft_loras(
     modules = dict(model.named_modules())
     unknown = sorted(name for name in loras if not isinstance(modules.get(name), (nn.Linear, nn.Conv2d)))
     if unknown:
-        raise ChainZoomError(
-            f"{source} does not match the base model: " + _examples("LoRA on layers it has no Linear/Conv2d for", unknown)
-        )
+        reason = _examples("LoRA on layers it has no Linear/Conv2d for", unknown)
+        raise ChainZoomError(f"{source} does not match the base model: {reason}")
     for name, pairs in loras.items():
         for lora_a, lora_b in pairs:
             found = lora_a.shape[0]
@@ -119,8 +114,8 @@ def merge_low_rank(layer: nn.Module, up: torch.Tensor, down: torch.Tensor, scali
     product is reshaped to the kernel (PEFT's LoRA ``A`` has the layer's kernel, ``B`` is 1x1).
     """
     weight = layer.weight
-    expected_down = weight[0].numel()
-    if up.dim() != 2 or down.dim() != 2 or up.shape != (weight.shape[0], down.shape[0]) or down.shape[1] != expected_down:
+    fits = up.dim() == down.dim() == 2 and up.shape == (weight.shape[0], down.shape[0])
+    if not fits or down.shape[1] != weight[0].numel():
         raise ChainZoomError(
             f"{where}: LoRA shapes up {tuple(up.shape)} / down {tuple(down.shape)} do not fit a layer "
             f"of weight shape {tuple(weight.shape)} (LoRA made for another base model?)"

@@ -31,9 +31,10 @@ from .diffusion_common import (
     OneStepDiffusionSR,
     OneStepOptions,
     Residency,
-    check_base_folder,
     describe_adapters,
     load_part,
+    require_diffusion_packages,
+    resolve_base,
     resolve_precision,
 )
 from .lora_merge import load_base_weights, load_checkpoint, merge_peft_loras, split_peft_state_dict
@@ -67,9 +68,10 @@ def create(argument: str | None, runtime: Runtime, **options) -> OSEDiffSD21:
     unknown = sorted(set(files) - {"ckpt"})
     if unknown:
         raise ChainZoomError(f"{ID}: unknown spec option(s) {', '.join(unknown)} (known: ckpt)")
+    require_diffusion_packages(ID)
     device, dtype = resolve_precision(runtime)
     settings = OneStepOptions.parse(options, default_color_fix="adain")
-    check_base_folder(base, PIPELINE_CLASS, ID)
+    base = resolve_base(base, PIPELINE_CLASS, ID)
     path = Path(files["ckpt"])
     checkpoint = read_osediff_checkpoint(path)
     parts = load_sd21(base, dtype)

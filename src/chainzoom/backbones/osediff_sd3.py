@@ -46,9 +46,10 @@ from .diffusion_common import (
     OneStepDiffusionSR,
     OneStepOptions,
     Residency,
-    check_base_folder,
     describe_adapters,
     load_part,
+    require_diffusion_packages,
+    resolve_base,
     resolve_precision,
 )
 from .lora_merge import load_base_weights, load_checkpoint, merge_low_rank, merge_peft_loras, split_peft_state_dict
@@ -85,9 +86,10 @@ def create(argument: str | None, runtime: Runtime, **options) -> OSEDiffSD3:
     unknown = sorted(set(files) - {"lora", "vae"})
     if unknown:
         raise ChainZoomError(f"{ID}: unknown spec option(s) {', '.join(unknown)} (known: lora, vae)")
+    require_diffusion_packages(ID)
     device, dtype = resolve_precision(runtime)
     settings = OneStepOptions.parse(options, default_color_fix="none")
-    check_base_folder(base, PIPELINE_CLASS, ID)
+    base = resolve_base(base, PIPELINE_CLASS, ID)
     adapters = {role: Path(files[role]) for role in ("lora", "vae") if role in files}
     transformer_lora = read_transformer_lora(adapters["lora"]) if "lora" in adapters else None
     encoder_state = read_vae_encoder(adapters["vae"]) if "vae" in adapters else None
