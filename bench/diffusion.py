@@ -10,8 +10,11 @@ without building the 5.5 B parameters of CLIP-L, CLIP-G and T5-XXL. ``--text rea
 builds them too (random weights, locally built character tokenizers: the official
 encoding pads to fixed lengths, so the cost is the real one) and times whole
 ``upscale`` calls; ``--efficient`` then measures the official 24 GB mode.
-``--layers N`` builds N of the 24 transformer blocks and extrapolates the transformer
-time linearly to 24 (the blocks are identical); the report says when it did.
+``--layers N`` builds N of the 24 transformer blocks, for machines without the 10 GiB a
+float32 CPU run needs, and extrapolates the transformer time linearly to 24 (the blocks
+are identical); the report says when it did. Treat that as a rough lower bound: on the
+shared 2-core development machine one block extrapolated to 22 s, while the full 24 blocks
+took 48 s (docs/diffusion.md records the full run).
 
 Run from the repository root::
 
