@@ -12,14 +12,14 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
+from .backbones import DEFAULT_BACKBONE, DIFFUSION_BACKBONES, Backbone, create_backbone
 from .backbones.bundled import BUNDLED
 from .chain import MODES, zoom_baseline, zoom_chain
 from .errors import ChainZoomError
 from .geometry import Box, ZoomPlan, default_view, plan_zoom
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, from_pil, load_image
 from .prompts import Prompter, create_prompter
-from .registry import Runtime
+from .registry import Runtime, split_spec
 from .resample import resize
 from .states import ScaleState
 from .tiling import DEFAULT_OVERLAP, TiledBackbone
@@ -64,13 +64,21 @@ def build_backbone(
     tile: int | None = None,
     overlap: int = DEFAULT_OVERLAP,
     engine: str = "torch",
+    **options,
 ) -> Backbone:
     """Create the backbone ``spec`` names, tiled (``tile=None``: sized from free memory).
 
     ``engine="ncnn"`` runs a bundled ncnn model through the ncnn runtime instead of torch.
+    ``options`` go to the diffusion backbones (``efficient_memory``, ``color_fix``...).
     """
+    name = split_spec(spec)[0]
+    if options and name not in DIFFUSION_BACKBONES:
+        raise ChainZoomError(
+            f"{', '.join(sorted(options))} applies only to the diffusion backbones "
+            f"({', '.join(DIFFUSION_BACKBONES)}), not {name!r}"
+        )
     if engine == "torch":
-        inner = create_backbone(spec, runtime)
+        inner = create_backbone(spec, runtime, **options)
     elif spec in NCNN_BACKBONES:
         inner = create_backbone(spec, runtime, engine=engine)
     else:

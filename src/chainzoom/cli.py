@@ -59,6 +59,18 @@ def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         help="input px shared by neighbouring tiles: context plus a blended band (default 112)",
     )
     group.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+    diffusion = parser.add_argument_group("diffusion backbones (osediff-sd3, osediff-sd21)")
+    diffusion.add_argument(
+        "--efficient-memory",
+        action="store_true",
+        help="the official 24 GB mode: components move to the GPU only while they run",
+    )
+    diffusion.add_argument(
+        "--color-fix",
+        choices=("wavelet", "adain", "none"),
+        default=None,
+        help="keep the input view's colours (default: the backbone's official choice)",
+    )
 
 
 def _add_zoom(commands) -> None:

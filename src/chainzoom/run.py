@@ -187,7 +187,7 @@ def execute_run(
         "chainzoom": __version__,
         "created": (previous or {}).get("created") or datetime.now(timezone.utc).isoformat(),
         "request": request_dict,
-        "backbone": backbone.card().as_dict() if backbone is not None else None,
+        "backbone": backbone_record(backbone),
         "prompter": prompter.settings() if prompter is not None else None,
         "plan": plan_record(plan),
         "states": [state_record(s) for s in done],
@@ -209,6 +209,17 @@ def execute_run(
     manifest["render_seconds"] = round(time.perf_counter() - started, 3)
     atomic_write_json(folder.manifest_path, manifest)
     return states
+
+
+def backbone_record(backbone: Backbone | None) -> dict | None:
+    """The backbone's card, plus its settings (adapter files and hashes) when it has them."""
+    if backbone is None:
+        return None
+    record = backbone.card().as_dict()
+    settings = getattr(backbone, "settings", None)
+    if callable(settings):
+        record["settings"] = settings()
+    return record
 
 
 def plan_record(plan: ZoomPlan) -> dict:

@@ -168,3 +168,8 @@ class TiledBackbone(Backbone):
 
     def card(self) -> ModelCard:
         return self.inner.card()
+
+    def settings(self) -> dict:
+        """The wrapped backbone's settings, if it has any, and the tiling."""
+        inner = getattr(self.inner, "settings", None)
+        return {**(inner() if callable(inner) else {}), "tile": self.tile, "tile_overlap": self.overlap}

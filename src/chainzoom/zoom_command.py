@@ -37,7 +37,11 @@ def run_zoom_command(args: argparse.Namespace) -> int:
     images = [(path, _prepare(load_image(path, max_pixels=max_pixels), args.square)) for path in paths]
     needs_model = args.mode in ("chain", "direct")
     backbone = (
-        build_backbone(args.backbone, runtime, args.tile, args.tile_overlap, args.runtime) if needs_model else None
+        build_backbone(
+            args.backbone, runtime, args.tile, args.tile_overlap, args.runtime, **diffusion_options(args)
+        )
+        if needs_model
+        else None
     )
     step = backbone.scale if backbone is not None else 4
     jobs = [
@@ -58,6 +62,7 @@ def run_zoom_command(args: argparse.Namespace) -> int:
                 backbone=args.backbone if needs_model else None,
                 prompter=args.prompter if needs_model else None,
                 runtime={**runtime.as_manifest(), "engine": args.runtime, "tile": args.tile},
+                extra={"backbone_options": diffusion_options(args)},
             )
             progress.start(job.path.name, len(job.plan.steps) + 1)
             execute_run(
@@ -73,6 +78,16 @@ def run_zoom_command(args: argparse.Namespace) -> int:
             )
             progress.finish(job.out)
     return 0
+
+
+def diffusion_options(args: argparse.Namespace) -> dict:
+    """The diffusion-backbone flags the user actually set (others keep the backbone's defaults)."""
+    options: dict = {}
+    if args.efficient_memory:
+        options["efficient_memory"] = True
+    if args.color_fix is not None:
+        options["color_fix"] = args.color_fix
+    return options
 
 
 def _prepare(image: LoadedImage, square: bool) -> LoadedImage:

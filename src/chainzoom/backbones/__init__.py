@@ -23,8 +23,25 @@ BACKBONES.register(
 BACKBONES.register("nearest", "chainzoom.backbones.interpolation:create_nearest", "nearest-neighbour 4x, no model")
 BACKBONES.register("bicubic", "chainzoom.backbones.interpolation:create_bicubic", "bicubic 4x, no model")
 BACKBONES.register("lanczos", "chainzoom.backbones.interpolation:create_lanczos", "Lanczos 4x, no model")
+BACKBONES.register(
+    "osediff-sd3",
+    "chainzoom.backbones.osediff_sd3:create",
+    "OSEDiff one-step diffusion SR on SD3 medium, Chain-of-Zoom's backbone (reads the prompt): "
+    "osediff-sd3:BASE[,lora=model_20001.pkl][,vae=vae_encoder_20001.pt]",
+    needs_argument=True,
+    extra="diffusion",
+)
+BACKBONES.register(
+    "osediff-sd21",
+    "chainzoom.backbones.osediff_sd21:create",
+    "OSEDiff one-step diffusion SR on SD 2.1-base (reads the prompt): osediff-sd21:BASE,ckpt=osediff.pkl",
+    needs_argument=True,
+    extra="diffusion",
+)
 
 DEFAULT_BACKBONE = "realesrgan"
+#: Backbones that take the one-step diffusion options (``--efficient-memory``, ``--color-fix``).
+DIFFUSION_BACKBONES = ("osediff-sd3", "osediff-sd21")
 
 
 def create_backbone(spec: str, runtime: Runtime | None = None, **options) -> Backbone:
@@ -32,4 +49,4 @@ def create_backbone(spec: str, runtime: Runtime | None = None, **options) -> Bac
     return BACKBONES.create(spec, runtime, **options)
 
 
-__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Backbone", "ModelCard", "create_backbone"]
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "DIFFUSION_BACKBONES", "Backbone", "ModelCard", "create_backbone"]
