@@ -81,20 +81,8 @@ def zoom_chain(
         rgb = _fit_view(upscaled, plan.view)
         alpha = None
         if source_alpha is not None:
-            alpha = quantize(resize(_crop_step(source_alpha, step), plan.view, ALPHA_METHOD), image.bit_depth)
-        state = ScaleState(
-            step.index,
-            quantize(rgb, image.bit_depth),
-            step.box,
-            plan.magnification(step.index),
-            prompt,
-            alpha,
-            {
-                "prompt": prompt_seconds,
-                "backbone": backbone_seconds,
-                "total": time.perf_counter() - started,
-            },
-        )
+            alpha = resize(_crop_step(source_alpha, step), plan.view, ALPHA_METHOD)
+        state = _state(step.index, plan, image.bit_depth, rgb, alpha, prompt, prompt_seconds, backbone_seconds, started)
         states.append(state)
         yield state
 
@@ -128,22 +116,31 @@ def zoom_baseline(
             rgb = resize(upscaled, plan.view, "bicubic", Box(*(v * s for v in inner.as_list())))
         else:
             rgb = resize(image.rgb, plan.view, mode, step.box)
-        alpha = None
-        if image.alpha is not None:
-            alpha = quantize(resize(image.alpha, plan.view, ALPHA_METHOD, step.box), image.bit_depth)
-        yield ScaleState(
-            step.index,
-            quantize(rgb, image.bit_depth),
-            step.box,
-            plan.magnification(step.index),
-            prompt,
-            alpha,
-            {
-                "prompt": prompt_seconds,
-                "backbone": backbone_seconds,
-                "total": time.perf_counter() - started,
-            },
-        )
+        alpha = resize(image.alpha, plan.view, ALPHA_METHOD, step.box) if image.alpha is not None else None
+        yield _state(step.index, plan, image.bit_depth, rgb, alpha, prompt, prompt_seconds, backbone_seconds, started)
+
+
+def _state(
+    index: int,
+    plan: ZoomPlan,
+    bit_depth: int,
+    rgb: torch.Tensor,
+    alpha: torch.Tensor | None,
+    prompt: str | None,
+    prompt_seconds: float,
+    backbone_seconds: float,
+    started: float,
+) -> ScaleState:
+    """A finished state, quantized as it will be saved, with its timings."""
+    return ScaleState(
+        index,
+        quantize(rgb, bit_depth),
+        plan.box(index),
+        plan.magnification(index),
+        prompt,
+        quantize(alpha, bit_depth) if alpha is not None else None,
+        {"prompt": prompt_seconds, "backbone": backbone_seconds, "total": time.perf_counter() - started},
+    )
 
 
 def _prompt(
