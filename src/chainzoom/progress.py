@@ -29,6 +29,7 @@ class ZoomProgress:
             else None
         )
         self.task = None
+        self.batch = None
 
     def __enter__(self) -> ZoomProgress:
         if self.progress is not None:
@@ -38,6 +39,11 @@ class ZoomProgress:
     def __exit__(self, *exc) -> None:
         if self.progress is not None:
             self.progress.__exit__(*exc)
+
+    def start_batch(self, images: int) -> None:
+        """An overall bar, shown only when there is more than one image."""
+        if self.progress is not None and images > 1:
+            self.batch = self.progress.add_task("images", total=images, detail="")
 
     def start(self, name: str, states: int) -> None:
         if self.progress is not None:
@@ -50,5 +56,7 @@ class ZoomProgress:
     def finish(self, out: Path) -> None:
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, detail=f"done -> {out}")
+            if self.batch is not None:
+                self.progress.update(self.batch, advance=1)
         elif self.progress is None:
             print(f"{out}", file=sys.stdout)

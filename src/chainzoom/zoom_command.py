@@ -50,6 +50,7 @@ def run_zoom_command(args: argparse.Namespace) -> int:
     ]
     prompter = create_prompter(args.prompter, runtime) if needs_model else None
     with ZoomProgress(enabled=not args.quiet) as progress:
+        progress.start_batch(len(jobs))
         for job in jobs:
             request = RunRequest(
                 input=str(job.path),
