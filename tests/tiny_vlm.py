@@ -91,7 +91,7 @@ def train_tokenizer(vocab_size: int = 400):
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=QWEN_SPECIAL_TOKENS[:1],
+        special_tokens=QWEN_SPECIAL_TOKENS,
         show_progress=False,
     )
     bpe.train_from_iterator(_CORPUS * 4, trainer)
@@ -122,6 +122,9 @@ def tiny_qwen25vl_config(tokenizer, hidden: int = 64, layers: int = 2):
             "num_attention_heads": heads,
             "num_key_value_heads": 2,
             "max_position_embeddings": 4096,
+            # Wider than the default 0.02, so greedy answers vary with the images instead
+            # of repeating one token: tests can then tell answers apart.
+            "initializer_range": 0.3,
             "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope},
             "bos_token_id": ids["<|endoftext|>"],
             "eos_token_id": ids["<|im_end|>"],
@@ -172,3 +175,64 @@ def build_tiny_qwen25vl(folder: str | Path, seed: int = 0) -> Path:
     (folder / "preprocessor_config.json").write_text(json.dumps(QWEN25VL_PREPROCESSOR_CONFIG, indent=2))
     (folder / "chat_template.json").write_text(json.dumps({"chat_template": QWEN25VL_CHAT_TEMPLATE}))
     return folder
+
+
+#: adapter_config.json of the official GRPO-aligned prompt adapter (checkpoint-10000).
+OFFICIAL_ADAPTER_CONFIG = {
+    "peft_type": "LORA",
+    "task_type": "CAUSAL_LM",
+    "r": 8,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "bias": "none",
+    "init_lora_weights": True,
+    "use_dora": False,
+    "use_rslora": False,
+    "fan_in_fan_out": False,
+    "inference_mode": True,
+    "target_modules": r"^(model).*\.(q_proj|o_proj|gate_proj|down_proj|k_proj|up_proj|v_proj)$",
+    "base_model_name_or_path": "/root/.cache/modelscope/hub/models/Qwen/Qwen2___5-VL-3B-Instruct",
+}
+
+_LM_PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                   "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+def save_lora_adapter(
+    model_folder: str | Path, folder: str | Path, *, legacy_names: bool = True, seed: int = 0, std: float = 0.05
+) -> dict[str, torch.Tensor]:
+    """Write a LoRA adapter with nonzero random A and B in the official adapter's format.
+
+    ``legacy_names`` names modules as transformers 4.49 did (``model.layers.N...``), which
+    is how the official checkpoint-10000 stores them; otherwise as transformers 5 does
+    (``model.language_model.layers.N...``). Returns the saved tensors.
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoConfig
+
+    text = AutoConfig.from_pretrained(model_folder).text_config
+    head_dim = text.hidden_size // text.num_attention_heads
+    shapes = {  # (out_features, in_features)
+        "self_attn.q_proj": (text.num_attention_heads * head_dim, text.hidden_size),
+        "self_attn.k_proj": (text.num_key_value_heads * head_dim, text.hidden_size),
+        "self_attn.v_proj": (text.num_key_value_heads * head_dim, text.hidden_size),
+        "self_attn.o_proj": (text.hidden_size, text.num_attention_heads * head_dim),
+        "mlp.gate_proj": (text.intermediate_size, text.hidden_size),
+        "mlp.up_proj": (text.intermediate_size, text.hidden_size),
+        "mlp.down_proj": (text.hidden_size, text.intermediate_size),
+    }
+    stem = "model.layers" if legacy_names else "model.language_model.layers"
+    rank = OFFICIAL_ADAPTER_CONFIG["r"]
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for layer in range(text.num_hidden_layers):
+        for projection in _LM_PROJECTIONS:
+            out_features, in_features = shapes[projection]
+            key = f"base_model.model.{stem}.{layer}.{projection}"
+            tensors[f"{key}.lora_A.weight"] = torch.randn(rank, in_features, generator=generator) * std
+            tensors[f"{key}.lora_B.weight"] = torch.randn(out_features, rank, generator=generator) * std
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (folder / "adapter_config.json").write_text(json.dumps(OFFICIAL_ADAPTER_CONFIG, indent=2))
+    return tensors

@@ -17,6 +17,26 @@ PROMPTERS.register(
     'the same text at every step: fixed:"a cat on a sofa"',
     needs_argument=True,
 )
+PROMPTERS.register(
+    "vlm",
+    "chainzoom.prompts.vlm:create_vlm",
+    "a local vision-language model writes each prompt from the last two states (the paper's): "
+    "vlm[:ID_OR_FOLDER][,adapter=LORA_DIR] (default Qwen/Qwen2.5-VL-3B-Instruct)",
+    extra="vlm",
+)
+PROMPTERS.register(
+    "openai",
+    "chainzoom.prompts.openai:create_openai",
+    "an OpenAI-compatible chat server (vLLM, llama.cpp, Ollama, LM Studio) writes each prompt: "
+    "openai:http://host:port/v1,model=NAME",
+    needs_argument=True,
+)
+PROMPTERS.register(
+    "labels",
+    "chainzoom.prompts.labels:create_labels",
+    "offline ImageNet tags of the view from a bundled EfficientNet-Lite0 (a DAPE-tag stand-in)",
+    extra="labels",
+)
 
 
 def create_prompter(spec: str, runtime: Runtime | None = None, **options) -> Prompter:
