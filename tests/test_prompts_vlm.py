@@ -14,7 +14,7 @@ from chainzoom.errors import ChainZoomError  # noqa: E402
 from chainzoom.images import to_pil  # noqa: E402
 from chainzoom.prompts import PromptContext, create_prompter  # noqa: E402
 from chainzoom.prompts.message import MULTISCALE_SYSTEM_MESSAGE  # noqa: E402
-from chainzoom.prompts.vlm import step_seed  # noqa: E402
+from chainzoom.prompts.message import step_seed  # noqa: E402
 from chainzoom.prompts.vlm_processor import image_only, load_processor  # noqa: E402
 from chainzoom.registry import Runtime  # noqa: E402
 

@@ -14,6 +14,8 @@ model or an OpenAI-compatible server), so both ask exactly the official question
 
 from __future__ import annotations
 
+import hashlib
+
 from PIL import Image
 
 from ..images import to_pil
@@ -24,6 +26,8 @@ MULTISCALE_SYSTEM_MESSAGE = (
     "The second image is a zoom-in of the first image. Based on this knowledge, "
     "what is in the second image? Give me a set of words."
 )
+#: The official number of new tokens per prompt (the Aug 2025 code; 128 in May 2025).
+OFFICIAL_MAX_NEW_TOKENS = 32
 
 
 def context_images(context: PromptContext) -> list[Image.Image]:
@@ -34,3 +38,9 @@ def context_images(context: PromptContext) -> list[Image.Image]:
 def join_user_text(generated: str, text: str | None) -> str:
     """Join a generated prompt with the user's text exactly as the official code does."""
     return f"{generated}, {text}," if text else generated
+
+
+def step_seed(seed: int, step: int) -> int:
+    """A 63-bit seed for one step, so neighbouring steps and runs do not share a stream."""
+    digest = hashlib.sha256(f"chainzoom-prompt:{seed}:{step}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1

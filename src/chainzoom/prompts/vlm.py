@@ -27,7 +27,6 @@ tokens. Beyond the official code:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -39,12 +38,17 @@ import torch
 from ..errors import ChainZoomError
 from ..registry import Runtime
 from .base import PromptContext, Prompter
-from .message import MULTISCALE_SYSTEM_MESSAGE, context_images, join_user_text
+from .message import (
+    MULTISCALE_SYSTEM_MESSAGE,
+    OFFICIAL_MAX_NEW_TOKENS,
+    context_images,
+    join_user_text,
+    step_seed,
+)
 from .options import Options
 from .vlm_adapter import adapter_digest
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
-OFFICIAL_MAX_NEW_TOKENS = 32
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -186,12 +190,6 @@ class VLMPrompter(Prompter):
         return _seeded_rng(self.device, step_seed(self.seed, step))
 
 
-def step_seed(seed: int, step: int) -> int:
-    """A 63-bit seed for one step, so neighbouring steps and runs do not share a stream."""
-    digest = hashlib.sha256(f"chainzoom-vlm:{seed}:{step}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
 @contextmanager
 def _seeded_rng(device: str, seed: int) -> Iterator[None]:
     """Seed torch for one generation and restore the caller's RNG state afterwards."""
@@ -234,7 +232,9 @@ def create_vlm(argument: str | None, runtime: Runtime, **options: Any) -> VLMPro
     """``vlm[:MODEL][,adapter=DIR,max_new_tokens=N,sample=BOOL,temperature=T,top_p=P,top_k=K,
     text=T,offload=BOOL,dtype=D,device=D]``; ``model=`` may name the model instead of the argument."""
     if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("peft") is None:
-        raise ChainZoomError("prompter 'vlm' needs transformers and peft; install them with: pip install 'chainzoom[vlm]'")
+        raise ChainZoomError(
+            "prompter 'vlm' needs transformers and peft; install them with: pip install 'chainzoom[vlm]'"
+        )
     target, opts = Options.parse("vlm", argument, options)
     named = opts.text("model")
     if target and named and target != named:

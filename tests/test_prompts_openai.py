@@ -1,0 +1,210 @@
+"""The ``openai`` prompter against an in-test chat-completions server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+from PIL import Image
+
+from chainzoom.errors import ChainZoomError
+from chainzoom.images import to_pil
+from chainzoom.prompts import PromptContext, create_prompter
+from chainzoom.prompts.message import MULTISCALE_SYSTEM_MESSAGE
+from chainzoom.registry import Runtime
+
+#: What the handler answers: (status, content type, body bytes, seconds to wait first).
+Reply = tuple[int, str, bytes, float]
+
+
+def chat_reply(content: str) -> Reply:
+    message = {"role": "assistant", "content": content}
+    body = {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": message}]}
+    return 200, "application/json", json.dumps(body).encode(), 0.0
+
+
+class ChatServer:
+    """Answers POST /v1/chat/completions from a script of replies; records every request."""
+
+    def __init__(self, script: Callable[[int], Reply]) -> None:
+        self.script = script
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                length = int(self.headers["Content-Length"])
+                server.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": json.loads(self.rfile.read(length))}
+                )
+                status, content_type, body, delay = server.script(len(server.requests))
+                time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (time-out test)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> ChatServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Callable[[int], Reply]], ChatServer]]:
+    servers: list[ChatServer] = []
+
+    def start(script: Callable[[int], Reply]) -> ChatServer:
+        servers.append(ChatServer(script).__enter__())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+def make_context(step: int = 1) -> PromptContext:
+    generator = torch.Generator().manual_seed(step)
+    wide = torch.rand(3, 48, 64, generator=generator) * 0.5
+    return PromptContext(step, wide, 0.5 + torch.rand(3, 48, 64, generator=generator) * 0.5)
+
+
+def prompter(server: ChatServer, **options):
+    options = {"model": "qwen2.5-vl", "retries": 2, "backoff": 0.01, "timeout": 5, **options}
+    return create_prompter(f"openai:{server.url}", Runtime(seed=5), **options)
+
+
+def decode_image(url: str) -> Image.Image:
+    prefix = "data:image/png;base64,"
+    assert url.startswith(prefix)
+    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix) :])))
+
+
+def test_happy_path_sends_both_images_in_order_and_the_key(serve, monkeypatch):
+    monkeypatch.setenv("CZ_TEST_KEY", "sk-secret-123")
+    server = serve(lambda n: chat_reply(" tabby cat, fur, whiskers\n"))
+    chosen = prompter(server, key_env="CZ_TEST_KEY", text="sharp")
+    context = make_context()
+    assert chosen.describe(context) == "tabby cat, fur, whiskers, sharp,"
+
+    (request,) = server.requests
+    assert request["path"] == "/v1/chat/completions"
+    assert request["headers"]["Authorization"] == "Bearer sk-secret-123"
+    body = request["body"]
+    assert body["model"] == "qwen2.5-vl" and body["max_tokens"] == 32 and body["temperature"] == 0.0
+    system, user = body["messages"]
+    assert system == {"role": "system", "content": MULTISCALE_SYSTEM_MESSAGE}
+    assert user["role"] == "user" and [part["type"] for part in user["content"]] == ["image_url", "image_url"]
+    first, second = (decode_image(part["image_url"]["url"]) for part in user["content"])
+    assert first.size == second.size == (64, 48)
+    assert first.tobytes() == to_pil(context.wide).tobytes()
+    assert second.tobytes() == to_pil(context.view).tobytes()
+    assert "sk-secret-123" not in json.dumps(chosen.settings())
+
+
+def test_no_key_variable_sends_no_authorization(serve, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server = serve(lambda n: chat_reply("grass"))
+    assert prompter(server).describe(make_context()) == "grass"
+    assert "Authorization" not in server.requests[0]["headers"]
+
+
+def test_sampling_sends_a_seed_per_step(serve):
+    server = serve(lambda n: chat_reply("sky"))
+    chosen = prompter(server, sample=True, temperature=0.7)
+    chosen.describe(make_context(1))
+    chosen.describe(make_context(2))
+    first, second = (r["body"] for r in server.requests)
+    assert first["temperature"] == 0.7 and first["top_p"] == 1.0
+    assert isinstance(first["seed"], int) and first["seed"] != second["seed"]
+
+
+def test_slow_answer_times_out(serve):
+    server = serve(lambda n: (*chat_reply("late")[:3], 2.0))
+    started = time.perf_counter()
+    with pytest.raises(ChainZoomError, match="after 1 tries \\(timed out\\)"):
+        prompter(server, timeout=0.3, retries=0).describe(make_context())
+    assert time.perf_counter() - started < 1.5
+
+
+def test_server_errors_are_retried_then_reported(serve):
+    server = serve(lambda n: (500, "application/json", b'{"error": {"message": "model is loading"}}', 0.0))
+    with pytest.raises(ChainZoomError, match="after 3 tries \\(HTTP 500: model is loading\\).*resume"):
+        prompter(server).describe(make_context())
+    assert len(server.requests) == 3
+
+
+def test_a_passing_server_error_is_survived(serve):
+    server = serve(lambda n: (503, "text/plain", b"busy", 0.0) if n == 1 else chat_reply("brick wall"))
+    assert prompter(server).describe(make_context()) == "brick wall"
+    assert len(server.requests) == 2
+
+
+def test_client_errors_stop_at_once(serve):
+    server = serve(lambda n: (401, "application/json", b'{"error": {"message": "bad key"}}', 0.0))
+    with pytest.raises(ChainZoomError, match="HTTP 401: bad key; is OPENAI_API_KEY set"):
+        prompter(server).describe(make_context())
+    assert len(server.requests) == 1
+
+
+def test_malformed_json(serve):
+    server = serve(lambda n: (200, "application/json", b'{"choices": [', 0.0))
+    with pytest.raises(ChainZoomError, match="not valid JSON"):
+        prompter(server).describe(make_context())
+
+
+def test_json_without_an_answer(serve):
+    server = serve(lambda n: (200, "application/json", b'{"object": "list", "data": []}', 0.0))
+    with pytest.raises(ChainZoomError, match="no choices"):
+        prompter(server).describe(make_context())
+
+
+def test_wrong_content_type(serve):
+    server = serve(lambda n: (200, "text/html", b"<html>welcome</html>", 0.0))
+    with pytest.raises(ChainZoomError, match="answered text/html, not application/json"):
+        prompter(server).describe(make_context())
+
+
+def test_nobody_listening():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    chosen = create_prompter(f"openai:http://127.0.0.1:{port}/v1,model=m,retries=1,backoff=0.01", Runtime())
+    with pytest.raises(ChainZoomError, match="after 2 tries .*refused"):
+        chosen.describe(make_context())
+
+
+def test_settings_keep_secrets_out_and_spec_errors_are_clear():
+    chosen = create_prompter("openai:https://user:pw@api.example.com:8443/v1?key=abc,model=gpt", Runtime())
+    settings = chosen.settings()
+    assert settings["url"] == "https://api.example.com:8443/v1/chat/completions"
+    assert "pw" not in json.dumps(settings) and "abc" not in json.dumps(settings)
+    with pytest.raises(ChainZoomError, match="model=NAME"):
+        create_prompter("openai:http://localhost:8000/v1", Runtime())
+    with pytest.raises(ChainZoomError, match="http\\(s\\) URL"):
+        create_prompter("openai:localhost:8000,model=m", Runtime())
+    with pytest.raises(ChainZoomError, match="unknown option"):
+        create_prompter("openai:http://localhost:8000/v1,model=m,api_key=sk", Runtime())
