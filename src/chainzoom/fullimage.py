@@ -1,0 +1,355 @@
+"""Full-image Chain-of-Zoom: every level is the whole image at ``scale`` times the last.
+
+The output grows 16x in pixels per 4x step, so no level is ever held in memory.
+Each level is made from the previous one in two passes over disk:
+
+1. **Tiles.** The previous level is cut into overlapping tiles exactly as
+   :func:`chainzoom.tiling.upscale_tiled` cuts an image (same starts, same
+   weights: each neighbour owns the half of the shared band nearer to it and only
+   a narrow feather band in the middle is blended). Each tile is read from the
+   previous level's file, prompted on its own (the prompter sees the tile's
+   neighbourhood, as the official full-image script shows its VLM a thumbnail),
+   upscaled, and the part of it whose weight is not zero is saved to a cache file.
+   A finished tile is a file, so a killed run resumes from the finished tiles.
+2. **Cells.** The level is partitioned into cells, one per tile, cut where the
+   next tile's weight starts. Each cell is blended from the few cached tiles that
+   reach into it and written into the level's raw file (:class:`RawLevel`).
+
+Memory is bounded by a tile and a cell, whatever the level's size. The finished
+level is then streamed by libvips into a pyramidal TIFF, a Deep Zoom tree or a PNG
+(:mod:`chainzoom.pyramid`). Cached tiles are 8-bit, so the blended result is within
+1/255 of blending the float tiles, which ``upscale_tiled`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .backbones.base import Backbone
+from .errors import ChainZoomError
+from .fileio import atomic_write, atomic_write_json
+from .images import LoadedImage
+from .prompts.base import PromptContext, Prompter
+from .pyramid import FORMATS, RawLevel, level_path, remove_level, write_level
+from .resample import resize
+from .run import MANIFEST, RunFolder
+from .tiling import FEATHER, _ramp, _shared, free_memory_bytes, tile_starts
+
+#: Default tile side in input px: big enough that the overlap (context RRDBNet needs)
+#: costs little, small enough for a CPU; ``--tile`` overrides it.
+DEFAULT_TILE = 512
+#: Bytes a PNG level costs in memory when opened by a viewer or by Pillow (float32 RGB).
+PNG_BYTES_PER_PIXEL = 12
+#: Side of the neighbourhood the prompter sees, in tiles: the tile is its centre quarter,
+#: as a local-zoom view is the centre quarter of the previous state.
+PROMPT_CONTEXT = 4
+CACHE = "tiles"
+
+TileCallback = Callable[[int, int, int], None]
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """How one axis of a level is cut into tiles and cells.
+
+    ``starts`` are the tiles' input offsets and ``size`` their input length;
+    ``weights[i]`` is tile ``i``'s blending weight over its output, ``keep[i]`` the
+    output range (level coordinates) where that weight is not zero, and ``cells``
+    a partition of the output, one range per tile.
+    """
+
+    starts: tuple[int, ...]
+    size: int
+    scale: int
+    weights: tuple[np.ndarray, ...]
+    keep: tuple[tuple[int, int], ...]
+    cells: tuple[tuple[int, int], ...]
+
+    def reaching(self, start: int, end: int) -> list[int]:
+        """The tiles whose kept output overlaps ``[start, end)``."""
+        return [i for i, (a, b) in enumerate(self.keep) if a < end and b > start]
+
+
+def plan_axis(length: int, tile: int, overlap: int, scale: int) -> AxisPlan:
+    """Cut an axis of ``length`` input px as :func:`chainzoom.tiling.upscale_tiled` does."""
+    if overlap >= tile:
+        raise ChainZoomError(f"--tile-overlap ({overlap}) must be smaller than --tile ({tile})")
+    starts = tile_starts(length, tile, overlap)
+    size = min(tile, length)
+    weights, keep = [], []
+    for index, start in enumerate(starts):
+        before = _shared(starts, index, size, before=True) * scale
+        after = _shared(starts, index, size, before=False) * scale
+        weight = _ramp(size * scale, before, after, FEATHER).numpy()
+        nonzero = np.flatnonzero(weight)
+        weights.append(weight[nonzero[0] : nonzero[-1] + 1])
+        keep.append((start * scale + int(nonzero[0]), start * scale + int(nonzero[-1]) + 1))
+    bounds = [0] + [a for a, _ in keep[1:]] + [length * scale]
+    cells = tuple(zip(bounds[:-1], bounds[1:]))
+    return AxisPlan(tuple(starts), size, scale, tuple(weights), tuple(keep), cells)
+
+
+def level_count(scale: float, step: int) -> int:
+    """How many ``step``-x levels make ``scale``; full mode has no fractional last step."""
+    levels = round(math.log(scale, step)) if scale > 1 else 0
+    if levels < 1 or step**levels != scale:
+        powers = ", ".join(str(step**n) for n in range(1, 6))
+        raise ChainZoomError(f"--full needs --scale a power of {step} ({powers}, ...), got {scale:g}")
+    return levels
+
+
+def check_png_fits(size: tuple[int, int], free_bytes: int) -> None:
+    """``--format png`` writes each level as one file a reader must hold whole: refuse what cannot fit."""
+    width, height = size
+    needed = width * height * PNG_BYTES_PER_PIXEL
+    if width > 2**31 - 1 or height > 2**31 - 1 or needed > free_bytes // 2:
+        raise ChainZoomError(
+            f"--format png: the last level is {width}x{height} ({width * height / 1e6:.0f} MP, about "
+            f"{needed / 2**30:.1f} GiB to open) and only {free_bytes / 2**30:.1f} GiB of memory is free; "
+            "use --format tiff or --format dzi, which are tiled"
+        )
+
+
+class FullRunFolder(RunFolder):
+    """A full-image run folder: the local-zoom folder's checks, plus level files and tile caches."""
+
+    def clear(self) -> None:
+        super().clear()
+        for path in self.path.glob("level_*"):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                remove_level(path)
+        shutil.rmtree(self.path / CACHE, ignore_errors=True)
+
+
+def raw_level(folder: Path, index: int, size: tuple[int, int]) -> RawLevel:
+    return RawLevel(Path(folder) / f"level_{index:02d}.rgb", *size)
+
+
+def level_size(size: tuple[int, int], step: int, index: int) -> tuple[int, int]:
+    return size[0] * step**index, size[1] * step**index
+
+
+def zoom_full(
+    image: LoadedImage,
+    out: Path,
+    backbone: Backbone,
+    prompter: Prompter | None,
+    *,
+    levels: int,
+    fmt: str = "tiff",
+    tile: int = DEFAULT_TILE,
+    overlap: int = 112,
+    request: dict,
+    backbone_record: dict | None = None,
+    overwrite: bool = False,
+    on_tile: TileCallback | None = None,
+) -> dict:
+    """Make (or finish) a full-image run of ``levels`` steps in ``out``; return its manifest.
+
+    ``request`` identifies the run (a rerun with a different one is refused unless
+    ``overwrite``). Level 0 is the input itself (8-bit RGB; an alpha channel is
+    dropped). ``on_tile(level, done, total)`` is called as tiles finish.
+    """
+    if fmt not in FORMATS:
+        raise ChainZoomError(f"unknown --format {fmt!r} (known: {', '.join(FORMATS)})")
+    step = backbone.scale
+    if fmt == "png":
+        check_png_fits(level_size(image.size, step, levels), free_memory_bytes(torch.device("cpu")))
+    folder = FullRunFolder(out)
+    previous = folder.prepare(request, overwrite)
+    manifest = {
+        "chainzoom": __version__,
+        "created": (previous or {}).get("created") or datetime.now(timezone.utc).isoformat(),
+        "mode": "full",
+        "request": request,
+        "backbone": backbone_record,
+        "prompter": prompter.settings() if prompter is not None else None,
+        "format": fmt,
+        "tile": tile,
+        "tile_overlap": overlap,
+        "levels": (previous or {}).get("levels", []),
+        "complete": False,
+    }
+    sizes = [level_size(image.size, step, index) for index in range(levels + 1)]
+    if not manifest["levels"]:
+        raw = raw_level(folder.path, 0, sizes[0])
+        raw.create()
+        raw.write(0, 0, to_uint8_hwc(image.rgb))
+        _finish_level(folder.path, manifest, raw, step, fmt, {"tiles": 0, "seconds": 0.0})
+    _remove_spent(folder.path, sizes, len(manifest["levels"]))
+    for index in range(len(manifest["levels"]), levels + 1):
+        started = time.perf_counter()
+        source = raw_level(folder.path, index - 1, sizes[index - 1])
+        if not source.exists():
+            raise ChainZoomError(f"{source.path} (level {index - 1}) is missing or truncated; rerun with --overwrite")
+        target = raw_level(folder.path, index, sizes[index])
+        cache = folder.path / CACHE / f"level_{index:02d}"
+        xs = plan_axis(source.width, tile, overlap, step)
+        ys = plan_axis(source.height, tile, overlap, step)
+        stats = make_tiles(source, cache, xs, ys, backbone, prompter, index, on_tile)
+        target.create()
+        assemble(target, cache, xs, ys)
+        stats["seconds"] = round(time.perf_counter() - started, 3)
+        _finish_level(folder.path, manifest, target, step, fmt, stats)
+        _remove_spent(folder.path, sizes, index + 1)
+    raw_level(folder.path, levels, sizes[levels]).path.unlink(missing_ok=True)
+    shutil.rmtree(folder.path / CACHE, ignore_errors=True)
+    manifest["complete"] = True
+    atomic_write_json(folder.manifest_path, manifest)
+    return manifest
+
+
+def _finish_level(folder: Path, manifest: dict, raw: RawLevel, step: int, fmt: str, stats: dict) -> None:
+    """Write the level's pyramid and record it: from here on a rerun starts at the next level."""
+    index = len(manifest["levels"])
+    path = level_path(folder, index, fmt)
+    write_level(raw, path, fmt)
+    manifest["levels"].append(
+        {
+            "index": index,
+            "magnification": step**index,
+            "size": [raw.width, raw.height],
+            "file": path.name,
+            **stats,
+        }
+    )
+    atomic_write_json(folder / MANIFEST, manifest)
+
+
+def _remove_spent(folder: Path, sizes: list[tuple[int, int]], finished: int) -> None:
+    """Delete what finished levels no longer need: every raw file but the newest, and their tile caches.
+
+    Safe to call again after a kill at any point: it only removes what a rerun would not read.
+    """
+    for index in range(finished - 1):
+        raw_level(folder, index, sizes[index]).path.unlink(missing_ok=True)
+    for index in range(finished):
+        shutil.rmtree(folder / CACHE / f"level_{index:02d}", ignore_errors=True)
+
+
+def make_tiles(
+    source: RawLevel,
+    cache: Path,
+    xs: AxisPlan,
+    ys: AxisPlan,
+    backbone: Backbone,
+    prompter: Prompter | None,
+    level: int,
+    on_tile: TileCallback | None = None,
+) -> dict:
+    """Upscale every tile of ``source`` not already in ``cache``; prompts go to ``prompts.json``."""
+    cache.mkdir(parents=True, exist_ok=True)
+    total = len(xs.starts) * len(ys.starts)
+    done = made = 0
+    backbone_seconds = 0.0
+    for iy, y in enumerate(ys.starts):
+        for ix, x in enumerate(xs.starts):
+            path = cache / f"y{iy:05d}_x{ix:05d}.npy"
+            if not path.exists():
+                crop = source.read(x, y, xs.size, ys.size)
+                prompt = tile_prompt(prompter, source, x, y, xs.size, ys.size, crop, level)
+                started = time.perf_counter()
+                result = backbone.upscale(from_uint8_hwc(crop), prompt or "")
+                backbone_seconds += time.perf_counter() - started
+                expected = (3, ys.size * ys.scale, xs.size * xs.scale)
+                if tuple(result.shape) != expected:
+                    raise ChainZoomError(f"the backbone returned {tuple(result.shape)} for a tile, not {expected}")
+                (y0, y1), (x0, x1) = _local_keep(ys, iy), _local_keep(xs, ix)
+                kept = to_uint8_hwc(result[:, y0:y1, x0:x1])
+                if prompt is not None:
+                    atomic_write(path.with_suffix(".txt"), lambda tmp, p=prompt: tmp.write_text(p, encoding="utf-8"))
+                atomic_write(path, lambda tmp, a=kept: np.save(tmp, a))
+                made += 1
+            done += 1
+            if on_tile is not None:
+                on_tile(level, done, total)
+    _collect_prompts(cache, xs, ys)
+    return {"tiles": total, "tiles_made": made, "backbone_seconds": round(backbone_seconds, 3)}
+
+
+def _local_keep(axis: AxisPlan, index: int) -> tuple[int, int]:
+    a, b = axis.keep[index]
+    offset = axis.starts[index] * axis.scale
+    return a - offset, b - offset
+
+
+def tile_prompt(
+    prompter: Prompter | None, source: RawLevel, x: int, y: int, width: int, height: int, crop: np.ndarray, level: int
+) -> str | None:
+    """The prompter's text for one tile: ``wide`` is the tile's neighbourhood at the previous level.
+
+    The neighbourhood is :data:`PROMPT_CONTEXT` tiles on a side centred on the tile
+    (shifted to stay inside the level), shown at the tile's size, so the prompter
+    sees the same pair of images (wider context, region to upscale) as in a local zoom.
+    """
+    if prompter is None:
+        return None
+    nw, nh = min(width * PROMPT_CONTEXT, source.width), min(height * PROMPT_CONTEXT, source.height)
+    nx = min(max(x + width // 2 - nw // 2, 0), source.width - nw)
+    ny = min(max(y + height // 2 - nh // 2, 0), source.height - nh)
+    wide = resize(from_uint8_hwc(source.read(nx, ny, nw, nh)), (width, height), "bicubic")
+    return prompter.describe(PromptContext(level, wide, from_uint8_hwc(crop)))
+
+
+def _collect_prompts(cache: Path, xs: AxisPlan, ys: AxisPlan) -> None:
+    """Gather the tiles' prompts into ``prompts.json`` (tile boxes in previous-level px)."""
+    records = []
+    for iy, y in enumerate(ys.starts):
+        for ix, x in enumerate(xs.starts):
+            text = cache / f"y{iy:05d}_x{ix:05d}.txt"
+            if text.exists():
+                records.append({"box": [x, y, xs.size, ys.size], "prompt": text.read_text(encoding="utf-8")})
+    if records:
+        atomic_write_json(cache.parent.parent / f"{cache.name}_prompts.json", {"tiles": records})
+
+
+def assemble(target: RawLevel, cache: Path, xs: AxisPlan, ys: AxisPlan) -> None:
+    """Blend the cached tiles into ``target``, one cell at a time."""
+    for r0, r1 in ys.cells:
+        rows = ys.reaching(r0, r1)
+        for c0, c1 in xs.cells:
+            total = np.zeros((r1 - r0, c1 - c0, 1), dtype=np.float32)
+            blended = np.zeros((r1 - r0, c1 - c0, 3), dtype=np.float32)
+            for iy in rows:
+                for ix in xs.reaching(c0, c1):
+                    tile = np.load(cache / f"y{iy:05d}_x{ix:05d}.npy", mmap_mode="r")
+                    (ay, by), (ax, bx) = ys.keep[iy], xs.keep[ix]
+                    top, bottom, left, right = max(r0, ay), min(r1, by), max(c0, ax), min(c1, bx)
+                    weight = np.outer(ys.weights[iy][top - ay : bottom - ay], xs.weights[ix][left - ax : right - ax])
+                    part = tile[top - ay : bottom - ay, left - ax : right - ax].astype(np.float32)
+                    blended[top - r0 : bottom - r0, left - c0 : right - c0] += part * weight[..., None]
+                    total[top - r0 : bottom - r0, left - c0 : right - c0, 0] += weight
+            target.write(c0, r0, np.rint(blended / total).clip(0, 255).astype(np.uint8))
+
+
+def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
+    """``[3,H,W]`` float in ``[0,1]`` -> ``uint8 [H,W,3]``, rounded half to even as saved states are."""
+    return image.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+def from_uint8_hwc(pixels: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255.0).contiguous()
+
+
+def read_manifest(folder: Path) -> dict:
+    """The manifest of a run folder, or a clear error when there is none."""
+    path = Path(folder) / MANIFEST
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ChainZoomError(f"{folder} holds no chainzoom run ({MANIFEST} is missing)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ChainZoomError(f"{path} is unreadable ({exc})") from None

@@ -1,0 +1,170 @@
+"""Full-image levels on disk: a raw working copy, and the pyramids made from it.
+
+A level of a full-image run can be far larger than memory (a 2 MP photo at 16x is
+512 MP), so it is never an array. While it is being made and while the next level
+reads it, a level is a :class:`RawLevel`: a plain file of 8-bit RGB rows that tiles
+are written into and read back from at any position with ``pwrite``/``pread``,
+losslessly and with memory proportional to the tile only. Once a level is complete,
+libvips (pyvips, the ``[tiles]`` extra) streams that file into the deliverable:
+a tiled pyramidal BigTIFF, a Deep Zoom ``.dzi`` tree, or a PNG. libvips reads the
+raw file through its own windowed mapping and writes the pyramid in one pass, so
+this step's memory does not grow with the image either.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ChainZoomError
+from .fileio import atomic_write
+
+FORMATS = ("tiff", "dzi", "png")
+SUFFIXES = {"tiff": ".tif", "dzi": ".dzi", "png": ".png"}
+#: Tile side of the pyramids: 256 for TIFF (what viewers and tifffile expect), and
+#: 254 + 1 px overlap for Deep Zoom, whose 256 px centre tiles are the DZI default.
+TIFF_TILE = 256
+DZI_TILE = 254
+DZI_OVERLAP = 1
+JPEG_QUALITY = 90
+#: Working folder for a ``.dzi`` being written: dzsave makes a file and a folder, which
+#: are moved into place only once both are complete (the ``.dzi`` last).
+PARTIAL = "partial"
+
+
+def vips() -> Any:
+    """pyvips, imported on first use with a message that says how to install it."""
+    try:
+        import pyvips
+    except ImportError as exc:
+        raise ChainZoomError(
+            f"full-image mode needs pyvips ({exc}); install it with: pip install 'chainzoom[tiles]'"
+        ) from None
+    # Every operation here runs once over a file far larger than memory: libvips'
+    # operation cache would only hold on to buffers of finished levels.
+    pyvips.cache_set_max(0)
+    return pyvips
+
+
+class RawLevel:
+    """An 8-bit RGB image of ``width`` x ``height`` stored row by row in a file."""
+
+    BANDS = 3
+
+    def __init__(self, path: Path, width: int, height: int) -> None:
+        self.path = Path(path)
+        self.width = width
+        self.height = height
+
+    @property
+    def nbytes(self) -> int:
+        return self.width * self.height * self.BANDS
+
+    def exists(self) -> bool:
+        return self.path.is_file() and self.path.stat().st_size == self.nbytes
+
+    def create(self) -> None:
+        """An all-black file of the right size (sparse where the file system allows)."""
+        with open(self.path, "wb") as handle:
+            handle.truncate(self.nbytes)
+
+    def write(self, x: int, y: int, pixels: np.ndarray) -> None:
+        """Store ``pixels`` (``uint8 [h, w, 3]``) with its top-left corner at ``(x, y)``."""
+        height, width = pixels.shape[:2]
+        self._check(x, y, width, height)
+        data = np.ascontiguousarray(pixels, dtype=np.uint8)
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            if x == 0 and width == self.width:
+                os.pwrite(fd, data.tobytes(), self._offset(x, y))
+            else:
+                for row in range(height):
+                    os.pwrite(fd, data[row].tobytes(), self._offset(x, y + row))
+        finally:
+            os.close(fd)
+
+    def read(self, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """The ``uint8 [height, width, 3]`` region with its top-left corner at ``(x, y)``."""
+        self._check(x, y, width, height)
+        out = np.empty((height, width, self.BANDS), dtype=np.uint8)
+        row_bytes = width * self.BANDS
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for row in range(height):
+                data = os.pread(fd, row_bytes, self._offset(x, y + row))
+                if len(data) != row_bytes:
+                    raise ChainZoomError(f"{self.path} is truncated; rerun with --overwrite")
+                out[row] = np.frombuffer(data, dtype=np.uint8).reshape(width, self.BANDS)
+        finally:
+            os.close(fd)
+        return out
+
+    def _offset(self, x: int, y: int) -> int:
+        return (y * self.width + x) * self.BANDS
+
+    def _check(self, x: int, y: int, width: int, height: int) -> None:
+        if x < 0 or y < 0 or x + width > self.width or y + height > self.height:
+            raise ValueError(f"region {x},{y} {width}x{height} is outside {self.width}x{self.height}")
+
+
+def level_path(folder: Path, index: int, fmt: str) -> Path:
+    return Path(folder) / f"level_{index:02d}{SUFFIXES[fmt]}"
+
+
+def dzi_files(path: Path) -> Path:
+    """The tile folder of a ``.dzi`` file (``name_files`` next to ``name.dzi``)."""
+    return path.with_name(path.stem + "_files")
+
+
+def write_level(raw: RawLevel, target: Path, fmt: str) -> None:
+    """Stream the finished ``raw`` level into ``target`` in format ``fmt`` (atomically)."""
+    if fmt not in FORMATS:
+        raise ChainZoomError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+    pyvips = vips()
+    image = pyvips.Image.rawload(str(raw.path), raw.width, raw.height, raw.BANDS, interpretation="srgb")
+    if fmt == "tiff":
+        atomic_write(
+            target,
+            lambda tmp: image.tiffsave(
+                str(tmp),
+                tile=True,
+                tile_width=TIFF_TILE,
+                tile_height=TIFF_TILE,
+                pyramid=True,
+                compression="jpeg",
+                Q=JPEG_QUALITY,
+                bigtiff=True,
+            ),
+        )
+    elif fmt == "png":
+        atomic_write(target, lambda tmp: image.pngsave(str(tmp)))
+    else:
+        _write_dzi(image, Path(target))
+
+
+def _write_dzi(image: Any, target: Path) -> None:
+    """dzsave into a scratch folder, then move the tiles and finally the ``.dzi`` into place."""
+    partial = target.parent / PARTIAL
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    base = partial / target.stem
+    image.dzsave(
+        str(base), tile_size=DZI_TILE, overlap=DZI_OVERLAP, suffix=f".jpg[Q={JPEG_QUALITY}]", depth="onepixel"
+    )
+    files = dzi_files(target)
+    shutil.rmtree(files, ignore_errors=True)
+    os.replace(partial / f"{target.stem}_files", files)
+    os.replace(partial / f"{target.stem}.dzi", target)
+    shutil.rmtree(partial)
+
+
+def remove_level(path: Path) -> None:
+    """Remove a level file and, for a ``.dzi``, its tile folder."""
+    path = Path(path)
+    if path.suffix == ".dzi":
+        shutil.rmtree(dzi_files(path), ignore_errors=True)
+    path.unlink(missing_ok=True)

@@ -1,0 +1,278 @@
+"""Full-image mode: streamed tiles equal the untiled result, pyramids open, a killed run resumes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from chainzoom.backbones import create_backbone
+from chainzoom.backbones.base import Backbone, ModelCard
+from chainzoom.errors import ChainZoomError
+from chainzoom.full_command import add_full_arguments, run_full_command
+from chainzoom.fullimage import from_uint8_hwc, level_count, plan_axis, to_uint8_hwc, zoom_full
+from chainzoom.images import LoadedImage, load_image
+from chainzoom.registry import Runtime
+
+pyvips = pytest.importorskip("pyvips", reason="full-image mode needs the [tiles] extra (pyvips)")
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "assets" / "sample.jpg"
+
+
+def sample(width: int, height: int, left: int = 150, top: int = 80) -> LoadedImage:
+    """A detailed crop of the bundled photo (fur and eyes: tile seams would show)."""
+    rgb = load_image(SAMPLE).rgb[:, top : top + height, left : left + width].contiguous()
+    return LoadedImage(rgb, None, 8, None)
+
+
+def png_pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def untiled(backbone: Backbone, pixels: np.ndarray) -> np.ndarray:
+    """The backbone on the whole image at once, rounded to 8 bits."""
+    return to_uint8_hwc(backbone.upscale(from_uint8_hwc(pixels.astype(np.uint8)))).astype(np.int16)
+
+
+class Counting(Backbone):
+    """Wraps a backbone and counts its calls (tiles actually computed)."""
+
+    def __init__(self, inner: Backbone) -> None:
+        self.inner, self.scale, self.calls = inner, inner.scale, 0
+
+    def upscale(self, image: torch.Tensor, prompt: str = "") -> torch.Tensor:
+        self.calls += 1
+        return self.inner.upscale(image, prompt)
+
+    def card(self) -> ModelCard:
+        return self.inner.card()
+
+
+def test_cells_partition_each_axis_and_every_pixel_has_weight() -> None:
+    axis = plan_axis(300, 64, 24, 4)
+    assert axis.cells[0][0] == 0 and axis.cells[-1][1] == 1200
+    assert all(a[1] == b[0] for a, b in zip(axis.cells, axis.cells[1:]))
+    coverage = np.zeros(1200)
+    for (a, b), weight in zip(axis.keep, axis.weights):
+        coverage[a:b] += weight
+    np.testing.assert_allclose(coverage, 1.0, atol=1e-6)
+
+
+def test_two_bicubic_levels_equal_untiled_within_one_level(tmp_path: Path) -> None:
+    image = sample(150, 110)
+    backbone = create_backbone("bicubic", Runtime())
+    manifest = zoom_full(
+        image, tmp_path, backbone, None, levels=2, fmt="png", tile=48, overlap=24, request={"test": 1}
+    )
+    assert manifest["complete"] and [level["size"] for level in manifest["levels"]] == [
+        [150, 110],
+        [600, 440],
+        [2400, 1760],
+    ]
+    assert manifest["levels"][2]["tiles"] > 100  # really tiled, in both directions
+    level0 = png_pixels(tmp_path / "level_00.png")
+    assert np.array_equal(level0, to_uint8_hwc(image.rgb).astype(np.int16))
+    for index in (1, 2):
+        previous = png_pixels(tmp_path / f"level_{index - 1:02d}.png")
+        level = png_pixels(tmp_path / f"level_{index:02d}.png")
+        assert np.abs(level - untiled(backbone, previous)).max() <= 1
+    # Only pyramids and the manifest remain: raw levels and tile caches are removed.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "level_00.png",
+        "level_01.png",
+        "level_02.png",
+        "manifest.json",
+    ]
+
+
+@pytest.mark.slow
+def test_realesrgan_tiles_equal_untiled_within_one_level(tmp_path: Path) -> None:
+    # 78 input px of context on each side of the seam: RRDBNet's far-reaching receptive field
+    # put this crop 1.6/255 off with 51 px, 0.4/255 with 78 (measured, float, untiled vs tiled).
+    image = sample(224, 64, 150, 140)
+    backbone = create_backbone("realesrgan", Runtime())
+    manifest = zoom_full(image, tmp_path, backbone, None, levels=1, fmt="png", tile=192, overlap=160, request={})
+    assert manifest["levels"][1]["tiles"] == 2
+    level = png_pixels(tmp_path / "level_01.png")
+    reference = untiled(backbone, to_uint8_hwc(image.rgb))
+    assert np.abs(level - reference).max() <= 1
+
+
+def test_tiff_and_dzi_pyramids_open_with_the_right_size_and_levels(tmp_path: Path) -> None:
+    image = sample(200, 130)
+    backbone = create_backbone("bicubic", Runtime())
+    zoom_full(image, tmp_path / "tiff", backbone, None, levels=2, fmt="tiff", tile=256, overlap=32, request={})
+    tiff = tmp_path / "tiff" / "level_02.tif"
+    opened = pyvips.Image.new_from_file(str(tiff))
+    assert (opened.width, opened.height, opened.bands) == (3200, 2080, 3)
+    pages = opened.get("n-pages")
+    assert pages >= 4  # 3200 -> 1600 -> 800 -> 400 -> 200...
+    smallest = pyvips.Image.new_from_file(str(tiff), page=pages - 1)
+    assert smallest.width == pytest.approx(3200 / 2 ** (pages - 1), abs=1)
+    # The pyramid is lossy (JPEG) but close to the level it was made from.
+    full = np.ndarray(buffer=opened.write_to_memory(), dtype=np.uint8, shape=(2080, 3200, 3)).astype(np.int16)
+    level1 = np.ndarray(
+        buffer=pyvips.Image.new_from_file(str(tmp_path / "tiff" / "level_01.tif")).write_to_memory(),
+        dtype=np.uint8,
+        shape=(520, 800, 3),
+    )
+    assert np.abs(full - untiled(backbone, level1)).mean() < 3
+    tifffile = pytest.importorskip("tifffile")
+    with tifffile.TiffFile(tiff) as handle:
+        series = handle.series[0]
+        assert series.levels[0].shape == (2080, 3200, 3)
+        assert len(series.levels) == pages
+        assert all(page.is_tiled for page in handle.pages)
+
+    zoom_full(image, tmp_path / "dzi", backbone, None, levels=1, fmt="dzi", tile=256, overlap=32, request={})
+    dzi = tmp_path / "dzi" / "level_01.dzi"
+    root = ET.parse(dzi).getroot()
+    size = root.find("{http://schemas.microsoft.com/deepzoom/2008}Size")
+    assert (int(size.get("Width")), int(size.get("Height"))) == (800, 520)
+    levels = sorted(int(p.name) for p in (tmp_path / "dzi" / "level_01_files").iterdir() if p.is_dir())
+    assert levels == list(range(11))  # ceil(log2(800)) = 10, down to 1x1
+    deepest = list((tmp_path / "dzi" / "level_01_files" / "10").glob("*.jpg"))
+    assert len(deepest) == 4 * 3  # 800/254 -> 4 columns, 520/254 -> 3 rows
+
+
+RESUMED_RUN = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[2])
+    from tests.test_fullimage import sample
+    from chainzoom.backbones import create_backbone
+    from chainzoom.fullimage import zoom_full
+    from chainzoom.registry import Runtime
+
+    bicubic = create_backbone("bicubic", Runtime())
+
+    class Slow(type(bicubic)):
+        def upscale(self, image, prompt=""):
+            time.sleep(0.1)
+            return super().upscale(image, prompt)
+
+    zoom_full(sample(120, 100), Path(sys.argv[1]), Slow("bicubic"), None, levels=1, fmt="png",
+              tile=32, overlap=12, request={"resume": 1})
+    """
+)
+
+
+def test_a_killed_run_resumes_from_its_finished_tiles(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    child = subprocess.Popen([sys.executable, "-c", RESUMED_RUN, str(out), str(ROOT)], env=env)
+    cache = out / "tiles" / "level_01"
+    deadline = time.monotonic() + 60
+    while len(list(cache.glob("y*.npy"))) < 10 and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    finished = len(list(cache.glob("y*.npy")))
+    assert 10 <= finished < 30, "the child was killed mid-level"
+    assert not (out / "level_01.png").exists()
+
+    backbone = Counting(create_backbone("bicubic", Runtime()))
+    manifest = zoom_full(
+        sample(120, 100), out, backbone, None, levels=1, fmt="png", tile=32, overlap=12, request={"resume": 1}
+    )
+    assert manifest["levels"][1]["tiles"] == 30  # 6 columns x 5 rows
+    assert backbone.calls == 30 - finished
+    reference = tmp_path / "reference"
+    zoom_full(sample(120, 100), reference, backbone.inner, None, levels=1, fmt="png", tile=32, overlap=12, request={})
+    assert np.array_equal(png_pixels(out / "level_01.png"), png_pixels(reference / "level_01.png"))
+
+
+def test_a_finished_run_is_not_redone_and_a_different_one_is_refused(tmp_path: Path) -> None:
+    backbone = Counting(create_backbone("bicubic", Runtime()))
+    args = dict(levels=1, fmt="png", tile=64, overlap=16, request={"a": 1})
+    zoom_full(sample(80, 60), tmp_path, backbone, None, **args)
+    calls = backbone.calls
+    zoom_full(sample(80, 60), tmp_path, backbone, None, **args)
+    assert backbone.calls == calls
+    with pytest.raises(ChainZoomError, match="different arguments"):
+        zoom_full(sample(80, 60), tmp_path, backbone, None, **{**args, "request": {"a": 2}})
+
+
+def test_each_tile_gets_its_own_prompt_from_its_neighbourhood(tmp_path: Path) -> None:
+    from chainzoom.prompts.base import PromptContext, Prompter
+
+    class Brightness(Prompter):
+        id = "brightness"
+
+        def describe(self, context: PromptContext) -> str:
+            assert context.wide.shape == context.view.shape
+            return f"{context.step}:{context.view.mean():.3f}"
+
+    image = sample(120, 60)
+    zoom_full(image, tmp_path, create_backbone("bicubic", Runtime()), Brightness(), levels=1, fmt="png",
+              tile=64, overlap=16, request={})
+    tiles = json.loads((tmp_path / "level_01_prompts.json").read_text())["tiles"]
+    assert len(tiles) == 3  # columns start at 0, 48 and 56; one row
+    for record in tiles:
+        x, y, w, h = record["box"]
+        assert record["prompt"] == f"1:{image.rgb[:, y : y + h, x : x + w].mean():.3f}"
+    assert len({record["prompt"] for record in tiles}) == 3
+
+
+def test_scale_must_be_a_power_of_the_step_and_big_png_is_refused(tmp_path: Path) -> None:
+    assert level_count(64, 4) == 3
+    with pytest.raises(ChainZoomError, match="power of 4"):
+        level_count(32, 4)
+    with pytest.raises(ChainZoomError, match="--format tiff or --format dzi"):
+        zoom_full(sample(300, 200), tmp_path, create_backbone("bicubic", Runtime()), None, levels=8,
+                  fmt="png", request={})
+    assert not tmp_path.joinpath("manifest.json").exists()
+
+
+def zoom_args(out: Path, *extra: str) -> argparse.Namespace:
+    """The ``zoom`` flags that run_full_command reads, as cli.py's parser would give them."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("inputs", nargs="+")
+    for flag, default, kind in (
+        ("--scale", 16.0, float),
+        ("--center", "0.5,0.5", str),
+        ("--mode", "chain", str),
+        ("--view", None, str),
+        ("--backbone", "bicubic", str),
+        ("--prompter", "null", str),
+        ("--max-pixels", None, int),
+        ("--device", "cpu", str),
+        ("--dtype", "float32", str),
+        ("--threads", None, int),
+        ("--runtime", "torch", str),
+        ("--tile", None, int),
+        ("--tile-overlap", 112, int),
+        ("--seed", 0, int),
+        ("--color-fix", None, str),
+    ):
+        parser.add_argument(flag, default=default, type=kind)
+    for flag in ("--square", "--overwrite", "--no-animation", "--quiet", "--efficient-memory"):
+        parser.add_argument(flag, action="store_true")
+    parser.add_argument("--out", type=Path)
+    add_full_arguments(parser)
+    return parser.parse_args([str(SAMPLE), "--out", str(out), "--full", "--quiet", *extra])
+
+
+def test_the_command_runs_a_full_zoom_and_refuses_local_flags(tmp_path: Path, capsys) -> None:
+    assert run_full_command(zoom_args(tmp_path, "--scale", "4", "--tile", "256", "--tile-overlap", "16")) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["request"]["mode"] == "full" and manifest["request"]["format"] == "tiff"
+    assert manifest["levels"][-1]["size"] == [1804, 1200]
+    with pytest.raises(ChainZoomError, match="--center"):
+        run_full_command(zoom_args(tmp_path, "--center", "0.2,0.2"))
+    with pytest.raises(ChainZoomError, match="power of 4"):
+        run_full_command(zoom_args(tmp_path, "--scale", "8"))
