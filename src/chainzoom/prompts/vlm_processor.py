@@ -8,10 +8,11 @@ build). A prompter never sends video, so we load the checkpoint's own processor 
 minus its video processor: :func:`image_only` makes a subclass whose constructor has
 no ``video_processor`` argument (transformers derives a processor's parts from its
 constructor signature, so loading, calling and ``save_pretrained`` all follow), and
-its image processor comes from ``AutoImageProcessor``, which falls back to the PIL
-implementation (``Qwen2VLImageProcessorPil`` for Qwen) when torchvision is missing.
-The subclass keeps its parent's name, so a folder it saves names the ordinary class
-and loads anywhere with ``AutoProcessor``.
+its image processor is the PIL implementation (``Qwen2VLImageProcessorPil`` for Qwen)
+whenever the model has one — also where torchvision *is* installed, since the two
+backends resize slightly differently and a prompt should not depend on whether some
+other package happens to be present. The subclass keeps its parent's name, so a folder
+it saves names the ordinary class and loads anywhere with ``AutoProcessor``.
 """
 
 from __future__ import annotations
@@ -44,20 +45,24 @@ def image_only(processor_class: type) -> type:
     )
 
 
-def processor_class_for(source: str, **hub_kwargs: Any) -> type:
-    """The processor class a checkpoint declares (through its config's model type)."""
+def processor_class_for(model_type: str) -> type:
+    """The processor class transformers pairs with a model type."""
     import transformers
-    from transformers import AutoConfig
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
-    model_type = AutoConfig.from_pretrained(source, **hub_kwargs).model_type
     name = PROCESSOR_MAPPING_NAMES.get(model_type)
-    if name is None:
-        return transformers.AutoProcessor
-    return getattr(transformers, name)
+    return transformers.AutoProcessor if name is None else getattr(transformers, name)
 
 
 def load_processor(source: str, **hub_kwargs: Any):
-    """The checkpoint's processor, image-only, loaded from a folder or a hub id."""
-    processor_class = processor_class_for(source, **hub_kwargs)
-    return image_only(processor_class).from_pretrained(source, **hub_kwargs)
+    """The checkpoint's processor, image-only, with the PIL image processor, from a folder or hub id."""
+    from transformers import AutoConfig, AutoImageProcessor
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+
+    model_type = AutoConfig.from_pretrained(source, **hub_kwargs).model_type
+    processor = image_only(processor_class_for(model_type)).from_pretrained(source, **hub_kwargs)
+    backends = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type)
+    current = getattr(processor, "image_processor", None)
+    if isinstance(backends, dict) and "pil" in backends and type(current).__name__ != backends["pil"]:
+        processor.image_processor = AutoImageProcessor.from_pretrained(source, backend="pil", **hub_kwargs)
+    return processor
