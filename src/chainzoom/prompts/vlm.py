@@ -131,6 +131,8 @@ class VLMPrompter(Prompter):
                 model = AutoModelForImageTextToText.from_pretrained(
                     self.source, dtype=_DTYPES[self.dtype], device_map={"": home}
                 )
+            except ImportError as exc:
+                raise ChainZoomError(f"vlm {self.source}: needs a missing package ({_first_line(exc)})") from exc
             except OSError as exc:
                 raise ChainZoomError(f"vlm {self.source}: cannot load it ({_first_line(exc)})") from exc
             except ValueError as exc:
