@@ -1,0 +1,134 @@
+"""Training pairs: the (previous state, zoomed view) pairs a prompter sees in real use.
+
+Each training image is zoomed with the real chain (:func:`chainzoom.api.run_states`)
+and a recording prompter keeps every :class:`PromptContext` the chain asks about, so
+the policy is trained on exactly the images it will be shown at inference: the same
+crops, the same resizing, the same 8-bit rounding (:func:`context_images`). The chain
+runs with a null prompt (the policy being trained cannot write the prompts yet); with
+``--backbone bicubic`` it costs almost nothing, with the default backbone the views
+carry the SR model's own texture, as they will at inference.
+
+The pairs are written as PNG files with a ``pairs.json`` index, so a resumed run (or
+a second run with other training settings) reuses them instead of zooming again.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from ..errors import ChainZoomError
+from ..fileio import atomic_write, atomic_write_json
+from ..prompts.base import PromptContext, Prompter
+from ..prompts.message import context_images
+from ..registry import Runtime
+from .rewards import ImagePair
+
+PAIRS_INDEX = "pairs.json"
+
+
+@dataclass(frozen=True)
+class PairSettings:
+    """Everything that decides which pairs are made; a changed setting rebuilds them."""
+
+    images: tuple[str, ...]
+    backbone: str
+    scale: float
+    view: int | None
+    centers: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """One pair on disk: where its images came from and where they are."""
+
+    source: str
+    center: tuple[float, float]
+    step: int
+    wide: str
+    view: str
+
+
+class RecordingPrompter(Prompter):
+    """Keeps the images of every context the chain asks about; writes no prompt."""
+
+    id = "recording"
+
+    def __init__(self) -> None:
+        self.contexts: list[tuple[int, ImagePair]] = []
+
+    def describe(self, context: PromptContext) -> str:
+        wide, view = context_images(context)
+        self.contexts.append((context.step, (wide, view)))
+        return ""
+
+
+def zoom_centers(count: int, rng: random.Random) -> list[tuple[float, float]]:
+    """The image centre first, then seeded random points away from the border."""
+    return [(0.5, 0.5)] + [(rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85)) for _ in range(count - 1)]
+
+
+def build_pairs(settings: PairSettings, folder: Path, runtime: Runtime) -> list[PairRecord]:
+    """Zoom every image at every centre and write each step's pair under ``folder``."""
+    from ..api import build_backbone, make_plan, run_states
+    from ..geometry import parse_view
+    from ..images import load_image
+
+    if settings.centers < 1:
+        raise ChainZoomError(f"--centers must be at least 1, got {settings.centers}")
+    backbone = build_backbone(settings.backbone, runtime)
+    rng = random.Random(settings.seed)
+    records: list[PairRecord] = []
+    for source in settings.images:
+        image = load_image(source)
+        view = parse_view(str(settings.view), image.size, backbone.scale) if settings.view else None
+        for center in zoom_centers(settings.centers, rng):
+            plan = make_plan(image, settings.scale, center, view, backbone.scale)
+            recorder = RecordingPrompter()
+            for _ in run_states("chain", image, plan, backbone, recorder):
+                pass
+            for step, (wide, zoomed) in recorder.contexts:
+                stem = f"{len(records):05d}"
+                wide_name = _save(folder / f"{stem}_wide.png", wide)
+                view_name = _save(folder / f"{stem}_view.png", zoomed)
+                records.append(PairRecord(source, center, step, wide_name, view_name))
+    if not records:
+        raise ChainZoomError(f"--scale {settings.scale:g} makes no zoom step, so there is nothing to train on")
+    atomic_write_json(
+        folder / PAIRS_INDEX, {"settings": asdict(settings), "pairs": [asdict(r) for r in records]}
+    )
+    return records
+
+
+def _save(path: Path, image: Image.Image) -> str:
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+    return path.name
+
+
+def load_or_build_pairs(settings: PairSettings, folder: Path, runtime: Runtime) -> list[PairRecord]:
+    """The pairs already in ``folder`` if they were made with ``settings``, else new ones."""
+    index = folder / PAIRS_INDEX
+    if index.is_file():
+        saved = json.loads(index.read_text(encoding="utf-8"))
+        # Through JSON, so the tuples in ``settings`` compare equal to the saved lists.
+        if saved.get("settings") == json.loads(json.dumps(asdict(settings))):
+            return [PairRecord(**{**r, "center": tuple(r["center"])}) for r in saved["pairs"]]
+    return build_pairs(settings, folder, runtime)
+
+
+def open_pair(record: PairRecord, folder: Path) -> ImagePair:
+    """The pair's two images as RGB PIL images."""
+    return (
+        Image.open(folder / record.wide).convert("RGB"),
+        Image.open(folder / record.view).convert("RGB"),
+    )
+
+
+def pair_images(records: Sequence[PairRecord], folder: Path) -> list[ImagePair]:
+    return [open_pair(r, folder) for r in records]
