@@ -1,0 +1,18 @@
+"""Image-quality metrics and the evaluation harness behind ``chainzoom eval``.
+
+Every metric takes images as ``float [H, W, 3]`` numpy arrays in ``[0, 1]`` (RGB) and
+returns a float; each module implements one family and names the reference it follows:
+
+- :mod:`.niqe`, :mod:`.brisque_score`: no-reference naturalness (lower is better), with
+  the pristine / trained models that PyPI packages ship (nothing is downloaded);
+- :mod:`.statistics`: sharpness (variance of the Laplacian) and entropy, descriptive;
+- :mod:`.pyiqa_metrics`: MUSIQ, MANIQA, CLIPIQA through pyiqa, only when the user
+  installed it (non-commercial licence), otherwise reported as not available;
+- :mod:`.fidelity`: PSNR and SSIM against a reference;
+- :mod:`.color`: sRGB to CIE Lab and the colour shift used by :mod:`.drift`;
+- :mod:`.catalog`: which no-reference metrics exist and which are available here;
+- :mod:`.harness`, :mod:`.report`, :mod:`.plots`: the evaluation runs and their report.
+
+Nothing here is imported by ``import chainzoom``; optional dependencies are imported
+inside the functions that need them.
+"""

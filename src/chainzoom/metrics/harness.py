@@ -1,0 +1,331 @@
+"""The evaluation runs behind ``chainzoom eval``: every image x mode, resumable, and their metrics.
+
+Layout of the output folder (``--out``)::
+
+    runs/<image>/<mode>/                 one zoom run to the largest scale (its states
+                                         at x4, x16, ... are every smaller scale)
+    runs/<image>/fidelity-x<S>/input.png the image downscaled S times
+    runs/<image>/fidelity-x<S>/<mode>/   that image zoomed S times back
+    metric_cache.json                    no-reference scores by state file hash
+
+Every run is an ordinary :mod:`chainzoom.run` folder, so an interrupted evaluation
+resumes bit-identically and a finished run is read back instead of made again (no
+model is even built when every run is finished). The no-reference scores are cached
+by the hash of the state's PNG, because they cost more than reading the file.
+
+Protocol (see ``docs/evaluation.md``):
+
+- no-reference quality of the state at each requested scale, zooming into the
+  centre, every state at the view size;
+- fidelity: the image is cropped to a multiple of S, downscaled S times (bicubic,
+  antialiased), zoomed S times back into its centre, and the final state compared
+  with the original pixels it shows (PSNR, SSIM), at a view no larger than 4x the
+  small image (the chain's first step crops a quarter of the view from it);
+- drift: every step of every zoom run against the state before it (:mod:`.drift`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..backbones.base import Backbone
+from ..errors import ChainZoomError
+from ..fileio import atomic_write_json
+from ..geometry import Box, ZoomPlan, default_view, parse_view, plan_zoom
+from ..images import LoadedImage, load_image, save_image
+from ..progress import ZoomProgress
+from ..prompts.base import Prompter
+from ..resample import resize
+from ..run import RunFolder, RunRequest, execute_run, sha256_file, step_filename
+from ..states import ScaleState
+from .catalog import Metric, Unavailable
+from .drift import as_array, chain_drift
+from .fidelity import psnr, ssim
+from .plots import thumbnail
+
+STEP = 4
+MODEL_MODES = ("chain", "direct")
+#: Smallest side of the fidelity comparison; below it a scale is reported as too large for the image.
+MIN_FIDELITY_SIDE = 32
+CACHE_FILE = "metric_cache.json"
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One line of ``results.csv``."""
+
+    image: str
+    mode: str
+    scale: int
+    metric: str
+    value: float
+
+
+@dataclass
+class EvalSettings:
+    """What to evaluate. ``request`` is what a run's manifest records about the models."""
+
+    images: list[Path]
+    scales: list[int]
+    modes: list[str]
+    out: Path
+    view: str | None = None
+    fidelity: bool = True
+    drift: bool = True
+    overwrite: bool = False
+    backbone: str = "realesrgan"
+    prompter: str | None = None
+    request: dict = field(default_factory=dict)
+
+
+@dataclass
+class EvalResults:
+    settings: EvalSettings
+    rows: list[ResultRow]
+    metrics: list[Metric]
+    unavailable: list[Unavailable]
+    notes: list[str]
+    #: image name -> {mode -> {scale -> thumbnail}} at the requested scales, for the sample grids
+    #: (thumbnails, not states: a large image set must not be held in memory to the end).
+    samples: dict[str, dict[str, dict[int, np.ndarray]]]
+
+
+class Models:
+    """The backbone and prompter, built on first use: an evaluation whose runs are all
+    finished loads no model."""
+
+    def __init__(self, build_backbone: Callable[[], Backbone], build_prompter: Callable[[], Prompter | None]):
+        self._build_backbone = build_backbone
+        self._build_prompter = build_prompter
+        self._built: tuple[Backbone, Prompter | None] | None = None
+
+    def get(self) -> tuple[Backbone, Prompter | None]:
+        if self._built is None:
+            backbone = self._build_backbone()
+            if backbone.scale != STEP:
+                raise ChainZoomError(f"chainzoom eval needs a {STEP}x backbone; this one is {backbone.scale}x")
+            self._built = (backbone, self._build_prompter())
+        return self._built
+
+
+def parse_scales(text: str) -> list[int]:
+    """``"4,16,64"`` -> ``[4, 16, 64]``: powers of 4, so one run to the largest gives them all."""
+    try:
+        scales = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise ChainZoomError(f"--scales must be integers such as 4,16,64,256, got {text!r}") from None
+    bad = [s for s in scales if s < STEP or STEP ** round(math.log(s, STEP)) != s]
+    if bad or not scales:
+        raise ChainZoomError(f"--scales must be powers of {STEP} (4,16,64,256,...), got {text!r}")
+    return scales
+
+
+def parse_modes(text: str) -> list[str]:
+    from ..chain import MODES
+
+    modes = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    unknown = [m for m in modes if m not in MODES]
+    if not modes:
+        raise ChainZoomError(f"--modes names no mode: {text!r}")
+    if unknown:
+        raise ChainZoomError(f"unknown mode {', '.join(unknown)} (known: {', '.join(MODES)})")
+    return modes
+
+
+def image_names(paths: Sequence[Path]) -> list[str]:
+    """Folder names for the images: the file stem, or the whole name where two stems clash."""
+    stems = [p.stem for p in paths]
+    return [p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_") for p in paths]
+
+
+class MetricCache:
+    """No-reference scores by (state PNG hash, metric), kept in ``metric_cache.json``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.values: dict[str, dict[str, float | None]] = {}
+        try:
+            self.values = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            pass  # no cache yet, or a damaged one: either only costs recomputation
+
+    def score(self, file: Path, image: np.ndarray, metric: Metric) -> float:
+        entry = self.values.setdefault(sha256_file(file), {})
+        if metric.name not in entry:
+            value = metric.score(image)
+            entry[metric.name] = None if math.isnan(value) else value
+        value = entry[metric.name]
+        return math.nan if value is None else value
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.values)
+
+
+@dataclass
+class _Runner:
+    """Makes or reuses run folders, with progress."""
+
+    settings: EvalSettings
+    models: Models
+    progress: ZoomProgress
+
+    def run(
+        self, folder: Path, label: str, path: Path, image: LoadedImage, plan: ZoomPlan, mode: str
+    ) -> list[ScaleState]:
+        """The states of the run of ``mode`` in ``folder``: read back when finished, else made or resumed."""
+        needs_model = mode in MODEL_MODES
+        request = RunRequest(
+            input=str(path),
+            input_sha256=sha256_file(path),
+            mode=mode,
+            scale=plan.scale,
+            center=plan.center,
+            view=plan.view,
+            square=False,
+            backbone=self.settings.backbone if needs_model else None,
+            prompter=self.settings.prompter if needs_model else None,
+            runtime=self.settings.request.get("runtime", {}),
+            extra={k: v for k, v in self.settings.request.items() if k != "runtime"},
+        )
+        run_folder = RunFolder(folder)
+        previous = run_folder.read_manifest()
+        same = previous is not None and previous.get("request") == json.loads(json.dumps(request.as_dict()))
+        total = len(plan.steps) + 1
+        if same and previous.get("complete") and not self.settings.overwrite:
+            states = run_folder.load_states(previous)
+            if len(states) == total:
+                self.progress.start(f"{label} (finished before)", 0)
+                self.progress.finish(folder)
+                return states
+        done = len(previous.get("states", [])) if same and not self.settings.overwrite else 0
+        backbone, prompter = self.models.get() if needs_model else (None, None)
+        self.progress.start(label, total - done)
+        states = execute_run(
+            run_folder,
+            image,
+            plan,
+            request,
+            backbone,
+            prompter,
+            overwrite=self.settings.overwrite,
+            animation=False,
+            on_state=self.progress.advance,
+        )
+        self.progress.finish(folder)
+        return states
+
+
+def image_view(image: LoadedImage, view: str | None) -> tuple[int, int]:
+    return parse_view(view, image.size, STEP) if view else default_view(image.size, STEP)
+
+
+def state_index(scale: int) -> int:
+    return round(math.log(scale, STEP))
+
+
+def fidelity_view(view: tuple[int, int], small: tuple[int, int]) -> tuple[int, int]:
+    """The view, shrunk (aspect kept) to at most 4x the downscaled image, in multiples of 4."""
+    f = min(1.0, STEP * small[0] / view[0], STEP * small[1] / view[1])
+    return tuple(int(v * f) // STEP * STEP for v in view)  # type: ignore[return-value]
+
+
+def fidelity_problem(size: tuple[int, int], scale: int, view: tuple[int, int]) -> str | None:
+    """Why fidelity cannot be measured at ``scale`` for an image of ``size``, or None."""
+    small = (size[0] // scale, size[1] // scale)
+    if min(small) == 0 or min(fidelity_view(view, small)) < MIN_FIDELITY_SIDE:
+        need = MIN_FIDELITY_SIDE * scale // STEP
+        return f"fidelity at x{scale} needs an image of at least {need} px a side; {size[0]}x{size[1]} is too small"
+    return None
+
+
+def prepare_fidelity(
+    image: LoadedImage, scale: int, view: tuple[int, int], folder: Path
+) -> tuple[Path, LoadedImage, ZoomPlan, np.ndarray]:
+    """The downscaled input (written to ``folder/input.png``), its plan, and the original
+    pixels its zoomed final state should show (see :func:`fidelity_problem` first)."""
+    w, h = image.size
+    small = (w // scale, h // scale)
+    fview = fidelity_view(view, small)
+    left, top = (w - small[0] * scale) // 2, (h - small[1] * scale) // 2
+    original = image.rgb[:, top : top + small[1] * scale, left : left + small[0] * scale]
+    path = folder / "input.png"
+    save_image(path, resize(original, small, "bicubic"), bit_depth=image.bit_depth)
+    low = load_image(path)
+    plan = plan_zoom(small, scale, (small[0] / 2, small[1] / 2), fview, STEP)
+    box = Box(*(v * scale for v in plan.final_box.as_list()))
+    return path, low, plan, as_array(resize(original, fview, "bicubic", box))
+
+
+def evaluate(
+    settings: EvalSettings,
+    metrics: Sequence[Metric],
+    unavailable: Sequence[Unavailable],
+    models: Models,
+    progress: ZoomProgress,
+) -> EvalResults:
+    """Make or reuse every run, score it, and return the rows of ``results.csv``."""
+    out = settings.out
+    cache = MetricCache(out / CACHE_FILE)
+    runner = _Runner(settings, models, progress)
+    rows: list[ResultRow] = []
+    notes: list[str] = []
+    samples: dict[str, dict[str, dict[int, np.ndarray]]] = {}
+    top = settings.scales[-1]
+    # Every image is read and planned before any run starts: a bad file or a view too
+    # large for an image stops the evaluation before it has spent any time.
+    plans = []
+    for path in settings.images:
+        image = load_image(path)
+        view = image_view(image, settings.view)
+        w, h = image.size
+        problems = {s: fidelity_problem((w, h), s, view) for s in settings.scales} if settings.fidelity else {}
+        plans.append((plan_zoom((w, h), top, (w / 2, h / 2), view, STEP), view, problems))
+    runs = sum(1 + sum(p is None for p in problems.values()) for _, _, problems in plans)
+    progress.start_batch(len(settings.modes) * runs)
+    for path, name, (plan, view, problems) in zip(settings.images, image_names(settings.images), plans):
+        image = load_image(path)
+        samples[name] = {}
+        for mode in settings.modes:
+            folder = out / "runs" / name / mode
+            states = runner.run(folder, f"{name} {mode}", path, image, plan, mode)
+            samples[name][mode] = {s: thumbnail(states[state_index(s)].image) for s in settings.scales}
+            for scale in settings.scales:
+                state = states[state_index(scale)]
+                array = as_array(state.image)
+                file = folder / step_filename(state.index)
+                for metric in metrics:
+                    value = cache.score(file, array, metric)
+                    if not math.isnan(value):
+                        rows.append(ResultRow(name, mode, scale, metric.name, value))
+            cache.save()
+            if settings.drift:
+                for step in chain_drift(states):
+                    scale = round(step.magnification)
+                    rows.append(ResultRow(name, mode, scale, "drift_psnr", step.psnr))
+                    rows.append(ResultRow(name, mode, scale, "drift_delta_e", step.delta_e))
+        for scale, problem in problems.items():
+            if problem is None:
+                rows += _fidelity_rows(settings, runner, name, image, scale, view)
+            else:
+                notes.append(f"{name}: {problem}")
+    return EvalResults(settings, rows, list(metrics), list(unavailable), notes, samples)
+
+
+def _fidelity_rows(
+    settings: EvalSettings, runner: _Runner, name: str, image: LoadedImage, scale: int, view: tuple[int, int]
+) -> list[ResultRow]:
+    folder = settings.out / "runs" / name / f"fidelity-x{scale}"
+    path, low, plan, reference = prepare_fidelity(image, scale, view, folder)
+    rows = []
+    for mode in settings.modes:
+        states = runner.run(folder / mode, f"{name} fidelity x{scale} {mode}", path, low, plan, mode)
+        final = as_array(states[-1].image)
+        rows.append(ResultRow(name, mode, scale, "fidelity_psnr", psnr(final, reference)))
+        rows.append(ResultRow(name, mode, scale, "fidelity_ssim", ssim(final, reference)))
+    return rows

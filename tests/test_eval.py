@@ -1,0 +1,132 @@
+"""``chainzoom eval`` end to end on two small images with the interpolation backbone:
+the report, the CSV, and the resume of an interrupted evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+from chainzoom.errors import ChainZoomError
+from chainzoom.eval_command import add_eval_parser
+from chainzoom.metrics import harness
+from chainzoom.progress import ZoomProgress
+
+IMAGES = ("assets/photos/chelsea.png", "assets/photos/coffee.png")
+MODES = ["chain", "direct", "bicubic", "nearest"]
+NO_REFERENCE = ["niqe", "brisque", "sharpness", "entropy"]
+
+
+def run_eval(out: Path, *extra: str) -> int:
+    parser = argparse.ArgumentParser(prog="chainzoom")
+    add_eval_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        ["eval", "--images", *IMAGES, "--scales", "4,16", "--backbone", "bicubic", "--view", "64",
+         "--metrics", ",".join(NO_REFERENCE), "--out", str(out), "--quiet", *extra]
+    )
+    return args.handler(args)
+
+
+def read_rows(out: Path) -> list[dict]:
+    with open(out / "results.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("eval") / "report"
+    assert run_eval(out) == 0
+    return out
+
+
+def test_results_cover_every_combination(finished):
+    rows = read_rows(finished)
+    keys = {(r["image"], r["mode"], int(r["scale"]), r["metric"]) for r in rows}
+    for image in ("chelsea", "coffee"):
+        for mode in MODES:
+            for scale in (4, 16):
+                # NIQE needs 192-px states: at --view 64 it has no value, and none is invented.
+                for metric in ("brisque", "sharpness", "entropy", "fidelity_psnr", "fidelity_ssim",
+                               "drift_psnr", "drift_delta_e"):
+                    assert (image, mode, scale, metric) in keys
+                assert (image, mode, scale, "niqe") not in keys
+    assert len(rows) == len(keys) == 2 * 4 * 2 * 7
+    values = {(r["mode"], r["metric"]): float(r["value"]) for r in rows if r["image"] == "coffee" and r["scale"] == "4"}
+    # Interpolation stays closer to the original than nearest neighbour does, and
+    # nearest neighbour's blocks are the sharpest edges of all.
+    assert values[("bicubic", "fidelity_psnr")] > values[("nearest", "fidelity_psnr")]
+    assert values[("nearest", "sharpness")] > values[("bicubic", "sharpness")]
+
+
+def test_report_has_a_table_per_metric_like_the_paper(finished):
+    report = (finished / "report.md").read_text(encoding="utf-8")
+    for title in ("### BRISQUE ↓", "### Sharpness", "### Entropy", "### Fidelity PSNR (dB) ↑",
+                  "### Fidelity SSIM ↑", "### Drift PSNR", "### Drift ΔE"):
+        assert title in report
+    assert "| mode | x4 | x16 |" in report
+    for mode in MODES:
+        assert f"| {mode} | " in report
+    assert " ± " in report  # two images: mean ± std
+    assert "### NIQE ↓\n\nNo value: it needs states of at least 192 px a side." in report
+    for name in ("brisque", "sharpness", "entropy", "fidelity_psnr", "fidelity_ssim", "drift_psnr", "drift_delta_e"):
+        assert f"(plots/{name}.png)" in report
+        assert (finished / "plots" / f"{name}.png").stat().st_size > 5000
+    for image in ("chelsea", "coffee"):
+        assert f"(grids/{image}.png)" in report
+        assert (finished / "grids" / f"{image}.png").stat().st_size > 5000
+
+
+def test_learned_metrics_without_pyiqa_are_listed_not_available(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyiqa", None)
+    out = tmp_path / "report"
+    assert run_eval(out, "--metrics", "musiq,entropy", "--modes", "bicubic", "--no-fidelity", "--no-drift") == 0
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "- MUSIQ: pyiqa is not installed" in report
+    assert {r["metric"] for r in read_rows(out)} == {"entropy"}
+
+
+def test_interrupted_evaluation_resumes_to_identical_results(finished, tmp_path, monkeypatch):
+    out = tmp_path / "report"
+    calls = {"n": 0}
+    advance = ZoomProgress.advance
+
+    def interrupt_after_some_states(self, state):
+        calls["n"] += 1
+        if calls["n"] == 7:  # the first state of the third run: two runs done, one begun
+            raise KeyboardInterrupt
+        advance(self, state)
+
+    monkeypatch.setattr(ZoomProgress, "advance", interrupt_after_some_states)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(out)
+    assert not (out / "results.csv").exists()
+    monkeypatch.setattr(ZoomProgress, "advance", advance)
+
+    assert run_eval(out) == 0
+    assert (out / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()
+
+    # A third run reuses every finished run: no state is made again and no model is built.
+    steps = sorted(out.glob("runs/**/step_*.png"))
+    stamps = [p.stat().st_mtime_ns for p in steps]
+    monkeypatch.setattr(harness.Models, "get", lambda self: pytest.fail("a finished run built a model"))
+    assert run_eval(out) == 0
+    assert [p.stat().st_mtime_ns for p in steps] == stamps
+    assert (out / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--scales", "4,10", "powers of 4"),
+        ("--modes", "chain,zoom", "unknown mode zoom"),
+        ("--metrics", "psnr", "unknown metric psnr"),
+    ],
+)
+def test_bad_arguments_stop_before_any_run(tmp_path, option, value, message):
+    out = tmp_path / "report"
+    with pytest.raises(ChainZoomError, match=message):
+        run_eval(out, option, value)
+    assert not out.exists()
