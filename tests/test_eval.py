@@ -130,3 +130,35 @@ def test_bad_arguments_stop_before_any_run(tmp_path, option, value, message):
     with pytest.raises(ChainZoomError, match=message):
         run_eval(out, option, value)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("scale", "period", "view"), [(4, 64, 512), (16, 256, 128)])
+def test_fidelity_reference_is_the_region_the_final_state_shows(tmp_path, scale, period, view):
+    """On a smooth pattern, zooming the downscaled image back with bicubic must land on the
+    original pixels: a reference off by one pixel costs more than 15 dB."""
+    import math
+
+    import torch
+
+    from chainzoom.api import run_states
+    from chainzoom.images import LoadedImage
+    from chainzoom.metrics.drift import as_array
+    from chainzoom.metrics.fidelity import psnr
+
+    y, x = torch.meshgrid(torch.arange(512.0), torch.arange(512.0), indexing="ij")
+    pattern = 0.5 + 0.4 * torch.sin(2 * math.pi * x / period) * torch.cos(2 * math.pi * y / (0.75 * period))
+    image = LoadedImage(pattern.expand(3, -1, -1).contiguous(), None, 16)
+    assert harness.fidelity_problem(image.size, scale, (512, 512)) is None
+    _, low, plan, reference = harness.prepare_fidelity(image, scale, (512, 512), tmp_path)
+    assert low.size == (512 // scale,) * 2 and plan.view == (view, view)
+    final = as_array(list(run_states("bicubic", low, plan, None, None))[-1].image)
+    aligned = psnr(final, reference)
+    assert aligned > 45
+    assert aligned > psnr(final[:, 1:], reference[:, :-1]) + 15
+    assert aligned > psnr(final[1:], reference[:-1]) + 15
+
+
+def test_fidelity_skips_magnifications_the_image_is_too_small_for():
+    assert harness.fidelity_problem((512, 512), 64, (512, 512)) is None  # a 32-px comparison
+    problem = harness.fidelity_problem((451, 300), 64, (448, 300))
+    assert problem == "fidelity at x64 needs an image of at least 512 px a side; 451x300 is too small"
