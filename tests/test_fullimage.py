@@ -71,6 +71,22 @@ def test_cells_partition_each_axis_and_every_pixel_has_weight() -> None:
     np.testing.assert_allclose(coverage, 1.0, atol=1e-6)
 
 
+def test_the_working_file_is_a_tiff_that_tiles_write_into(tmp_path: Path) -> None:
+    from chainzoom.pyramid import RawLevel
+
+    pixels = np.random.default_rng(0).integers(0, 256, (45, 37, 3), dtype=np.uint8)
+    level = RawLevel(tmp_path / "work.tif", 37, 45)  # 45 rows: two full strips of 16 and one of 13
+    level.create()
+    level.write(0, 0, pixels[:20])
+    level.write(5, 20, pixels[20:, 5:])
+    level.write(0, 20, pixels[20:, :5])
+    assert np.array_equal(level.read(5, 7, 10, 30), pixels[7:37, 5:15])
+    streamed = pyvips.Image.new_from_file(str(level.path), access="sequential")
+    assert np.array_equal(np.ndarray(buffer=streamed.write_to_memory(), dtype=np.uint8, shape=(45, 37, 3)), pixels)
+    tifffile = pytest.importorskip("tifffile")
+    assert np.array_equal(tifffile.imread(level.path), pixels)
+
+
 def test_two_bicubic_levels_equal_untiled_within_one_level(tmp_path: Path) -> None:
     image = sample(150, 110)
     backbone = create_backbone("bicubic", Runtime())

@@ -135,7 +135,7 @@ class FullRunFolder(RunFolder):
 
 
 def raw_level(folder: Path, index: int, size: tuple[int, int]) -> RawLevel:
-    return RawLevel(Path(folder) / f"level_{index:02d}.rgb", *size)
+    return RawLevel(Path(folder) / f"level_{index:02d}.work.tif", *size)
 
 
 def level_size(size: tuple[int, int], step: int, index: int) -> tuple[int, int]:

@@ -2,19 +2,19 @@
 
 A level of a full-image run can be far larger than memory (a 2 MP photo at 16x is
 512 MP), so it is never an array. While it is being made and while the next level
-reads it, a level is a :class:`RawLevel`: a plain file of 8-bit RGB rows that tiles
+reads it, a level is a :class:`RawLevel`: a working file of 8-bit RGB rows that tiles
 are written into and read back from at any position with ``pwrite``/``pread``,
 losslessly and with memory proportional to the tile only. Once a level is complete,
-libvips (pyvips, the ``[tiles]`` extra) streams that file into the deliverable:
-a tiled pyramidal BigTIFF, a Deep Zoom ``.dzi`` tree, or a PNG. libvips reads the
-raw file through its own windowed mapping and writes the pyramid in one pass, so
-this step's memory does not grow with the image either.
+libvips (pyvips, the ``[tiles]`` extra) streams that file, top to bottom, into the
+deliverable: a tiled pyramidal BigTIFF, a Deep Zoom ``.dzi`` tree, or a PNG, so this
+step's memory does not grow with the image either.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -51,26 +51,37 @@ def vips() -> Any:
 
 
 class RawLevel:
-    """An 8-bit RGB image of ``width`` x ``height`` stored row by row in a file."""
+    """An 8-bit RGB image of ``width`` x ``height`` stored as an uncompressed, stripped BigTIFF.
+
+    The pixels are one contiguous run of rows after a fixed header, so a tile is
+    written or read with ``pwrite``/``pread`` at computed offsets. It is a TIFF
+    rather than headerless raw data because libvips maps a raw (or ``.v``) file
+    whole into memory, which made peak RSS grow with the level (measured: 600 MiB
+    for a 190 MP level); a stripped TIFF opened for sequential access is read
+    strip by strip through libtiff instead (110 MiB for the same level).
+    """
 
     BANDS = 3
+    ROWS_PER_STRIP = 16
 
     def __init__(self, path: Path, width: int, height: int) -> None:
         self.path = Path(path)
         self.width = width
         self.height = height
+        self.header = _tiff_header(width, height, self.BANDS, self.ROWS_PER_STRIP)
 
     @property
     def nbytes(self) -> int:
         return self.width * self.height * self.BANDS
 
     def exists(self) -> bool:
-        return self.path.is_file() and self.path.stat().st_size == self.nbytes
+        return self.path.is_file() and self.path.stat().st_size == len(self.header) + self.nbytes
 
     def create(self) -> None:
-        """An all-black file of the right size (sparse where the file system allows)."""
+        """An all-black image (sparse where the file system allows)."""
         with open(self.path, "wb") as handle:
-            handle.truncate(self.nbytes)
+            handle.write(self.header)
+            handle.truncate(len(self.header) + self.nbytes)
 
     def write(self, x: int, y: int, pixels: np.ndarray) -> None:
         """Store ``pixels`` (``uint8 [h, w, 3]``) with its top-left corner at ``(x, y)``."""
@@ -104,11 +115,41 @@ class RawLevel:
         return out
 
     def _offset(self, x: int, y: int) -> int:
-        return (y * self.width + x) * self.BANDS
+        return len(self.header) + (y * self.width + x) * self.BANDS
 
     def _check(self, x: int, y: int, width: int, height: int) -> None:
         if x < 0 or y < 0 or x + width > self.width or y + height > self.height:
             raise ValueError(f"region {x},{y} {width}x{height} is outside {self.width}x{self.height}")
+
+
+def _tiff_header(width: int, height: int, bands: int, rows_per_strip: int) -> bytes:
+    """Header, one IFD and strip tables of a little-endian BigTIFF whose pixels follow contiguously."""
+    strips = -(-height // rows_per_strip)
+    row_bytes = width * bands
+    entries = 10
+    tables = 16 + 8 + entries * 20 + 8  # header, entry count, entries, next-IFD offset
+    data = tables + 16 * strips
+    offsets = struct.pack(f"<{strips}Q", *(data + i * rows_per_strip * row_bytes for i in range(strips)))
+    counts = struct.pack(
+        f"<{strips}Q", *(min(rows_per_strip, height - i * rows_per_strip) * row_bytes for i in range(strips))
+    )
+    short, long, long8 = 3, 4, 16
+    fields = [  # (tag, type, count, value packed into the 8-byte slot), in tag order
+        (256, long, 1, struct.pack("<I4x", width)),
+        (257, long, 1, struct.pack("<I4x", height)),
+        (258, short, 3, struct.pack("<3H2x", 8, 8, 8)),
+        (259, short, 1, struct.pack("<H6x", 1)),  # no compression
+        (262, short, 1, struct.pack("<H6x", 2)),  # RGB
+        (273, long8, strips, struct.pack("<Q", tables)),
+        (277, short, 1, struct.pack("<H6x", bands)),
+        (278, long, 1, struct.pack("<I4x", rows_per_strip)),
+        (279, long8, strips, struct.pack("<Q", tables + 8 * strips)),
+        (284, short, 1, struct.pack("<H6x", 1)),  # interleaved RGB
+    ]
+    assert len(fields) == entries
+    ifd = struct.pack("<Q", entries) + b"".join(struct.pack("<HHQ", t, k, n) + v for t, k, n, v in fields)
+    header = b"II" + struct.pack("<HHHQ", 43, 8, 0, 16) + ifd + struct.pack("<Q", 0)
+    return header + offsets + counts
 
 
 def level_path(folder: Path, index: int, fmt: str) -> Path:
@@ -125,7 +166,7 @@ def write_level(raw: RawLevel, target: Path, fmt: str) -> None:
     if fmt not in FORMATS:
         raise ChainZoomError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     pyvips = vips()
-    image = pyvips.Image.rawload(str(raw.path), raw.width, raw.height, raw.BANDS, interpretation="srgb")
+    image = pyvips.Image.new_from_file(str(raw.path), access="sequential")
     if fmt == "tiff":
         atomic_write(
             target,
