@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -123,6 +124,30 @@ def test_a_local_zoom_run_shows_each_state_inside_its_parent(tmp_path: Path) -> 
             assert parent["x"] <= child["x"] and child["x"] + child["width"] <= parent["x"] + parent["width"]
             assert parent["y"] <= child["y"]
         assert get(url + "files/step_03.png")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+VIEW = """
+import argparse, sys
+from chainzoom.full_command import add_view_parser
+parser = argparse.ArgumentParser()
+add_view_parser(parser.add_subparsers())
+args = parser.parse_args(["view", sys.argv[1], "--port", "0"])
+sys.exit(args.handler(args))
+"""
+
+
+def test_the_view_command_prints_its_url_and_serves_it(full_run: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    child = subprocess.Popen([sys.executable, "-c", VIEW, str(full_run)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        line = child.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert url, f"no URL in {line!r}"
+        assert "openseadragon" in get(url.group(0)).decode()
+    finally:
+        child.terminate()
+        child.wait(TIMEOUT)
+        child.stdout.close()
 
 
 def test_a_folder_without_a_run_is_refused(tmp_path: Path) -> None:

@@ -23,7 +23,6 @@ level is then streamed by libvips into a pyramidal TIFF, a Deep Zoom tree or a P
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -343,13 +342,3 @@ def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
 def from_uint8_hwc(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255.0).contiguous()
 
-
-def read_manifest(folder: Path) -> dict:
-    """The manifest of a run folder, or a clear error when there is none."""
-    path = Path(folder) / MANIFEST
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ChainZoomError(f"{folder} holds no chainzoom run ({MANIFEST} is missing)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ChainZoomError(f"{path} is unreadable ({exc})") from None

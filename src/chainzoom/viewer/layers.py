@@ -9,10 +9,14 @@ is drawn on top, and the shallower ones show while its tiles load.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..errors import ChainZoomError
-from ..fullimage import read_manifest
+
+#: The run folder's manifest (``chainzoom.run.MANIFEST``; not imported from there because
+#: that module pulls in torch and the viewer should start in well under a second).
+MANIFEST = "manifest.json"
 
 #: URL prefixes the server answers: run files as they are, and Deep Zoom made from TIFFs.
 FILES = "/files/"
@@ -32,6 +36,17 @@ def describe_run(folder: Path) -> dict:
         raise ChainZoomError(f"{folder} holds no finished image yet")
     title = Path(folder).resolve().name
     return {"title": title, "kind": kind, "complete": manifest.get("complete", False), "layers": layers}
+
+
+def read_manifest(folder: Path) -> dict:
+    """The manifest of a run folder, or a clear error when there is none."""
+    path = Path(folder) / MANIFEST
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ChainZoomError(f"{folder} holds no chainzoom run ({MANIFEST} is missing)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ChainZoomError(f"{path} is unreadable ({exc})") from None
 
 
 def tile_source(name: str) -> dict | str:
