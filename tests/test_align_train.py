@@ -125,7 +125,7 @@ def test_two_steps_train_the_adapter_and_it_changes_the_prompter(models, two_ste
     rows = log_rows(out)
     assert [row["step"] for row in rows] == ["1", "2"]
     for row in rows:
-        for column in ("reward", "critic", "phrase", "repetition", "kl", "loss"):
+        for column in ("reward", "critic", "phrase", "repetition", "kl", "loss", "critic_unusable"):
             float(row[column])  # every term is logged, as a number
     assert float(rows[0]["repetition"]) < 0  # the repetitive policy is penalised
     assert (out / "rewards.png").read_bytes()[:4] == b"\x89PNG"
@@ -152,7 +152,7 @@ def test_resume_continues_exactly_and_refuses_other_settings(models, two_steps, 
     align(*run_args(models, resumed, 2))
     a, b = log_rows(two_steps), log_rows(resumed)
     assert [row["step"] for row in b] == ["1", "2"]
-    columns = ("reward", "critic", "phrase", "repetition", "kl", "loss")
+    columns = ("reward", "critic", "phrase", "repetition", "kl", "loss", "critic_unusable")
     assert [[row[c] for c in columns] for row in a] == [[row[c] for c in columns] for row in b]
     with pytest.raises(ChainZoomError, match="other settings"):
         align(*run_args(models, resumed, 2), "--beta", "0.1")

@@ -88,11 +88,11 @@ def run_align(args: argparse.Namespace) -> int:
     runtime = resolve_runtime(args.device, args.dtype, None, args.seed)
     weights = parse_weights(args.reward)
     phrases = read_phrases(args.phrases) if args.phrases else list(DEFAULT_PHRASES)
-    components = make_components(weights, args.critic, phrases, runtime, args.out / "critic_cache.jsonl")
     try:
         check_source(args.policy)
     except ChainZoomError as exc:
         raise ChainZoomError(f"policy: {exc}") from None
+    components = make_components(weights, args.critic, phrases, runtime, args.out / "critic_cache.jsonl")
     images = tuple(str(p) for p in collect_inputs(args.images))
     pair_settings = PairSettings(images, args.backbone, args.scale, args.view, args.centers, args.seed)
     settings = TrainSettings(

@@ -190,12 +190,15 @@ class CriticReward(Reward):
     """The critic's rating in [0, 1]; an answer without a usable score counts 0."""
 
     name = "critic"
+    metric_names = ("unusable",)
 
     def __init__(self, critic: Critic, cache: ScoreCache | None = None, batch: int = 8) -> None:
         self.critic = critic
         self.cache = cache or ScoreCache()
         self.batch = batch
-        self.unusable = 0  #: answers so far that held no usable score
+        #: Share of the last call's prompts whose answer held no usable score: a critic
+        #: that answers in words rather than numbers shows here, not as a silent 0.
+        self.unusable = 0.0
 
     def key(self, pair: ImagePair, prompt: str) -> str:
         identity = json.dumps({**self.critic.identity(), "rating": RATING_PROMPT}, sort_keys=True)
@@ -211,10 +214,12 @@ class CriticReward(Reward):
         for start in range(0, len(todo), self.batch):
             chunk = todo[start : start + self.batch]
             for (key, _), answer in zip(chunk, self.critic.answer([item for _, item in chunk]), strict=True):
-                score = parse_score(answer)
-                self.unusable += score is None
-                self.cache.put(key, score)
+                self.cache.put(key, parse_score(answer))
+        self.unusable = sum(self.cache.scores[k] is None for k in keys) / max(len(keys), 1)
         return [self.cache.scores[k] or 0.0 for k in keys]
+
+    def metrics(self) -> dict[str, float]:
+        return {"unusable": self.unusable}
 
 
 def create_critic(spec: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Critic:

@@ -26,27 +26,33 @@ _TRL_KEYS = {
 }
 
 
-def columns(reward_names: Sequence[str]) -> list[str]:
-    return [*BASE_COLUMNS[:3], *reward_names, *BASE_COLUMNS[3:]]
+def columns(reward_names: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+    return [*BASE_COLUMNS[:3], *reward_names, *BASE_COLUMNS[3:], *extra]
 
 
-def row_from_trl(step: int, logs: dict, reward_names: Sequence[str]) -> dict[str, object]:
-    """A CSV row from TRL's per-step logs (``kl`` is blank when ``--beta 0`` computes none)."""
+def row_from_trl(step: int, logs: dict, reward_names: Sequence[str], extra: Sequence[str] = ()) -> dict[str, object]:
+    """A CSV row from TRL's per-step logs (``kl`` is blank when ``--beta 0`` computes none).
+
+    ``extra`` names metrics the rewards logged themselves (``critic_unusable``).
+    """
     row: dict[str, object] = {"step": step}
     for column, key in _TRL_KEYS.items():
         row[column] = logs.get(key, "")
     for name in reward_names:
         row[name] = logs.get(f"rewards/{name}/mean", "")
+    for name in extra:
+        row[name] = logs.get(name, "")
     return row
 
 
 class StepLog:
     """Appends rows to ``path``; :meth:`truncate` drops the steps a resumed run repeats."""
 
-    def __init__(self, path: Path, reward_names: Sequence[str]) -> None:
+    def __init__(self, path: Path, reward_names: Sequence[str], extra: Sequence[str] = ()) -> None:
         self.path = path
         self.names = list(reward_names)
-        self.fields = columns(self.names)
+        self.extra = list(extra)
+        self.fields = columns(self.names, self.extra)
 
     def rows(self) -> list[dict[str, str]]:
         if not self.path.is_file():

@@ -60,10 +60,16 @@ class Reward(ABC):
     """Scores each prompt; higher is better. ``pairs`` holds the images each prompt is about."""
 
     name: str = "reward"
+    #: Extra numbers about the last :meth:`score` call, logged per step as ``<name>_<metric>``.
+    metric_names: tuple[str, ...] = ()
 
     @abstractmethod
     def score(self, prompts: Sequence[str], pairs: Sequence[ImagePair] | None = None) -> list[float]:
         """One score per prompt."""
+
+    def metrics(self) -> dict[str, float]:
+        """The values of :attr:`metric_names` for the last :meth:`score` call."""
+        return {}
 
 
 class PhraseReward(Reward):
@@ -114,7 +120,7 @@ class RepetitionReward(Reward):
         return worst
 
     def score(self, prompts: Sequence[str], pairs: Sequence[ImagePair] | None = None) -> list[float]:
-        return [-self.repeated_share(p) for p in prompts]
+        return [0.0 - self.repeated_share(p) for p in prompts]  # 0.0, not -0.0, for a clean prompt
 
 
 @dataclass(frozen=True)

@@ -97,9 +97,13 @@ def completion_text(completion: Any) -> str:
 def trl_reward(component: Reward) -> Callable[..., list[float]]:
     """A TRL reward function for one component; its name becomes ``rewards/<name>`` in the log."""
 
-    def reward(prompts: list, completions: list, images: list, **_: Any) -> list[float]:
+    def reward(prompts: list, completions: list, images: list, log_metric=None, **_: Any) -> list[float]:
         pairs: list[ImagePair] = [(group[0], group[1]) for group in images]
-        return component.score([completion_text(c) for c in completions], pairs)
+        scores = component.score([completion_text(c) for c in completions], pairs)
+        if log_metric is not None:
+            for key, value in component.metrics().items():
+                log_metric(f"{component.name}_{key}", value)
+        return scores
 
     reward.__name__ = component.name
     return reward
@@ -205,7 +209,7 @@ def make_callback(log: StepLog):
     class AlignCallback(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "reward" in logs:
-                log.append(row_from_trl(state.global_step, logs, log.names))
+                log.append(row_from_trl(state.global_step, logs, log.names, log.extra))
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step >= state.max_steps:
@@ -226,7 +230,8 @@ def train(
     model, processor = load_vlm(settings.policy, _home(settings.device), DTYPES[settings.dtype], role="policy")
     checkpoints = out / "checkpoints"
     resume, done_steps = last_checkpoint(checkpoints)
-    log = StepLog(out / "log.csv", [part.reward.name for part in components])
+    extra = [f"{part.reward.name}_{key}" for part in components for key in part.reward.metric_names]
+    log = StepLog(out / "log.csv", [part.reward.name for part in components], extra)
     log.truncate(done_steps)
     config = grpo_config(settings, checkpoints)
     config.reward_weights = [part.weight for part in components]
