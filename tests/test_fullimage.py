@@ -221,6 +221,10 @@ def test_a_finished_run_is_not_redone_and_a_different_one_is_refused(tmp_path: P
     assert backbone.calls == calls
     with pytest.raises(ChainZoomError, match="different arguments"):
         zoom_full(sample(80, 60), tmp_path, backbone, None, **{**args, "request": {"a": 2}})
+    zoom_full(sample(80, 60), tmp_path, backbone, None, **{**args, "fmt": "dzi", "overwrite": True})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "level_00.dzi", "level_00_files", "level_01.dzi", "level_01_files", "manifest.json"
+    ]
 
 
 def test_each_tile_gets_its_own_prompt_from_its_neighbourhood(tmp_path: Path) -> None:

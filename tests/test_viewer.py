@@ -169,12 +169,17 @@ def test_headless_chromium_zooms_to_the_deepest_level(full_run: Path, tmp_path: 
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=900,700",
              "--virtual-time-budget=15000", f"--user-data-dir={tmp_path / 'profile'}"]
     with serving(full_run, log) as url:
-        dom = subprocess.run([chromium(), *flags, "--dump-dom", url + "?deepest"],
-                             capture_output=True, text=True, timeout=90).stdout
+        for _attempt in range(2):  # a loaded machine once let the time budget run out first
+            browser = subprocess.run([chromium(), *flags, "--dump-dom", url + "?deepest"],
+                                     capture_output=True, text=True, timeout=90)
+            if re.search(r'<body[^>]*data-deepest="loaded"', browser.stdout):
+                break
         shot = artifacts / "viewer-deepest.png"
         subprocess.run([chromium(), *flags, f"--screenshot={shot}", url + "?deepest"],
                        capture_output=True, timeout=90, check=True)
-    assert re.search(r'<body[^>]*data-deepest="loaded"', dom), "the page saw no deepest-level tile load"
+    assert re.search(r'<body[^>]*data-deepest="loaded"', browser.stdout), (
+        f"the page saw no deepest-level tile load; chromium said: {browser.stderr[-2000:]}"
+    )
     assert any(re.search(r"GET /tiff/level_02_files/13/\d+_\d+\.jpg HTTP/1\.1\" 200", line) for line in log.lines)
     screenshot = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
     assert screenshot.shape[:2] == (700, 900)

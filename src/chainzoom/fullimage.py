@@ -40,7 +40,7 @@ from .errors import ChainZoomError
 from .fileio import atomic_write, atomic_write_json
 from .images import LoadedImage
 from .prompts.base import PromptContext, Prompter
-from .pyramid import FORMATS, RawLevel, level_path, remove_level, write_level
+from .pyramid import FORMATS, PARTIAL, RawLevel, level_path, remove_level, write_level
 from .resample import resize
 from .run import MANIFEST, RunFolder
 from .tiling import FEATHER, _ramp, _shared, free_memory_bytes, tile_starts
@@ -131,6 +131,7 @@ class FullRunFolder(RunFolder):
             else:
                 remove_level(path)
         shutil.rmtree(self.path / CACHE, ignore_errors=True)
+        shutil.rmtree(self.path / PARTIAL, ignore_errors=True)
 
 
 def raw_level(folder: Path, index: int, size: tuple[int, int]) -> RawLevel:
