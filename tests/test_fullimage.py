@@ -287,6 +287,12 @@ def zoom_args(out: Path, *extra: str) -> argparse.Namespace:
     return parser.parse_args([str(SAMPLE), "--out", str(out), "--full", "--quiet", *extra])
 
 
+def test_the_command_offers_the_formats_the_pyramid_writes() -> None:
+    from chainzoom import full_command, pyramid
+
+    assert full_command.FORMATS == pyramid.FORMATS
+
+
 def test_the_command_runs_a_full_zoom_and_refuses_local_flags(tmp_path: Path, capsys) -> None:
     assert run_full_command(zoom_args(tmp_path, "--scale", "4", "--tile", "256", "--tile-overlap", "16")) == 0
     manifest = json.loads((tmp_path / "manifest.json").read_text())

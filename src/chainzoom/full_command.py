@@ -12,13 +12,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from .errors import ChainZoomError
-from .pyramid import FORMATS
 
 DEFAULT_PORT = 8765
+#: ``--format`` choices, the same as :data:`chainzoom.pyramid.FORMATS` (a test checks): not
+#: imported from there, since that pulls in numpy and cli.py builds its parser from this module.
+FORMATS = ("tiff", "dzi", "png")
 
 
 def add_full_arguments(zoom: argparse.ArgumentParser) -> None:
@@ -116,6 +115,16 @@ class TileProgress:
     """One bar per level, advancing per tile; silent when disabled."""
 
     def __init__(self, name: str, levels: int, enabled: bool = True) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self.name = name
         self.levels = levels
         self.tasks: dict[int, int] = {}
