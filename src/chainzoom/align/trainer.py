@@ -109,6 +109,18 @@ def trl_reward(component: Reward) -> Callable[..., list[float]]:
     return reward
 
 
+def vision_token_ids(model: Any) -> list[int]:
+    """The ids of the image/video placeholder tokens, which a prompt must never contain.
+
+    A sampled ``<|image_pad|>`` makes the training forward pass count one image token
+    more than there are image features and stop (seen on a random 3B-size policy at
+    step 3); so generation is forbidden to produce any of them.
+    """
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id", "image_token_index")
+    ids = {getattr(model.config, name, None) for name in names}
+    return sorted(i for i in ids if isinstance(i, int))
+
+
 def lora_config():
     from peft import LoraConfig
 
@@ -235,6 +247,7 @@ def train(
     log.truncate(done_steps)
     config = grpo_config(settings, checkpoints)
     config.reward_weights = [part.weight for part in components]
+    config.generation_kwargs = {"suppress_tokens": vision_token_ids(model)}
     order = pair_order(len(pairs), settings.steps, settings.batch_size, settings.seed)
     trainer = GRPOTrainer(
         model=model,
