@@ -212,6 +212,33 @@ def test_a_killed_run_resumes_from_its_finished_tiles(tmp_path: Path) -> None:
     assert np.array_equal(png_pixels(out / "level_01.png"), png_pixels(reference / "level_01.png"))
 
 
+def test_an_interrupt_between_levels_resumes_at_the_next_level(tmp_path: Path) -> None:
+    class StopAfter(Counting):
+        def __init__(self, inner: Backbone, limit: int) -> None:
+            super().__init__(inner)
+            self.limit = limit
+
+        def upscale(self, image: torch.Tensor, prompt: str = "") -> torch.Tensor:
+            if self.calls == self.limit:
+                raise KeyboardInterrupt
+            return super().upscale(image, prompt)
+
+    args = dict(levels=2, fmt="png", tile=64, overlap=16, request={})
+    bicubic = create_backbone("bicubic", Runtime())
+    first = StopAfter(bicubic, limit=2)  # level 1 of a 100x60 input is 2x1 tiles
+    with pytest.raises(KeyboardInterrupt):
+        zoom_full(sample(100, 60), tmp_path / "run", first, None, **args)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert [level["index"] for level in manifest["levels"]] == [0, 1] and not manifest["complete"]
+    assert not (tmp_path / "run" / "level_00.work.tif").exists()  # no longer needed: level 1 is made
+    second = Counting(bicubic)
+    done = zoom_full(sample(100, 60), tmp_path / "run", second, None, **args)
+    assert second.calls == done["levels"][2]["tiles"]
+    zoom_full(sample(100, 60), tmp_path / "reference", bicubic, None, **args)
+    for name in ("level_01.png", "level_02.png"):
+        assert np.array_equal(png_pixels(tmp_path / "run" / name), png_pixels(tmp_path / "reference" / name))
+
+
 def test_a_finished_run_is_not_redone_and_a_different_one_is_refused(tmp_path: Path) -> None:
     backbone = Counting(create_backbone("bicubic", Runtime()))
     args = dict(levels=1, fmt="png", tile=64, overlap=16, request={"a": 1})
