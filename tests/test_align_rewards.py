@@ -3,6 +3,7 @@ the step log and the scorer behind ``chainzoom prompts --score``. No model is lo
 
 from __future__ import annotations
 
+import argparse
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -10,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from PIL import Image
 
-from chainzoom.align.command import format_scores, score_prompts_with
+from chainzoom.align.command import add_align_parser, add_score_arguments, format_scores, score_prompts_with
 from chainzoom.align.critic import Critic, CriticReward, OpenAICritic, ScoreCache, parse_score
 from chainzoom.align.log import StepLog, plot_curves
 from chainzoom.align.rewards import PhraseReward, RepetitionReward, Weighted, parse_weights, score_prompts
@@ -188,3 +189,16 @@ def test_step_log_truncates_on_resume_and_plots(tmp_path):
     assert [row["step"] for row in log.rows()] == ["1", "2"]
     png = plot_curves(tmp_path / "log.csv", tmp_path / "curves.png", {"phrase": 0.5, "repetition": 0.5})
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_pieces_parse():
+    parser = argparse.ArgumentParser()
+    add_score_arguments(parser)
+    args = parser.parse_args(["--score", "--reward", "phrase=1", "--phrases", "list.txt"])
+    assert (args.score, args.reward, args.critic, args.phrases) == (True, "phrase=1", None, "list.txt")
+
+    parser = argparse.ArgumentParser()
+    add_align_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["align", "--images", "photos", "--gradient-checkpointing"])
+    assert args.reward == "critic=1.0,phrase=0.5,repetition=0.5" and args.policy == "Qwen/Qwen2.5-VL-3B-Instruct"
+    assert args.gradient_checkpointing and args.handler.__name__ == "run_align"

@@ -15,10 +15,12 @@ from pathlib import Path
 from ..fileio import atomic_write
 
 #: Columns besides one per reward component.
-BASE_COLUMNS = ("step", "reward", "reward_std", "kl", "loss", "completion_length", "seconds")
+BASE_COLUMNS = ("step", "reward", "reward_std", "kl", "loss", "flat_groups", "completion_length", "seconds")
 _TRL_KEYS = {
     "reward": "reward",
     "reward_std": "reward_std",
+    # Share of groups whose prompts all scored the same: they teach nothing (zero advantage).
+    "flat_groups": "frac_reward_zero_std",
     "kl": "kl",
     "loss": "loss",
     "completion_length": "completions/mean_length",
