@@ -83,6 +83,10 @@ def build_pairs(settings: PairSettings, folder: Path, runtime: Runtime) -> list[
     if settings.centers < 1:
         raise ChainZoomError(f"--centers must be at least 1, got {settings.centers}")
     backbone = build_backbone(settings.backbone, runtime)
+    # Pairs of other settings go first: the index is their only owner, and it is rewritten.
+    (folder / PAIRS_INDEX).unlink(missing_ok=True)
+    for stale in [*folder.glob("*_wide.png"), *folder.glob("*_view.png")]:
+        stale.unlink()
     rng = random.Random(settings.seed)
     records: list[PairRecord] = []
     for source in settings.images:
@@ -98,8 +102,6 @@ def build_pairs(settings: PairSettings, folder: Path, runtime: Runtime) -> list[
                 wide_name = _save(folder / f"{stem}_wide.png", wide)
                 view_name = _save(folder / f"{stem}_view.png", zoomed)
                 records.append(PairRecord(source, center, step, wide_name, view_name))
-    if not records:
-        raise ChainZoomError(f"--scale {settings.scale:g} makes no zoom step, so there is nothing to train on")
     atomic_write_json(
         folder / PAIRS_INDEX, {"settings": asdict(settings), "pairs": [asdict(r) for r in records]}
     )
