@@ -278,7 +278,8 @@ def _home(device: str) -> str:
         return "cpu"
     if device not in ("cuda", "cuda:0"):
         raise ChainZoomError(
-            f"--device {device}: training uses the first visible GPU; pick one with CUDA_VISIBLE_DEVICES"
+            f"--device {device}: training runs on the CPU or the first visible CUDA GPU "
+            "(choose that GPU with CUDA_VISIBLE_DEVICES)"
         )
     return "cuda:0"
 
