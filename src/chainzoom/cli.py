@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .align.command import add_align_parser, add_score_arguments
 from .errors import ChainZoomError
+from .eval_command import add_eval_parser
+from .full_command import add_full_arguments, add_view_parser
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -27,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chainzoom {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_zoom(commands)
+    _add_prompts(commands)
+    add_eval_parser(commands)
+    add_view_parser(commands)
+    add_align_parser(commands)
     models = commands.add_parser("models", help="list registered backbones and prompters")
     models.add_argument("--verbose", "-v", action="store_true", help="load each backbone and show its card")
     models.set_defaults(handler=_models)
@@ -55,8 +62,8 @@ def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--tile-overlap",
         type=int,
-        default=112,
-        help="input px shared by neighbouring tiles: context plus a blended band (default 112)",
+        default=160,
+        help="input px shared by neighbouring tiles: context plus a blended band (default 160)",
     )
     group.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
     diffusion = parser.add_argument_group("diffusion backbones (osediff-sd3, osediff-sd21)")
@@ -99,7 +106,7 @@ def _add_zoom(commands) -> None:
         help="chain (Chain-of-Zoom), direct (backbone once, then bicubic), bicubic or nearest",
     )
     zoom.add_argument("--backbone", default="realesrgan", help="backbone spec (see `chainzoom models`)")
-    zoom.add_argument("--prompter", default="null", help='prompter spec: null, fixed:"text", ...')
+    add_prompter_arguments(zoom)
     zoom.add_argument(
         "--view",
         default=None,
@@ -117,13 +124,61 @@ def _add_zoom(commands) -> None:
     zoom.add_argument("--no-animation", action="store_true", help="skip zoom.webp")
     zoom.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     _add_runtime_arguments(zoom)
+    add_full_arguments(zoom)
     zoom.set_defaults(handler=_zoom)
 
 
+def add_prompter_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--prompter`` and the options of the model-based prompters (unset = the prompter's default)."""
+    group = parser.add_argument_group("prompts")
+    group.add_argument(
+        "--prompter",
+        default="null",
+        help='null (default), fixed:"text", vlm[:ID_OR_FOLDER], openai:URL,model=NAME, labels',
+    )
+    group.add_argument("--prompter-model", default=None, help="model name for openai / vlm")
+    group.add_argument("--prompter-adapter", default=None, help="LoRA adapter folder for vlm (e.g. a GRPO one)")
+    group.add_argument("--prompter-max-tokens", type=int, default=None, help="longest prompt in tokens")
+    group.add_argument("--prompter-sample", action="store_true", help="sample (seeded by --seed) instead of greedy")
+    group.add_argument("--prompter-offload", action="store_true", help="keep the VLM on the CPU between steps")
+    group.add_argument("--prompter-timeout", type=float, default=None, help="seconds per request for openai")
+    group.add_argument("--prompt", default=None, help="your own text, joined to each generated prompt")
+
+
+def _add_prompts(commands) -> None:
+    prompts = commands.add_parser(
+        "prompts",
+        help="show the prompts a zoom would use",
+        description="Run the chain with --backbone (states after the first need it) and print each step's prompt.",
+    )
+    prompts.add_argument("input", metavar="INPUT", help="an image file")
+    prompts.add_argument("--scale", type=float, default=256.0, help="total magnification (default 256)")
+    prompts.add_argument("--center", default="0.5,0.5", help="zoom point, as for zoom")
+    prompts.add_argument("--view", default=None, help="state size, as for zoom")
+    prompts.add_argument(
+        "--backbone", default="realesrgan", help="backbone that makes the states (bicubic: a fast preview)"
+    )
+    prompts.add_argument("--cache", type=Path, default=None, help="prompt cache file to read and fill")
+    add_prompter_arguments(prompts)
+    add_score_arguments(prompts)
+    _add_runtime_arguments(prompts)
+    prompts.set_defaults(handler=_prompts)
+
+
 def _zoom(args: argparse.Namespace) -> int:
+    if args.full:
+        from .full_command import run_full_command
+
+        return run_full_command(args)
     from .zoom_command import run_zoom_command
 
     return run_zoom_command(args)
+
+
+def _prompts(args: argparse.Namespace) -> int:
+    from .prompts_command import run_prompts_command
+
+    return run_prompts_command(args)
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -42,7 +42,7 @@ def run_full_command(args: argparse.Namespace) -> int:
     from .api import build_backbone, square_crop
     from .fullimage import DEFAULT_TILE, level_count, zoom_full
     from .images import DEFAULT_MAX_PIXELS, collect_inputs, load_image
-    from .prompts import create_prompter
+    from .prompter_flags import build_prompter
     from .run import RunRequest, backbone_record, sha256_file
     from .runtime import resolve_runtime
     from .zoom_command import diffusion_options
@@ -60,7 +60,7 @@ def run_full_command(args: argparse.Namespace) -> int:
         args.backbone, runtime, None, args.tile_overlap, args.runtime, **diffusion_options(args)
     )
     levels = level_count(args.scale, backbone.scale)
-    prompter = None if args.prompter == "null" else create_prompter(args.prompter, runtime)
+    prompter = None if args.prompter == "null" else build_prompter(args, runtime)
     tile = args.tile or DEFAULT_TILE
     request = RunRequest(
         input=str(path),

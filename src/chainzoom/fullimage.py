@@ -43,7 +43,7 @@ from .prompts.base import PromptContext, Prompter
 from .pyramid import FORMATS, PARTIAL, RawLevel, level_path, remove_level, write_level
 from .resample import resize
 from .run import MANIFEST, RunFolder
-from .tiling import FEATHER, _ramp, _shared, free_memory_bytes, tile_starts
+from .tiling import axis_weights, free_memory_bytes, tile_starts
 
 #: Default tile side in input px: big enough that the overlap (context RRDBNet needs)
 #: costs little, small enough for a CPU; ``--tile`` overrides it.
@@ -88,9 +88,7 @@ def plan_axis(length: int, tile: int, overlap: int, scale: int) -> AxisPlan:
     size = min(tile, length)
     weights, keep = [], []
     for index, start in enumerate(starts):
-        before = _shared(starts, index, size, before=True) * scale
-        after = _shared(starts, index, size, before=False) * scale
-        weight = _ramp(size * scale, before, after, FEATHER).numpy()
+        weight = axis_weights(starts, index, size, scale).numpy()
         nonzero = np.flatnonzero(weight)
         weights.append(weight[nonzero[0] : nonzero[-1] + 1])
         keep.append((start * scale + int(nonzero[0]), start * scale + int(nonzero[-1]) + 1))

@@ -24,7 +24,9 @@ from .errors import ChainZoomError
 from .fileio import atomic_write_json
 from .geometry import Box, ZoomPlan
 from .images import LoadedImage, load_image, save_image
+from .prompter_flags import PLAIN_PROMPTERS
 from .prompts.base import Prompter
+from .prompts.cache import CachedPrompter
 from .render import save_animation, save_strip
 from .states import ScaleState
 
@@ -32,7 +34,8 @@ MANIFEST = "manifest.json"
 STRIP = "strip.png"
 ANIMATION = "zoom.webp"
 #: Files a run folder may hold; ``overwrite`` removes these and nothing else.
-RUN_FILE_PATTERNS = ("step_*.png", MANIFEST, STRIP, ANIMATION)
+PROMPT_CACHE = "prompts.json"
+RUN_FILE_PATTERNS = ("step_*.png", MANIFEST, STRIP, ANIMATION, PROMPT_CACHE)
 #: Temporary files of :func:`chainzoom.fileio.atomic_write` that a killed run left behind.
 STALE_TEMP_PATTERN = ".*.tmp.*"
 
@@ -182,6 +185,9 @@ def execute_run(
     """Make (or finish) the run described by ``request`` in ``folder``; return all states."""
     request_dict = request.as_dict()
     previous = folder.prepare(request_dict, overwrite)
+    if prompter is not None and prompter.id not in PLAIN_PROMPTERS:
+        # a resumed run asks the model only for prompts it has not answered yet
+        prompter = CachedPrompter(prompter, folder.path / PROMPT_CACHE)
     done = folder.load_states(previous) if previous else []
     manifest = {
         "chainzoom": __version__,

@@ -15,7 +15,7 @@ from .errors import ChainZoomError
 from .geometry import ZoomPlan, default_view, parse_center, parse_view, plan_zoom
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, collect_inputs, load_image
 from .progress import ZoomProgress
-from .prompts import create_prompter
+from .prompter_flags import build_prompter, prompter_options
 from .run import RunFolder, RunRequest, execute_run, sha256_file
 from .runtime import resolve_runtime
 
@@ -48,7 +48,7 @@ def run_zoom_command(args: argparse.Namespace) -> int:
         Job(path, image, _plan(image, args, step), _output_folder(args.out, path, paths))
         for path, image in images
     ]
-    prompter = create_prompter(args.prompter, runtime) if needs_model else None
+    prompter = build_prompter(args, runtime) if needs_model else None
     with ZoomProgress(enabled=not args.quiet) as progress:
         progress.start_batch(len(jobs))
         for job in jobs:
@@ -63,7 +63,10 @@ def run_zoom_command(args: argparse.Namespace) -> int:
                 backbone=args.backbone if needs_model else None,
                 prompter=args.prompter if needs_model else None,
                 runtime={**runtime.as_manifest(), "engine": args.runtime, "tile": args.tile},
-                extra={"backbone_options": diffusion_options(args)},
+                extra={
+                    "backbone_options": diffusion_options(args),
+                    "prompter_options": prompter_options(args) if needs_model else {},
+                },
             )
             progress.start(job.path.name, len(job.plan.steps) + 1)
             execute_run(

@@ -24,6 +24,13 @@ BACKBONES.register("nearest", "chainzoom.backbones.interpolation:create_nearest"
 BACKBONES.register("bicubic", "chainzoom.backbones.interpolation:create_bicubic", "bicubic 4x, no model")
 BACKBONES.register("lanczos", "chainzoom.backbones.interpolation:create_lanczos", "Lanczos 4x, no model")
 BACKBONES.register(
+    "spandrel",
+    "chainzoom.backbones.spandrel_backbone:create_spandrel",
+    "any SR model file spandrel recognises (.safetensors/.pth/.pt/.ckpt); steps at the model's scale: spandrel:PATH",
+    needs_argument=True,
+    extra="spandrel",
+)
+BACKBONES.register(
     "osediff-sd3",
     "chainzoom.backbones.osediff_sd3:create",
     "OSEDiff one-step diffusion SR on SD3 medium, Chain-of-Zoom's backbone (reads the prompt): "
