@@ -42,6 +42,7 @@ def run_full_command(args: argparse.Namespace) -> int:
     from .api import build_backbone, square_crop
     from .fullimage import DEFAULT_TILE, level_count, zoom_full
     from .images import DEFAULT_MAX_PIXELS, collect_inputs, load_image
+    from .progress import TileProgress
     from .prompter_flags import build_prompter
     from .run import RunRequest, backbone_record, sha256_file
     from .runtime import resolve_runtime
@@ -109,54 +110,6 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ChainZoomError("--center does not apply to --full (every level is the whole image)")
     if args.no_animation:
         raise ChainZoomError("--no-animation does not apply to --full (it writes no animation)")
-
-
-class TileProgress:
-    """One bar per level, advancing per tile; silent when disabled."""
-
-    def __init__(self, name: str, levels: int, enabled: bool = True) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.name = name
-        self.levels = levels
-        self.tasks: dict[int, int] = {}
-        self.progress = (
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            if enabled
-            else None
-        )
-
-    def __enter__(self) -> TileProgress:
-        if self.progress is not None:
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
-
-    def update(self, level: int, done: int, total: int) -> None:
-        if self.progress is None:
-            return
-        if level not in self.tasks:
-            label = f"{self.name} level {level}/{self.levels} tiles"
-            self.tasks[level] = self.progress.add_task(label, total=total)
-        self.progress.update(self.tasks[level], completed=done)
 
 
 def add_view_parser(commands) -> None:

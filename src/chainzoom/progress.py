@@ -1,4 +1,4 @@
-"""Progress bars for long runs: one line per image, advancing per scale-state."""
+"""Progress bars for long runs: per image and scale-state, or per level and tile (full-image mode)."""
 
 from __future__ import annotations
 
@@ -6,32 +6,31 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from .states import ScaleState
 
 
-class ZoomProgress:
-    """A rich progress display on stderr; silent when disabled."""
+class _Bars:
+    """A rich progress display on stderr (silent when disabled), usable as a context manager."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool, *columns) -> None:
         self.console = Console(stderr=True)
         self.progress = (
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[detail]}"),
-                TimeElapsedColumn(),
-                console=self.console,
-            )
+            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *columns,
+                     console=self.console)
             if enabled
             else None
         )
-        self.task = None
-        self.batch = None
 
-    def __enter__(self) -> ZoomProgress:
+    def __enter__(self):
         if self.progress is not None:
             self.progress.__enter__()
         return self
@@ -39,6 +38,15 @@ class ZoomProgress:
     def __exit__(self, *exc) -> None:
         if self.progress is not None:
             self.progress.__exit__(*exc)
+
+
+class ZoomProgress(_Bars):
+    """One bar per image, advancing per scale-state, and an overall bar for batches."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        super().__init__(enabled, TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+        self.task = None
+        self.batch = None
 
     def start_batch(self, images: int) -> None:
         """An overall bar, shown only when there is more than one image."""
@@ -60,3 +68,21 @@ class ZoomProgress:
                 self.progress.update(self.batch, advance=1)
         elif self.progress is None:
             print(f"{out}", file=sys.stdout)
+
+
+class TileProgress(_Bars):
+    """Full-image mode: one bar per level, advancing per tile."""
+
+    def __init__(self, name: str, levels: int, enabled: bool = True) -> None:
+        super().__init__(enabled, TimeElapsedColumn(), TimeRemainingColumn())
+        self.name = name
+        self.levels = levels
+        self.tasks: dict[int, int] = {}
+
+    def update(self, level: int, done: int, total: int) -> None:
+        if self.progress is None:
+            return
+        if level not in self.tasks:
+            label = f"{self.name} level {level}/{self.levels} tiles"
+            self.tasks[level] = self.progress.add_task(label, total=total)
+        self.progress.update(self.tasks[level], completed=done)
