@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="128,256")
     parser.add_argument("--models", default="realesrgan,realsr")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (float32)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -69,6 +70,15 @@ def main() -> None:
                     with torch.inference_mode():
                         seconds = timed(lambda: model(batch), args.repeats, sync)
                     rows.append((f"torch {dtype_name}{' channels-last' if channels_last else ''}", seconds))
+            if args.compile:
+                model = network.to(device=device, dtype=torch.float32, memory_format=torch.channels_last)
+                batch = crop[None].to(device=device).contiguous(memory_format=torch.channels_last)
+                compiled = torch.compile(model)
+                with torch.inference_mode():
+                    started = time.perf_counter()
+                    compiled(batch)
+                    print(f"  (torch.compile for {size}x{size}: {time.perf_counter() - started:.1f} s once)")
+                    rows.append(("torch compile channels-last", timed(lambda: compiled(batch), args.repeats, sync)))
             reference = rows[0][1]
             for name, seconds in rows:
                 print(f"{model_id:<11} {size:>5} {name:<26} {seconds:8.3f} {seconds / reference:20.2f}")

@@ -61,3 +61,19 @@ def test_ncnn_runtime_only_for_bundled_models(tmp_path, capsys):
     out = str(tmp_path / "o")
     code = main(["zoom", "assets/sample.jpg", "--backbone", "bicubic", "--runtime", "ncnn", "--out", out])
     assert code == 2 and "--runtime ncnn works only" in capsys.readouterr().err
+
+
+def test_compiled_torch_backbone_gives_the_same_output():
+    """``--runtime compile`` must change speed only, never pixels (checked on a tiny RRDBNet)."""
+    from chainzoom.backbones.base import ModelCard
+    from chainzoom.backbones.rrdbnet import RRDBNet
+    from chainzoom.backbones.torch_model import TorchBackbone
+
+    torch.manual_seed(0)
+    model = RRDBNet(num_feat=8, num_block=1, num_grow=4)
+    card = ModelCard("tiny", "test", "RRDBNet", 4)
+    image = torch.rand(3, 12, 16)
+    plain = TorchBackbone(model, card).upscale(image)
+    compiled = TorchBackbone(model, card, compile=True).upscale(image)
+    assert compiled.shape == (3, 48, 64)
+    assert torch.allclose(plain, compiled, atol=1e-5)

@@ -68,7 +68,8 @@ def build_backbone(
 ) -> Backbone:
     """Create the backbone ``spec`` names, tiled (``tile=None``: sized from free memory).
 
-    ``engine="ncnn"`` runs a bundled ncnn model through the ncnn runtime instead of torch.
+    ``engine="ncnn"`` runs a bundled model through the ncnn runtime instead of torch, and
+    ``engine="compile"`` through ``torch.compile``.
     ``options`` go to the diffusion backbones (``efficient_memory``, ``color_fix``...).
     """
     name = split_spec(spec)[0]

@@ -53,8 +53,9 @@ def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--runtime",
         default="torch",
-        choices=("torch", "ncnn"),
-        help="engine for the bundled models: torch (default) or the ncnn runtime (CPU)",
+        choices=("torch", "compile", "ncnn"),
+        help="engine for the bundled models: torch (default), compile (torch.compile: slow start, "
+        "faster steps) or the ncnn runtime (CPU)",
     )
     group.add_argument(
         "--tile", type=int, default=None, help="upscale in tiles of N input px (default: chosen from free memory)"

@@ -94,7 +94,8 @@ def rrdbnet_from_ncnn(param: Path, weights: Path) -> RRDBNet:
     return model
 
 
-ENGINES = ("torch", "ncnn")
+#: How a bundled model runs: torch, torch with torch.compile, or the ncnn runtime (CPU).
+ENGINES = ("torch", "compile", "ncnn")
 
 
 class NcnnBackbone(Backbone):
@@ -132,7 +133,9 @@ def create_bundled(model_id: str, runtime: Runtime, engine: str = "torch") -> Ba
         if runtime.device != "cpu":
             raise ChainZoomError("--runtime ncnn runs on the CPU only; use --device cpu")
         return NcnnBackbone(NcnnModel(param, bin_path, threads=runtime.threads), card)
-    return TorchBackbone(model, card, device=runtime.device, dtype=getattr(torch, runtime.dtype))
+    return TorchBackbone(
+        model, card, device=runtime.device, dtype=getattr(torch, runtime.dtype), compile=engine == "compile"
+    )
 
 
 def create_realesrgan(argument: str | None, runtime: Runtime, engine: str = "torch") -> Backbone:

@@ -19,10 +19,18 @@ class TorchBackbone(Backbone):
     """
 
     def __init__(
-        self, model: nn.Module, card: ModelCard, device: str = "cpu", dtype: torch.dtype = torch.float32
+        self,
+        model: nn.Module,
+        card: ModelCard,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        compile: bool = False,
     ) -> None:
         self.model = model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)
         self.model.requires_grad_(False)
+        # torch.compile pays tens of seconds once per input shape (a chain has one crop
+        # shape) and then runs about 8% faster on the CPU: worth it for long jobs only.
+        self.forward = torch.compile(self.model) if compile else self.model
         self.device = torch.device(device)
         self.dtype = dtype
         self.scale = card.scale
@@ -31,7 +39,7 @@ class TorchBackbone(Backbone):
     def upscale(self, image: torch.Tensor, prompt: str = "") -> torch.Tensor:
         with torch.inference_mode():
             batch = image.unsqueeze(0).to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
-            out = self.model(batch)[0]
+            out = self.forward(batch)[0]
             return out.float().clamp_(0.0, 1.0).cpu()
 
     def card(self) -> ModelCard:
