@@ -217,13 +217,10 @@ def plan_zoom(
     steps: list[StepPlan] = []
     src_box, src_size = Box(0.0, 0.0, float(w), float(h)), (w, h)
     for i, factor in enumerate(step_factors(scale, step), start=1):
-        if i == 1:
-            # Magnification relative to input pixels: the first crop is taken at
-            # native resolution, whatever the size of state 0.
-            cw, ch = round(vw / factor), round(vh / factor)
-        else:
-            cw, ch = round(src_size[0] / factor), round(src_size[1] / factor)
-        cw, ch = max(1, cw), max(1, ch)
+        # Every crop fills the view after this step's factor. For step 1 the source is
+        # the input at native resolution, whatever the size of state 0, so magnification
+        # stays relative to the input's own pixels.
+        cw, ch = max(1, round(vw / factor)), max(1, round(vh / factor))
         if cw > src_size[0] or ch > src_size[1]:
             raise ChainZoomError(
                 f"the view {vw}x{vh} is more than {factor:g}x the {w}x{h} input: "

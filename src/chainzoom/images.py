@@ -494,3 +494,9 @@ def collect_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 def _is_image_name(path: Path) -> bool:
     """A folder entry worth loading: an image suffix, and not hidden (see :func:`collect_inputs`)."""
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def input_names(paths: Sequence[Path]) -> list[str]:
+    """A folder name per input: its stem, or its whole name (dots as ``_``) where two stems clash."""
+    stems = [p.stem for p in paths]
+    return [p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_") for p in paths]

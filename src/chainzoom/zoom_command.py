@@ -13,7 +13,7 @@ from pathlib import Path
 from .api import build_backbone, square_crop
 from .errors import ChainZoomError
 from .geometry import ZoomPlan, default_view, parse_center, parse_view, plan_zoom
-from .images import DEFAULT_MAX_PIXELS, LoadedImage, collect_inputs, load_image
+from .images import DEFAULT_MAX_PIXELS, LoadedImage, collect_inputs, input_names, load_image
 from .progress import ZoomProgress
 from .prompter_flags import build_prompter, prompter_options
 from .run import RunFolder, RunRequest, execute_run, sha256_file
@@ -44,10 +44,9 @@ def run_zoom_command(args: argparse.Namespace) -> int:
         else None
     )
     step = backbone.scale if backbone is not None else 4
-    jobs = [
-        Job(path, image, _plan(image, args, step), _output_folder(args.out, path, paths))
-        for path, image in images
-    ]
+    # One input writes into --out; several write into --out/<name> each.
+    outs = [args.out] if len(paths) == 1 else [args.out / name for name in input_names(paths)]
+    jobs = [Job(path, image, _plan(image, args, step), out) for (path, image), out in zip(images, outs)]
     prompter = build_prompter(args, runtime) if needs_model else None
     with ZoomProgress(enabled=not args.quiet) as progress:
         progress.start_batch(len(jobs))
@@ -102,11 +101,3 @@ def _plan(image: LoadedImage, args: argparse.Namespace, step: int) -> ZoomPlan:
     size = image.size
     view = parse_view(args.view, size, step) if args.view else default_view(size, step)
     return plan_zoom(size, args.scale, parse_center(args.center, size), view, step)
-
-
-def _output_folder(out: Path, path: Path, all_paths: list[Path]) -> Path:
-    """One input writes into ``out``; several write into ``out/<name>`` each."""
-    if len(all_paths) == 1:
-        return out
-    stems = [p.stem for p in all_paths]
-    return out / (path.stem if stems.count(path.stem) == 1 else path.name.replace(".", "_"))

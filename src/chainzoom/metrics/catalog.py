@@ -50,11 +50,22 @@ def parse_metric_names(text: str | None) -> list[str]:
     if text is None or text == "all":
         return list(NO_REFERENCE)
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in NO_REFERENCE]
+    return checked_names(names, list(NO_REFERENCE), text, "--metrics", "metric", also="all")
+
+
+def checked_names(
+    names: list[str], known: Sequence[str], text: str, flag: str, kind: str, also: str | None = None
+) -> list[str]:
+    """``names`` parsed from ``flag``'s ``text``, refused when empty or naming an unknown ``kind``.
+
+    ``also`` is a value the flag accepts alone (``all``), listed in the message only.
+    """
     if not names:
-        raise ChainZoomError(f"--metrics names no metric: {text!r}")
+        raise ChainZoomError(f"{flag} names no {kind}: {text!r}")
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ChainZoomError(f"unknown metric {', '.join(unknown)} (known: all, {', '.join(NO_REFERENCE)})")
+        listed = ", ".join([also, *known] if also else known)
+        raise ChainZoomError(f"unknown {kind} {', '.join(unknown)} (known: {listed})")
     return names
 
 

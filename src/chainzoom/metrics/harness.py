@@ -38,13 +38,13 @@ from ..backbones.base import Backbone
 from ..errors import ChainZoomError
 from ..fileio import atomic_write_json
 from ..geometry import Box, ZoomPlan, default_view, parse_view, plan_zoom
-from ..images import LoadedImage, load_image, save_image
+from ..images import LoadedImage, input_names, load_image, save_image
 from ..progress import ZoomProgress
 from ..prompts.base import Prompter
 from ..resample import resize
 from ..run import RunFolder, RunRequest, execute_run, sha256_file, step_filename
 from ..states import ScaleState
-from .catalog import Metric, Unavailable
+from .catalog import Metric, Unavailable, checked_names
 from .drift import as_array, chain_drift
 from .fidelity import psnr, ssim
 from .plots import thumbnail
@@ -130,18 +130,7 @@ def parse_modes(text: str) -> list[str]:
     from ..chain import MODES
 
     modes = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
-    unknown = [m for m in modes if m not in MODES]
-    if not modes:
-        raise ChainZoomError(f"--modes names no mode: {text!r}")
-    if unknown:
-        raise ChainZoomError(f"unknown mode {', '.join(unknown)} (known: {', '.join(MODES)})")
-    return modes
-
-
-def image_names(paths: Sequence[Path]) -> list[str]:
-    """Folder names for the images: the file stem, or the whole name where two stems clash."""
-    stems = [p.stem for p in paths]
-    return [p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_") for p in paths]
+    return checked_names(modes, MODES, text, "--modes", "mode")
 
 
 class MetricCache:
@@ -288,7 +277,7 @@ def evaluate(
         plans.append((plan_zoom((w, h), top, (w / 2, h / 2), view, STEP), view, problems))
     runs = sum(1 + sum(p is None for p in problems.values()) for _, _, problems in plans)
     progress.start_batch(len(settings.modes) * runs)
-    for path, name, (plan, view, problems) in zip(settings.images, image_names(settings.images), plans):
+    for path, name, (plan, view, problems) in zip(settings.images, input_names(settings.images), plans):
         image = load_image(path)
         samples[name] = {}
         for mode in settings.modes:
