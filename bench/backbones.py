@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from chainzoom.backbones.bundled import BUNDLED, rrdbnet_from_ncnn
-from chainzoom.backbones.ncnn_runtime import NcnnModel
-from chainzoom.images import load_image
+from chainzoom.backbones.bundled.models import BUNDLED, rrdbnet_from_ncnn
+from chainzoom.backbones.bundled.ncnn_runtime import NcnnModel
+from chainzoom.io.images import load_image
 
 
 def timed(fn, repeats: int, sync) -> float:

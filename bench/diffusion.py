@@ -41,8 +41,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.tiny_diffusion's locally built tokenizers
 
-from chainzoom.backbones.diffusion_common import OneStepOptions  # noqa: E402
-from chainzoom.backbones.osediff_sd3 import CLIP_TOKENS, T5_TOKENS, OSEDiffSD3, SD3Parts  # noqa: E402
+from chainzoom.backbones.diffusion.common import OneStepOptions  # noqa: E402
+from chainzoom.backbones.diffusion.sd3 import CLIP_TOKENS, T5_TOKENS, OSEDiffSD3, SD3Parts  # noqa: E402
 from chainzoom.registry import Runtime  # noqa: E402
 
 #: stabilityai/stable-diffusion-3-medium-diffusers transformer/config.json
@@ -167,7 +167,7 @@ def timed(device: torch.device, fn: Callable[[], object]) -> float:
 
 def sr_phases(backbone: OSEDiffSD3, view: torch.Tensor, condition: tuple) -> dict[str, float]:
     """Seconds of VAE encode, the transformer step and VAE decode (the "sr" group resident)."""
-    from chainzoom.resample import resize
+    from chainzoom.core.resample import resize
 
     device = backbone.device
     pixels = resize(view, (VIEW * 4, VIEW * 4), "bicubic")

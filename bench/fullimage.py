@@ -43,8 +43,8 @@ def run_case(backbone_name: str, side: int, levels: int, tile: int, overlap: int
     from PIL import Image
 
     from chainzoom.backbones import create_backbone
-    from chainzoom.fullimage import zoom_full
-    from chainzoom.images import from_pil
+    from chainzoom.runs.full import zoom_full
+    from chainzoom.io.images import from_pil
     from chainzoom.registry import Runtime
 
     photo = Image.open(SAMPLE).convert("RGB")

@@ -19,11 +19,11 @@ import torch
 
 from chainzoom.api import make_plan
 from chainzoom.backbones import create_backbone
-from chainzoom.backbones.bundled import BUNDLED
-from chainzoom.backbones.ncnn_runtime import NcnnModel
-from chainzoom.chain import zoom_chain
-from chainzoom.images import load_image
-from chainzoom.run import RunFolder, RunRequest, execute_run
+from chainzoom.backbones.bundled.models import BUNDLED
+from chainzoom.backbones.bundled.ncnn_runtime import NcnnModel
+from chainzoom.pipeline.chain import zoom_chain
+from chainzoom.io.images import load_image
+from chainzoom.runs.local import RunFolder, RunRequest, execute_run
 
 
 def timed(fn, repeats: int) -> float:

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from chainzoom.backbones import BACKBONES, create_backbone
-from chainzoom.backbones.bundled import BUNDLED, rrdbnet_from_ncnn
-from chainzoom.backbones.ncnn_runtime import NcnnModel
+from chainzoom.backbones.bundled.models import BUNDLED, rrdbnet_from_ncnn
+from chainzoom.backbones.bundled.ncnn_runtime import NcnnModel
 from chainzoom.errors import ChainZoomError, UnknownComponentError
 
 
 @pytest.fixture(scope="module")
 def photo_crop() -> torch.Tensor:
-    from chainzoom.images import load_image
+    from chainzoom.io.images import load_image
 
     return load_image("assets/sample.jpg").rgb[:, 120:168, 200:260].contiguous()
 
@@ -39,8 +39,8 @@ def test_realesrgan_card_records_licence_and_hash():
 
 def test_real_model_restores_sharpness_that_bicubic_loses():
     """A GAN SR model trades PSNR for detail: its edges must be as sharp as the original's."""
-    from chainzoom.images import load_image
-    from chainzoom.resample import resize
+    from chainzoom.io.images import load_image
+    from chainzoom.core.resample import resize
 
     original = load_image("assets/photos/coffee.png").rgb[:, 100:228, 200:328]
     small = resize(original, (32, 32), "bicubic")

@@ -9,7 +9,7 @@ import torch
 import chainzoom
 from chainzoom.backbones.base import Backbone, ModelCard
 from chainzoom.cli import main
-from chainzoom.images import load_image, save_image
+from chainzoom.io.images import load_image, save_image
 from chainzoom.prompts.base import PromptContext, Prompter
 
 

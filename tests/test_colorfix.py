@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chainzoom.colorfix import color_fix, wavelet_decomposition
+from chainzoom.core.colorfix import color_fix, wavelet_decomposition
 
 
 def smooth_reference(size: int = 96) -> torch.Tensor:

@@ -13,7 +13,7 @@ import pytest
 from chainzoom.errors import ChainZoomError
 from chainzoom.eval_command import add_eval_parser
 from chainzoom.metrics import harness
-from chainzoom.progress import ZoomProgress
+from chainzoom.runs.progress import ZoomProgress
 
 IMAGES = ("assets/photos/chelsea.png", "assets/photos/coffee.png")
 MODES = ["chain", "direct", "bicubic", "nearest"]
@@ -141,7 +141,7 @@ def test_fidelity_reference_is_the_region_the_final_state_shows(tmp_path, scale,
     import torch
 
     from chainzoom.api import run_states
-    from chainzoom.images import LoadedImage
+    from chainzoom.io.images import LoadedImage
     from chainzoom.metrics.drift import as_array
     from chainzoom.metrics.fidelity import psnr
 

@@ -22,8 +22,8 @@ from chainzoom.backbones import create_backbone
 from chainzoom.backbones.base import Backbone, ModelCard
 from chainzoom.errors import ChainZoomError
 from chainzoom.full_command import add_full_arguments, run_full_command
-from chainzoom.fullimage import from_uint8_hwc, level_count, plan_axis, to_uint8_hwc, zoom_full
-from chainzoom.images import LoadedImage, load_image
+from chainzoom.runs.full import from_uint8_hwc, level_count, plan_axis, to_uint8_hwc, zoom_full
+from chainzoom.io.images import LoadedImage, load_image
 from chainzoom.registry import Runtime
 
 pyvips = pytest.importorskip("pyvips", reason="full-image mode needs the [tiles] extra (pyvips)")
@@ -72,7 +72,7 @@ def test_cells_partition_each_axis_and_every_pixel_has_weight() -> None:
 
 
 def test_the_working_file_is_a_tiff_that_tiles_write_into(tmp_path: Path) -> None:
-    from chainzoom.pyramid import RawLevel
+    from chainzoom.runs.pyramid import RawLevel
 
     pixels = np.random.default_rng(0).integers(0, 256, (45, 37, 3), dtype=np.uint8)
     level = RawLevel(tmp_path / "work.tif", 37, 45)  # 45 rows: two full strips of 16 and one of 13
@@ -171,7 +171,7 @@ RESUMED_RUN = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     from tests.test_fullimage import sample
     from chainzoom.backbones import create_backbone
-    from chainzoom.fullimage import zoom_full
+    from chainzoom.runs.full import zoom_full
     from chainzoom.registry import Runtime
 
     bicubic = create_backbone("bicubic", Runtime())
@@ -315,7 +315,8 @@ def zoom_args(out: Path, *extra: str) -> argparse.Namespace:
 
 
 def test_the_command_offers_the_formats_the_pyramid_writes() -> None:
-    from chainzoom import full_command, pyramid
+    from chainzoom import full_command
+    from chainzoom.runs import pyramid
 
     assert full_command.FORMATS == pyramid.FORMATS
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from chainzoom.errors import ChainZoomError
-from chainzoom.geometry import Box, default_view, parse_center, parse_view, plan_zoom, step_factors
+from chainzoom.core.geometry import Box, default_view, parse_center, parse_view, plan_zoom, step_factors
 
 
 def test_power_of_four_scale_is_whole_steps():

@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from chainzoom import images
+from chainzoom.io import images
 from chainzoom.errors import ChainZoomError
-from chainzoom.images import (
+from chainzoom.io.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     LoadedImage,

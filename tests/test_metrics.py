@@ -17,10 +17,10 @@ from PIL import Image, ImageFilter
 
 import torch
 
-from chainzoom.geometry import Box
+from chainzoom.core.geometry import Box
 from chainzoom.metrics import brisque_score, catalog, color, drift, fidelity, niqe, statistics
-from chainzoom.resample import resize
-from chainzoom.states import ScaleState
+from chainzoom.core.resample import resize
+from chainzoom.core.states import ScaleState
 
 PHOTOS = ("assets/photos/astronaut.png", "assets/photos/coffee.png", "assets/photos/rocket.jpg")
 

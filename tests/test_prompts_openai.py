@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from chainzoom.errors import ChainZoomError
-from chainzoom.images import to_pil
+from chainzoom.io.images import to_pil
 from chainzoom.prompts import PromptContext, create_prompter
 from chainzoom.prompts.message import MULTISCALE_SYSTEM_MESSAGE
 from chainzoom.registry import Runtime

@@ -11,7 +11,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from chainzoom.errors import ChainZoomError  # noqa: E402
-from chainzoom.images import to_pil  # noqa: E402
+from chainzoom.io.images import to_pil  # noqa: E402
 from chainzoom.prompts import PromptContext, create_prompter  # noqa: E402
 from chainzoom.prompts.message import MULTISCALE_SYSTEM_MESSAGE  # noqa: E402
 from chainzoom.prompts.message import step_seed  # noqa: E402

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from chainzoom.errors import ChainZoomError
-from chainzoom.geometry import Box
-from chainzoom.render import (
+from chainzoom.core.geometry import Box
+from chainzoom.runs.render import (
     RenderError,
     format_magnification,
     make_strip,
@@ -19,7 +19,7 @@ from chainzoom.render import (
     save_strip,
     zoom_frames,
 )
-from chainzoom.states import ScaleState
+from chainzoom.core.states import ScaleState
 
 RED = (255, 64, 64)
 

@@ -45,7 +45,7 @@ def test_unknown_device_is_refused():
 
 def test_ncnn_runtime_matches_torch_runtime_through_the_cli(tmp_path):
     from chainzoom.cli import main
-    from chainzoom.images import load_image
+    from chainzoom.io.images import load_image
 
     args = ["zoom", "assets/sample.jpg", "--scale", "4", "--view", "64", "--no-animation", "--quiet"]
     assert main([*args, "--out", str(tmp_path / "torch")]) == 0
@@ -66,7 +66,7 @@ def test_ncnn_runtime_only_for_bundled_models(tmp_path, capsys):
 def test_compiled_torch_backbone_gives_the_same_output():
     """``--runtime compile`` must change speed only, never pixels (checked on a tiny RRDBNet)."""
     from chainzoom.backbones.base import ModelCard
-    from chainzoom.backbones.rrdbnet import RRDBNet
+    from chainzoom.backbones.bundled.rrdbnet import RRDBNet
     from chainzoom.backbones.torch_model import TorchBackbone
 
     torch.manual_seed(0)

@@ -29,13 +29,13 @@ if importlib.util.find_spec("spandrel") is None:
 
 from safetensors.torch import save_file  # noqa: E402
 
-from chainzoom.backbones.spandrel_backbone import (  # noqa: E402
+from chainzoom.backbones.spandrel.backbone import (  # noqa: E402
     check_dtype_support,
     create_spandrel,
     detect_model,
     pickle_failure,
 )
-from chainzoom.backbones.spandrel_import import (  # noqa: E402
+from chainzoom.backbones.spandrel.loader import (  # noqa: E402
     EXCLUDED,
     import_spandrel,
     real_torchvision_available,
@@ -254,7 +254,7 @@ def test_registry_spec_reaches_the_factory(models) -> None:
     """The entry the backbone registry gets, resolved the way ``--backbone spandrel:PATH`` is."""
     registry = Registry("backbone")
     registry.register(
-        "spandrel", "chainzoom.backbones.spandrel_backbone:create_spandrel", "any SR model file",
+        "spandrel", "chainzoom.backbones.spandrel.backbone:create_spandrel", "any SR model file",
         needs_argument=True, extra="spandrel",
     )
     _, path = models("compact")

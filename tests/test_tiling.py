@@ -8,8 +8,8 @@ import torch
 from chainzoom.backbones import create_backbone
 from chainzoom.backbones.base import Backbone, ModelCard
 from chainzoom.errors import ChainZoomError
-from chainzoom.images import load_image
-from chainzoom.tiling import TiledBackbone, auto_tile, tile_starts, upscale_tiled
+from chainzoom.io.images import load_image
+from chainzoom.pipeline.tiling import TiledBackbone, auto_tile, tile_starts, upscale_tiled
 
 
 def test_tile_starts_cover_the_length_with_the_overlap():

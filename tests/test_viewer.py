@@ -22,8 +22,8 @@ from PIL import Image
 
 from chainzoom.backbones import create_backbone
 from chainzoom.cli import main
-from chainzoom.fullimage import zoom_full
-from chainzoom.images import LoadedImage, load_image
+from chainzoom.runs.full import zoom_full
+from chainzoom.io.images import LoadedImage, load_image
 from chainzoom.registry import Runtime
 from chainzoom.viewer.server import make_server, url_of
 

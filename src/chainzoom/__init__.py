@@ -12,7 +12,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {"zoom": "chainzoom.api", "ScaleState": "chainzoom.states", "plan_zoom": "chainzoom.geometry"}
+_LAZY = {"zoom": "chainzoom.api", "ScaleState": "chainzoom.core.states", "plan_zoom": "chainzoom.core.geometry"}
 
 
 def __getattr__(name: str) -> Any:

@@ -12,17 +12,17 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .backbones import DEFAULT_BACKBONE, DIFFUSION_BACKBONES, Backbone, create_backbone
-from .backbones.bundled import BUNDLED
-from .chain import MODES, zoom_baseline, zoom_chain
-from .errors import ChainZoomError
-from .geometry import Box, ZoomPlan, default_view, plan_zoom
-from .images import DEFAULT_MAX_PIXELS, LoadedImage, from_pil, load_image
-from .prompts import Prompter, create_prompter
-from .registry import Runtime, split_spec
-from .resample import resize
-from .states import ScaleState
-from .tiling import DEFAULT_OVERLAP, TiledBackbone
+from chainzoom.backbones import DEFAULT_BACKBONE, DIFFUSION_BACKBONES, Backbone, create_backbone
+from chainzoom.backbones.bundled.models import BUNDLED
+from chainzoom.pipeline.chain import MODES, zoom_baseline, zoom_chain
+from chainzoom.errors import ChainZoomError
+from chainzoom.core.geometry import Box, ZoomPlan, default_view, plan_zoom
+from chainzoom.io.images import DEFAULT_MAX_PIXELS, LoadedImage, from_pil, load_image
+from chainzoom.prompts import Prompter, create_prompter
+from chainzoom.registry import Runtime, split_spec
+from chainzoom.core.resample import resize
+from chainzoom.core.states import ScaleState
+from chainzoom.pipeline.tiling import DEFAULT_OVERLAP, TiledBackbone
 
 NCNN_BACKBONES = tuple(BUNDLED)
 
@@ -115,7 +115,7 @@ def run_states(
     prompter: Prompter | None,
     done: Sequence[ScaleState] = (),
 ) -> Iterator[ScaleState]:
-    """The state iterator for ``mode`` (see :data:`chainzoom.chain.MODES`), after ``done``."""
+    """The state iterator for ``mode`` (see :data:`chainzoom.pipeline.chain.MODES`), after ``done``."""
     if mode not in MODES:
         raise ChainZoomError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
     if mode == "chain":

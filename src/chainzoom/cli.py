@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .align.command import add_align_parser, add_score_arguments
-from .errors import ChainZoomError
-from .eval_command import add_eval_parser
-from .full_command import add_full_arguments, add_view_parser
+from chainzoom import __version__
+from chainzoom.align.command import add_align_parser, add_score_arguments
+from chainzoom.errors import ChainZoomError
+from chainzoom.eval_command import add_eval_parser
+from chainzoom.full_command import add_full_arguments, add_view_parser
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -168,23 +168,23 @@ def _add_prompts(commands) -> None:
 
 def _zoom(args: argparse.Namespace) -> int:
     if args.full:
-        from .full_command import run_full_command
+        from chainzoom.full_command import run_full_command
 
         return run_full_command(args)
-    from .zoom_command import run_zoom_command
+    from chainzoom.zoom_command import run_zoom_command
 
     return run_zoom_command(args)
 
 
 def _prompts(args: argparse.Namespace) -> int:
-    from .prompts_command import run_prompts_command
+    from chainzoom.prompts_command import run_prompts_command
 
     return run_prompts_command(args)
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .backbones import BACKBONES
-    from .prompts import PROMPTERS
+    from chainzoom.backbones import BACKBONES
+    from chainzoom.prompts import PROMPTERS
 
     print("Backbones (--backbone):")
     for entry in BACKBONES.entries.values():
@@ -193,7 +193,7 @@ def _models(args: argparse.Namespace) -> int:
     for entry in PROMPTERS.entries.values():
         print(f"  {entry.name:<14} {entry.description}")
     if args.verbose:
-        from .model_cards import print_backbone_cards
+        from chainzoom.model_cards import print_backbone_cards
 
         print_backbone_cards(BACKBONES)
     return 0

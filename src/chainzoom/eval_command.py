@@ -18,7 +18,7 @@ DEFAULT_MODES = "chain,direct,bicubic,nearest"
 
 def add_eval_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``eval`` to the subparsers ``commands``; its ``handler`` runs the evaluation."""
-    from .cli import _add_runtime_arguments  # here, not at import: cli imports this module
+    from chainzoom.cli import _add_runtime_arguments  # here, not at import: cli imports this module
 
     parser = commands.add_parser(
         "eval",
@@ -65,15 +65,15 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
-    from .api import build_backbone
-    from .images import collect_inputs
-    from .metrics.catalog import load_metrics, parse_metric_names
-    from .metrics.harness import EvalSettings, Models, evaluate, parse_modes, parse_scales
-    from .metrics.report import write_report
-    from .progress import ZoomProgress
-    from .prompts import create_prompter
-    from .runtime import resolve_runtime
-    from .zoom_command import diffusion_options
+    from chainzoom.api import build_backbone
+    from chainzoom.io.images import collect_inputs
+    from chainzoom.metrics.catalog import load_metrics, parse_metric_names
+    from chainzoom.metrics.harness import EvalSettings, Models, evaluate, parse_modes, parse_scales
+    from chainzoom.metrics.report import write_report
+    from chainzoom.runs.progress import ZoomProgress
+    from chainzoom.prompts import create_prompter
+    from chainzoom.runtime import resolve_runtime
+    from chainzoom.zoom_command import diffusion_options
 
     runtime = resolve_runtime(args.device, args.dtype, args.threads, args.seed)
     options = diffusion_options(args)

@@ -12,10 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import ChainZoomError
+from chainzoom.errors import ChainZoomError
 
 DEFAULT_PORT = 8765
-#: ``--format`` choices, the same as :data:`chainzoom.pyramid.FORMATS` (a test checks): not
+#: ``--format`` choices, the same as :data:`chainzoom.runs.pyramid.FORMATS` (a test checks): not
 #: imported from there, since that pulls in numpy and cli.py builds its parser from this module.
 FORMATS = ("tiff", "dzi", "png")
 
@@ -39,14 +39,14 @@ def add_full_arguments(zoom: argparse.ArgumentParser) -> None:
 
 def run_full_command(args: argparse.Namespace) -> int:
     """Run ``chainzoom zoom INPUT --full``: one input, one run folder, every level on disk."""
-    from .api import build_backbone, square_crop
-    from .fullimage import DEFAULT_TILE, level_count, zoom_full
-    from .images import DEFAULT_MAX_PIXELS, collect_inputs, load_image
-    from .progress import TileProgress
-    from .prompter_flags import build_prompter
-    from .run import RunRequest, backbone_record, sha256_file
-    from .runtime import resolve_runtime
-    from .zoom_command import diffusion_options
+    from chainzoom.api import build_backbone, square_crop
+    from chainzoom.runs.full import DEFAULT_TILE, level_count, zoom_full
+    from chainzoom.io.images import DEFAULT_MAX_PIXELS, collect_inputs, load_image
+    from chainzoom.runs.progress import TileProgress
+    from chainzoom.prompter_flags import build_prompter
+    from chainzoom.runs.local import RunRequest, backbone_record, sha256_file
+    from chainzoom.runtime import resolve_runtime
+    from chainzoom.zoom_command import diffusion_options
 
     _check_flags(args)
     paths = collect_inputs(args.inputs)
@@ -128,7 +128,7 @@ def add_view_parser(commands) -> None:
 
 
 def run_view_command(args: argparse.Namespace) -> int:
-    from .viewer.server import serve
+    from chainzoom.viewer.server import serve
 
     serve(args.run, args.port, open_browser=args.open, log=sys.stderr)
     return 0

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .errors import ChainZoomError
-from .registry import Registry, Runtime
+from chainzoom.errors import ChainZoomError
+from chainzoom.registry import Registry, Runtime
 
 
 def print_backbone_cards(registry: Registry) -> None:

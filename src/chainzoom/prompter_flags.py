@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from .errors import ChainZoomError
-from .prompts import Prompter, create_prompter
-from .registry import Runtime, split_spec
+from chainzoom.errors import ChainZoomError
+from chainzoom.prompts import Prompter, create_prompter
+from chainzoom.registry import Runtime, split_spec
 
 #: Prompters that take no options at all.
 PLAIN_PROMPTERS = ("null", "fixed")

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import argparse
 
-from .api import build_backbone
-from .chain import zoom_chain
-from .geometry import default_view, parse_center, parse_view, plan_zoom
-from .images import load_image
-from .prompter_flags import build_prompter
-from .prompts.base import PromptContext, Prompter
-from .prompts.cache import CachedPrompter
-from .prompts.message import context_images
-from .runtime import resolve_runtime
+from chainzoom.api import build_backbone
+from chainzoom.pipeline.chain import zoom_chain
+from chainzoom.core.geometry import default_view, parse_center, parse_view, plan_zoom
+from chainzoom.io.images import load_image
+from chainzoom.prompter_flags import build_prompter
+from chainzoom.prompts.base import PromptContext, Prompter
+from chainzoom.prompts.cache import CachedPrompter
+from chainzoom.prompts.message import context_images
+from chainzoom.runtime import resolve_runtime
 
 
 class _Recording(Prompter):
@@ -51,7 +51,7 @@ def run_prompts_command(args: argparse.Namespace) -> int:
     states = [s for s in zoom_chain(image, plan, backbone, recording) if s.index > 0]
     prompts = [s.prompt or "" for s in states]
     if args.score:
-        from .align.command import format_scores, score_prompts_with
+        from chainzoom.align.command import format_scores, score_prompts_with
 
         pairs = [context_images(c) for c in recording.contexts]
         rows = score_prompts_with(

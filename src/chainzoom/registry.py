@@ -14,7 +14,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from .errors import ChainZoomError, UnknownComponentError
+from chainzoom.errors import ChainZoomError, UnknownComponentError
 
 T = TypeVar("T")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ChainZoomError
-from .registry import Runtime
+from chainzoom.errors import ChainZoomError
+from chainzoom.registry import Runtime
 
 DTYPES = ("float32", "float16", "bfloat16")
 

@@ -10,14 +10,14 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from .api import build_backbone, square_crop
-from .errors import ChainZoomError
-from .geometry import ZoomPlan, default_view, parse_center, parse_view, plan_zoom
-from .images import DEFAULT_MAX_PIXELS, LoadedImage, collect_inputs, input_names, load_image
-from .progress import ZoomProgress
-from .prompter_flags import build_prompter, prompter_options
-from .run import RunFolder, RunRequest, execute_run, sha256_file
-from .runtime import resolve_runtime
+from chainzoom.api import build_backbone, square_crop
+from chainzoom.errors import ChainZoomError
+from chainzoom.core.geometry import ZoomPlan, default_view, parse_center, parse_view, plan_zoom
+from chainzoom.io.images import DEFAULT_MAX_PIXELS, LoadedImage, collect_inputs, input_names, load_image
+from chainzoom.runs.progress import ZoomProgress
+from chainzoom.prompter_flags import build_prompter, prompter_options
+from chainzoom.runs.local import RunFolder, RunRequest, execute_run, sha256_file
+from chainzoom.runtime import resolve_runtime
 
 
 @dataclass

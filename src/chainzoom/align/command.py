@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from ..errors import ChainZoomError
-from ..registry import Runtime
-from .rewards import DEFAULT_PHRASES, PAPER_WEIGHTS, ImagePair, Weighted, build_rewards, parse_weights, read_phrases
+from chainzoom.errors import ChainZoomError
+from chainzoom.registry import Runtime
+from chainzoom.align.rewards import DEFAULT_PHRASES, PAPER_WEIGHTS, ImagePair, Weighted, build_rewards, parse_weights, read_phrases
 
 DEFAULT_POLICY = "Qwen/Qwen2.5-VL-3B-Instruct"
 SETTINGS_FILE = "align.json"
@@ -77,12 +77,12 @@ def add_align_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
 
 
 def run_align(args: argparse.Namespace) -> int:
-    from ..images import collect_inputs
-    from ..prompts.vlm import check_source
-    from ..runtime import resolve_runtime
-    from .dataset import PairSettings, load_or_build_pairs, pair_images
-    from .log import plot_curves
-    from .trainer import TrainSettings, train
+    from chainzoom.io.images import collect_inputs
+    from chainzoom.prompts.vlm import check_source
+    from chainzoom.runtime import resolve_runtime
+    from chainzoom.align.dataset import PairSettings, load_or_build_pairs, pair_images
+    from chainzoom.align.log import plot_curves
+    from chainzoom.align.trainer import TrainSettings, train
 
     _check_positive(args)
     runtime = resolve_runtime(args.device, args.dtype, None, args.seed)
@@ -144,8 +144,8 @@ def make_components(
     """The weighted reward components; a transformers critic is loaded now, so a bad one fails first."""
 
     def build_critic():
-        from .critic import CriticReward, ScoreCache, TransformersCritic, create_critic
-        from .trainer import DTYPES
+        from chainzoom.align.critic import CriticReward, ScoreCache, TransformersCritic, create_critic
+        from chainzoom.align.trainer import DTYPES
 
         model = create_critic(critic, runtime.device, DTYPES[runtime.dtype])
         if isinstance(model, TransformersCritic):
@@ -157,7 +157,7 @@ def make_components(
 
 def claim_folder(out: Path, record: dict) -> None:
     """Write the run's settings, or check them against those of the run being resumed."""
-    from ..fileio import atomic_write_json
+    from chainzoom.io.atomic import atomic_write_json
 
     path = out / SETTINGS_FILE
     if path.is_file():
@@ -194,7 +194,7 @@ def score_prompts_with(
     runtime: Runtime | None = None,
 ) -> list[dict[str, float]]:
     """Score ``prompts`` with the terms ``reward`` names (``pairs`` needed for the critic)."""
-    from .rewards import score_prompts
+    from chainzoom.align.rewards import score_prompts
 
     weights = parse_weights(reward)
     if "critic" in weights and pairs is None:

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..errors import ChainZoomError
-from .rewards import ImagePair, Reward
+from chainzoom.errors import ChainZoomError
+from chainzoom.align.rewards import ImagePair, Reward
 
 #: What the critic is asked; ``{prompt}`` is the candidate prompt.
 RATING_PROMPT = (
@@ -92,8 +92,8 @@ class TransformersCritic(Critic):
 
     def load(self) -> tuple[Any, Any]:
         if self._loaded is None:
-            from ..prompts.vlm import check_source
-            from .trainer import load_vlm
+            from chainzoom.prompts.vlm import check_source
+            from chainzoom.align.trainer import load_vlm
 
             try:
                 check_source(self.source)
@@ -127,8 +127,8 @@ class OpenAICritic(Critic):
     """A critic served over the OpenAI chat API, asked through the openai prompter's client."""
 
     def __init__(self, argument: str, max_tokens: int = 8) -> None:
-        from ..prompts.openai import create_openai
-        from ..registry import Runtime
+        from chainzoom.prompts.openai import create_openai
+        from chainzoom.registry import Runtime
 
         self.client = create_openai(argument, Runtime())
         self.max_tokens = max_tokens
@@ -138,7 +138,7 @@ class OpenAICritic(Critic):
         return {"critic": f"openai:{settings['url']}", "model": settings["model"], "max_tokens": self.max_tokens}
 
     def answer(self, items: Sequence[tuple[ImagePair, str]]) -> list[str]:
-        from ..prompts.openai import answer_text, png_data_url
+        from chainzoom.prompts.openai import answer_text, png_data_url
 
         answers = []
         for (wide, view), prompt in items:

@@ -22,12 +22,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import ChainZoomError
-from ..fileio import atomic_write, atomic_write_json
-from ..prompts.base import PromptContext, Prompter
-from ..prompts.message import context_images
-from ..registry import Runtime
-from .rewards import ImagePair
+from chainzoom.errors import ChainZoomError
+from chainzoom.io.atomic import atomic_write, atomic_write_json
+from chainzoom.prompts.base import PromptContext, Prompter
+from chainzoom.prompts.message import context_images
+from chainzoom.registry import Runtime
+from chainzoom.align.rewards import ImagePair
 
 PAIRS_INDEX = "pairs.json"
 
@@ -76,9 +76,9 @@ def zoom_centers(count: int, rng: random.Random) -> list[tuple[float, float]]:
 
 def build_pairs(settings: PairSettings, folder: Path, runtime: Runtime) -> list[PairRecord]:
     """Zoom every image at every centre and write each step's pair under ``folder``."""
-    from ..api import build_backbone, make_plan, run_states
-    from ..geometry import parse_view
-    from ..images import load_image
+    from chainzoom.api import build_backbone, make_plan, run_states
+    from chainzoom.core.geometry import parse_view
+    from chainzoom.io.images import load_image
 
     if settings.centers < 1:
         raise ChainZoomError(f"--centers must be at least 1, got {settings.centers}")

@@ -12,7 +12,7 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..fileio import atomic_write
+from chainzoom.io.atomic import atomic_write
 
 #: Columns besides one per reward component.
 BASE_COLUMNS = ("step", "reward", "reward_std", "kl", "loss", "flat_groups", "completion_length", "seconds")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import ChainZoomError
+from chainzoom.errors import ChainZoomError
 
 #: One training or scoring example's images: (previous state, zoomed view).
 ImagePair = tuple[Image.Image, Image.Image]

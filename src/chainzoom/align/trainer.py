@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
-from ..errors import ChainZoomError
-from ..prompts.message import MULTISCALE_SYSTEM_MESSAGE
-from .log import StepLog, row_from_trl
-from .rewards import ImagePair, Reward, Weighted
+from chainzoom.errors import ChainZoomError
+from chainzoom.prompts.message import MULTISCALE_SYSTEM_MESSAGE
+from chainzoom.align.log import StepLog, row_from_trl
+from chainzoom.align.rewards import ImagePair, Reward, Weighted
 
 LORA_RANK, LORA_ALPHA, LORA_DROPOUT = 8, 32, 0.05
 #: The language model's attention and MLP projections (transformers 5 module names).
@@ -60,7 +60,7 @@ def load_vlm(source: str, device: str, dtype: torch.dtype, role: str) -> tuple[A
     """A transformers chat VLM and its image-only processor, or a one-line ChainZoomError."""
     from transformers import AutoModelForImageTextToText
 
-    from ..prompts.vlm_processor import load_processor
+    from chainzoom.prompts.vlm_processor import load_processor
 
     try:
         processor = load_processor(source)

@@ -6,18 +6,18 @@ imported only when a user picks it, so optional dependencies stay optional.
 
 from __future__ import annotations
 
-from ..registry import Registry, Runtime
-from .base import Backbone, ModelCard
+from chainzoom.registry import Registry, Runtime
+from chainzoom.backbones.base import Backbone, ModelCard
 
 BACKBONES: Registry[Backbone] = Registry("backbone")
 BACKBONES.register(
     "realesrgan",
-    "chainzoom.backbones.bundled:create_realesrgan",
+    "chainzoom.backbones.bundled.models:create_realesrgan",
     "Real-ESRGAN x4plus, bundled (BSD-3): the default, general photos",
 )
 BACKBONES.register(
     "realsr",
-    "chainzoom.backbones.bundled:create_realsr",
+    "chainzoom.backbones.bundled.models:create_realsr",
     "RealSR DF2K x4, bundled (MIT): real-world photos",
 )
 BACKBONES.register("nearest", "chainzoom.backbones.interpolation:create_nearest", "nearest-neighbour 4x, no model")
@@ -25,14 +25,14 @@ BACKBONES.register("bicubic", "chainzoom.backbones.interpolation:create_bicubic"
 BACKBONES.register("lanczos", "chainzoom.backbones.interpolation:create_lanczos", "Lanczos 4x, no model")
 BACKBONES.register(
     "spandrel",
-    "chainzoom.backbones.spandrel_backbone:create_spandrel",
+    "chainzoom.backbones.spandrel.backbone:create_spandrel",
     "any SR model file spandrel recognises (.safetensors/.pth/.pt/.ckpt); steps at the model's scale: spandrel:PATH",
     needs_argument=True,
     extra="spandrel",
 )
 BACKBONES.register(
     "osediff-sd3",
-    "chainzoom.backbones.osediff_sd3:create",
+    "chainzoom.backbones.diffusion.sd3:create",
     "OSEDiff one-step diffusion SR on SD3 medium, Chain-of-Zoom's backbone (reads the prompt): "
     "osediff-sd3:BASE[,lora=model_20001.pkl][,vae=vae_encoder_20001.pt]",
     needs_argument=True,
@@ -40,7 +40,7 @@ BACKBONES.register(
 )
 BACKBONES.register(
     "osediff-sd21",
-    "chainzoom.backbones.osediff_sd21:create",
+    "chainzoom.backbones.diffusion.sd21:create",
     "OSEDiff one-step diffusion SR on SD 2.1-base (reads the prompt): osediff-sd21:BASE,ckpt=osediff.pkl",
     needs_argument=True,
     extra="diffusion",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..registry import Runtime
-from ..resample import resize
-from .base import Backbone, ModelCard
+from chainzoom.registry import Runtime
+from chainzoom.core.resample import resize
+from chainzoom.backbones.base import Backbone, ModelCard
 
 
 class InterpolationBackbone(Backbone):

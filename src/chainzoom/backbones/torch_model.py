@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Backbone, ModelCard
+from chainzoom.backbones.base import Backbone, ModelCard
 
 
 class TorchBackbone(Backbone):

@@ -25,7 +25,7 @@ from scipy.optimize import brentq
 from scipy.signal import convolve2d
 from scipy.special import gammaln
 
-from .color import BT709, grey
+from chainzoom.metrics.color import BT709, grey
 
 KERNEL_SIZE = 7
 KERNEL_SIGMA = 7 / 6

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ChainZoomError
+from chainzoom.errors import ChainZoomError
 
 
 @dataclass(frozen=True)
@@ -73,33 +73,33 @@ def _loader(name: str, device: str) -> tuple[Callable[[np.ndarray], float], int]
     """The metric's scorer and the smallest side it scores; its model files are checked now,
     so a missing one is reported before any run."""
     if name == "niqe":
-        from . import niqe
+        from chainzoom.metrics import niqe
 
         niqe.pristine_model()
         return niqe.niqe, niqe.MIN_SIDE
     if name == "brisque":
-        from . import brisque_score
+        from chainzoom.metrics import brisque_score
 
         brisque_score.bundled_model()
         return brisque_score.brisque, brisque_score.MIN_SIDE
     if name == "sharpness":
-        from .statistics import sharpness
+        from chainzoom.metrics.statistics import sharpness
 
         return sharpness, 1
     if name == "entropy":
-        from .statistics import entropy
+        from chainzoom.metrics.statistics import entropy
 
         return entropy, 1
-    from .pyiqa_metrics import load_pyiqa_metric
+    from chainzoom.metrics.pyiqa_metrics import load_pyiqa_metric
 
     return load_pyiqa_metric(name, device), 1
 
 
 def load_metrics(names: Sequence[str], device: str = "cpu") -> tuple[list[Metric], list[Unavailable]]:
     """The metrics among ``names`` that can run here, and the others with the reason why not."""
-    from .brisque_score import BrisqueUnavailable
-    from .niqe import NiqeUnavailable
-    from .pyiqa_metrics import PyiqaUnavailable
+    from chainzoom.metrics.brisque_score import BrisqueUnavailable
+    from chainzoom.metrics.niqe import NiqeUnavailable
+    from chainzoom.metrics.pyiqa_metrics import PyiqaUnavailable
 
     ready: list[Metric] = []
     missing: list[Unavailable] = []

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..resample import resize
-from ..states import ScaleState
-from .color import mean_color_shift
-from .fidelity import psnr
+from chainzoom.core.resample import resize
+from chainzoom.core.states import ScaleState
+from chainzoom.metrics.color import mean_color_shift
+from chainzoom.metrics.fidelity import psnr
 
 
 @dataclass(frozen=True)

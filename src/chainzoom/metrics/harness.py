@@ -8,7 +8,7 @@ Layout of the output folder (``--out``)::
     runs/<image>/fidelity-x<S>/<mode>/   that image zoomed S times back
     metric_cache.json                    no-reference scores by state file hash
 
-Every run is an ordinary :mod:`chainzoom.run` folder, so an interrupted evaluation
+Every run is an ordinary :mod:`chainzoom.runs.local` folder, so an interrupted evaluation
 resumes bit-identically and a finished run is read back instead of made again (no
 model is even built when every run is finished). The no-reference scores are cached
 by the hash of the state's PNG, because they cost more than reading the file.
@@ -34,20 +34,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbones.base import Backbone
-from ..errors import ChainZoomError
-from ..fileio import atomic_write_json
-from ..geometry import Box, ZoomPlan, default_view, parse_view, plan_zoom
-from ..images import LoadedImage, input_names, load_image, save_image
-from ..progress import ZoomProgress
-from ..prompts.base import Prompter
-from ..resample import resize
-from ..run import RunFolder, RunRequest, execute_run, sha256_file, step_filename
-from ..states import ScaleState
-from .catalog import Metric, Unavailable, checked_names
-from .drift import as_array, chain_drift
-from .fidelity import psnr, ssim
-from .plots import thumbnail
+from chainzoom.backbones.base import Backbone
+from chainzoom.errors import ChainZoomError
+from chainzoom.io.atomic import atomic_write_json
+from chainzoom.core.geometry import Box, ZoomPlan, default_view, parse_view, plan_zoom
+from chainzoom.io.images import LoadedImage, input_names, load_image, save_image
+from chainzoom.runs.progress import ZoomProgress
+from chainzoom.prompts.base import Prompter
+from chainzoom.core.resample import resize
+from chainzoom.runs.local import RunFolder, RunRequest, execute_run, sha256_file, step_filename
+from chainzoom.core.states import ScaleState
+from chainzoom.metrics.catalog import Metric, Unavailable, checked_names
+from chainzoom.metrics.drift import as_array, chain_drift
+from chainzoom.metrics.fidelity import psnr, ssim
+from chainzoom.metrics.plots import thumbnail
 
 STEP = 4
 MODEL_MODES = ("chain", "direct")
@@ -127,7 +127,7 @@ def parse_scales(text: str) -> list[int]:
 
 
 def parse_modes(text: str) -> list[str]:
-    from ..chain import MODES
+    from chainzoom.pipeline.chain import MODES
 
     modes = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
     return checked_names(modes, MODES, text, "--modes", "mode")

@@ -26,7 +26,7 @@ from PIL import Image
 from scipy.ndimage import correlate1d
 from scipy.special import gamma
 
-from .color import BT601, grey
+from chainzoom.metrics.color import BT601, grey
 
 PATCH = 96
 #: The smallest side NIQE accepts: two patches, so that a covariance can be estimated.

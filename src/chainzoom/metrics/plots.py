@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..fileio import atomic_write
-from ..images import to_pil
+from chainzoom.io.atomic import atomic_write
+from chainzoom.io.images import to_pil
 
 THUMBNAIL = 200
 

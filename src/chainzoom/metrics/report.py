@@ -14,11 +14,11 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from .. import __version__
-from ..fileio import atomic_write
-from .catalog import NO_REFERENCE
-from .harness import EvalResults, ResultRow
-from .plots import plot_metric, sample_grid
+from chainzoom import __version__
+from chainzoom.io.atomic import atomic_write
+from chainzoom.metrics.catalog import NO_REFERENCE
+from chainzoom.metrics.harness import EvalResults, ResultRow
+from chainzoom.metrics.plots import plot_metric, sample_grid
 
 RESULTS_CSV = "results.csv"
 REPORT_MD = "report.md"

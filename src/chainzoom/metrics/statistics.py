@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import laplace
 
-from .color import BT601, grey
+from chainzoom.metrics.color import BT601, grey
 
 
 def grey8(rgb: np.ndarray) -> np.ndarray:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ChainZoomError
-from ..fileio import atomic_write_json
-from .base import PromptContext, Prompter
+from chainzoom.errors import ChainZoomError
+from chainzoom.io.atomic import atomic_write_json
+from chainzoom.prompts.base import PromptContext, Prompter
 
 CACHE_FILE = "prompts.json"
 FORMAT_VERSION = 1

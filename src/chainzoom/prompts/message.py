@@ -18,8 +18,8 @@ import hashlib
 
 from PIL import Image
 
-from ..images import to_pil
-from .base import PromptContext
+from chainzoom.io.images import to_pil
+from chainzoom.prompts.base import PromptContext
 
 #: The official Chain-of-Zoom multi-scale prompt, sent as the system message.
 MULTISCALE_SYSTEM_MESSAGE = (

@@ -33,17 +33,17 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import ChainZoomError
-from ..registry import Runtime
-from .base import PromptContext, Prompter
-from .message import (
+from chainzoom.errors import ChainZoomError
+from chainzoom.registry import Runtime
+from chainzoom.prompts.base import PromptContext, Prompter
+from chainzoom.prompts.message import (
     MULTISCALE_SYSTEM_MESSAGE,
     OFFICIAL_MAX_NEW_TOKENS,
     context_images,
     join_user_text,
     step_seed,
 )
-from .options import Options
+from chainzoom.prompts.options import Options
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 

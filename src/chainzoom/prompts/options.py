@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ChainZoomError
-from ..registry import split_options
+from chainzoom.errors import ChainZoomError
+from chainzoom.registry import split_options
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

@@ -35,18 +35,18 @@ from typing import Any
 
 import torch
 
-from ..errors import ChainZoomError
-from ..registry import Runtime
-from .base import PromptContext, Prompter
-from .message import (
+from chainzoom.errors import ChainZoomError
+from chainzoom.registry import Runtime
+from chainzoom.prompts.base import PromptContext, Prompter
+from chainzoom.prompts.message import (
     MULTISCALE_SYSTEM_MESSAGE,
     OFFICIAL_MAX_NEW_TOKENS,
     context_images,
     join_user_text,
     step_seed,
 )
-from .options import Options
-from .vlm_adapter import adapter_digest
+from chainzoom.prompts.options import Options
+from chainzoom.prompts.vlm_adapter import adapter_digest
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -122,8 +122,8 @@ class VLMPrompter(Prompter):
         if self._loaded is None:
             from transformers import AutoModelForImageTextToText
 
-            from .vlm_adapter import merge_adapter
-            from .vlm_processor import load_processor
+            from chainzoom.prompts.vlm_adapter import merge_adapter
+            from chainzoom.prompts.vlm_processor import load_processor
 
             home = "cpu" if self.offload else self.device
             try:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ChainZoomError
+from chainzoom.errors import ChainZoomError
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

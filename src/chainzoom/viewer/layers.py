@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import ChainZoomError
+from chainzoom.errors import ChainZoomError
 
-#: The run folder's manifest (``chainzoom.run.MANIFEST``; not imported from there because
+#: The run folder's manifest (``chainzoom.runs.local.MANIFEST``; not imported from there because
 #: that module pulls in torch and the viewer should start in well under a second).
 MANIFEST = "manifest.json"
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import unquote, urlsplit
 
-from ..errors import ChainZoomError
-from .layers import FILES, TIFF_DZI, describe_run
-from .tiles import TiffDeepZoom
+from chainzoom.errors import ChainZoomError
+from chainzoom.viewer.layers import FILES, TIFF_DZI, describe_run
+from chainzoom.viewer.tiles import TiffDeepZoom
 
 HOST = "127.0.0.1"
 STATIC = Path(__file__).resolve().parent / "static"

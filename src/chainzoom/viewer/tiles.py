@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..pyramid import DZI_OVERLAP, DZI_TILE, vips
+from chainzoom.runs.pyramid import DZI_OVERLAP, DZI_TILE, vips
 
 TILE = DZI_TILE
 OVERLAP = DZI_OVERLAP

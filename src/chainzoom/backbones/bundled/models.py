@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ChainZoomError
-from ..registry import Runtime
-from .base import Backbone, ModelCard, count_parameters, file_sha256
-from .ncnn_runtime import NcnnModel
-from .ncnn_format import read_convolutions
-from .rrdbnet import RRDBNet
-from .torch_model import TorchBackbone
+from chainzoom.errors import ChainZoomError
+from chainzoom.registry import Runtime
+from chainzoom.backbones.base import Backbone, ModelCard, count_parameters, file_sha256
+from chainzoom.backbones.bundled.ncnn_runtime import NcnnModel
+from chainzoom.backbones.bundled.ncnn_format import read_convolutions
+from chainzoom.backbones.bundled.rrdbnet import RRDBNet
+from chainzoom.backbones.torch_model import TorchBackbone
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .geometry import Box
+from chainzoom.core.geometry import Box
 
 METHODS = {
     "nearest": Image.Resampling.NEAREST,

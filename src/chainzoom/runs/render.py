@@ -1,6 +1,6 @@
 """Visual outputs of a zoom run: a strip of every scale-state and a continuous zoom.
 
-Everything here reads only the list of :class:`~chainzoom.states.ScaleState` a chain
+Everything here reads only the list of :class:`~chainzoom.core.states.ScaleState` a chain
 produced: the images and their boxes in input pixels. Consecutive states are nested,
 so state ``k``'s region inside state ``k-1``'s image is
 ``states[k].box.relative_to(states[k-1].box, states[k-1].size)``; no fixed zoom
@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import ChainZoomError
-from .fileio import atomic_write
-from .geometry import Box
-from .states import ScaleState
+from chainzoom.errors import ChainZoomError
+from chainzoom.io.atomic import atomic_write
+from chainzoom.core.geometry import Box
+from chainzoom.core.states import ScaleState
 
 __all__ = ["RenderError", "make_strip", "save_strip", "zoom_frames", "save_animation", "format_magnification"]
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ChainZoomError
-from .fileio import atomic_write
+from chainzoom.errors import ChainZoomError
+from chainzoom.io.atomic import atomic_write
 
 FORMATS = ("tiff", "dzi", "png")
 SUFFIXES = {"tiff": ".tif", "dzi": ".dzi", "png": ".png"}

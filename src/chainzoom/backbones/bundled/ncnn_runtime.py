@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ChainZoomError
+from chainzoom.errors import ChainZoomError
 
 
 class NcnnModel:

@@ -41,8 +41,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .errors import ChainZoomError
-from .fileio import atomic_write
+from chainzoom.errors import ChainZoomError
+from chainzoom.io.atomic import atomic_write
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

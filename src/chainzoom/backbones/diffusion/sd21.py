@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ChainZoomError
-from ..registry import Runtime, split_options
-from .base import ModelCard, count_parameters
-from .diffusion_common import (
+from chainzoom.errors import ChainZoomError
+from chainzoom.registry import Runtime, split_options
+from chainzoom.backbones.base import ModelCard, count_parameters
+from chainzoom.backbones.diffusion.common import (
     OneStepDiffusionSR,
     OneStepOptions,
     Residency,
@@ -37,7 +37,7 @@ from .diffusion_common import (
     resolve_base,
     resolve_precision,
 )
-from .lora_merge import load_base_weights, load_checkpoint, merge_peft_loras, split_peft_state_dict
+from chainzoom.backbones.diffusion.lora_merge import load_base_weights, load_checkpoint, merge_peft_loras, split_peft_state_dict
 
 ID = "osediff-sd21"
 PIPELINE_CLASS = "StableDiffusionPipeline"

@@ -14,7 +14,7 @@ runs it for every family):
 3. the family's denoiser makes one step conditioned on the prompt;
 4. the VAE decoder returns the image (latent divided by the scaling factor, plus the
    shift where the VAE has one), clamped to ``[-1, 1]`` and mapped back to ``[0, 1]``;
-5. optionally a colour fix against the bicubic view (:mod:`chainzoom.colorfix`).
+5. optionally a colour fix against the bicubic view (:mod:`chainzoom.core.colorfix`).
 
 Sizes: the output must be a multiple of the VAE factor (times the transformer's patch
 size for SD3). Other sizes are padded at the bottom and right by edge replication and
@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..colorfix import METHODS as COLOR_FIX_METHODS
-from ..colorfix import color_fix
-from ..errors import ChainZoomError
-from ..registry import Runtime
-from ..resample import resize
-from .base import Backbone, ModelCard, file_sha256
+from chainzoom.core.colorfix import METHODS as COLOR_FIX_METHODS
+from chainzoom.core.colorfix import color_fix
+from chainzoom.errors import ChainZoomError
+from chainzoom.registry import Runtime
+from chainzoom.core.resample import resize
+from chainzoom.backbones.base import Backbone, ModelCard, file_sha256
 
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LATENT_MODES = ("sample", "mode")
@@ -71,7 +71,7 @@ class OneStepOptions:
 
     #: Keep the text encoders and the denoiser/VAE off the device except while each runs.
     efficient_memory: bool = False
-    #: ``none``, ``wavelet`` or ``adain`` (see :mod:`chainzoom.colorfix`).
+    #: ``none``, ``wavelet`` or ``adain`` (see :mod:`chainzoom.core.colorfix`).
     color_fix: str = "none"
     #: ``sample`` (the official inference, seeded) or ``mode`` (the posterior mean).
     latent: str = "sample"

@@ -15,7 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .states import ScaleState
+from chainzoom.core.states import ScaleState
 
 
 class _Bars:

@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ChainZoomError
-from ..registry import Runtime, split_options
-from .base import ModelCard, count_parameters
-from .diffusion_common import (
+from chainzoom.errors import ChainZoomError
+from chainzoom.registry import Runtime, split_options
+from chainzoom.backbones.base import ModelCard, count_parameters
+from chainzoom.backbones.diffusion.common import (
     OneStepDiffusionSR,
     OneStepOptions,
     Residency,
@@ -52,7 +52,7 @@ from .diffusion_common import (
     resolve_base,
     resolve_precision,
 )
-from .lora_merge import load_base_weights, load_checkpoint, merge_low_rank, merge_peft_loras, split_peft_state_dict
+from chainzoom.backbones.diffusion.lora_merge import load_base_weights, load_checkpoint, merge_low_rank, merge_peft_loras, split_peft_state_dict
 
 ID = "osediff-sd3"
 PIPELINE_CLASS = "StableDiffusion3Pipeline"

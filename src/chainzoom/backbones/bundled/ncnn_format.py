@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ChainZoomError
+from chainzoom.errors import ChainZoomError
 
 PARAM_MAGIC = "7767517"
 TAG_FLOAT16 = 0x01306B47

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import ChainZoomError
+from chainzoom.errors import ChainZoomError
 
 #: Long side of the view when the input is larger than :data:`MAX_NATIVE_VIEW`.
 DEFAULT_LARGE_VIEW = 512

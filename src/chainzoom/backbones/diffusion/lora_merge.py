@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ChainZoomError
+from chainzoom.errors import ChainZoomError
 
 #: ``LoraConfig`` leaves ``lora_alpha`` at PEFT's default in every official training
 #: script, so a rank-r adapter is scaled by 8 / r (2 for the released rank 4).

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .geometry import Box
+from chainzoom.core.geometry import Box
 
 
 @dataclass

@@ -4,7 +4,7 @@ The output grows 16x in pixels per 4x step, so no level is ever held in memory.
 Each level is made from the previous one in two passes over disk:
 
 1. **Tiles.** The previous level is cut into overlapping tiles exactly as
-   :func:`chainzoom.tiling.upscale_tiled` cuts an image (same starts, same
+   :func:`chainzoom.pipeline.tiling.upscale_tiled` cuts an image (same starts, same
    weights: each neighbour owns the half of the shared band nearer to it and only
    a narrow feather band in the middle is blended). Each tile is read from the
    previous level's file, prompted on its own (the prompter sees the tile's
@@ -17,7 +17,7 @@ Each level is made from the previous one in two passes over disk:
 
 Memory is bounded by a tile and a cell, whatever the level's size. The finished
 level is then streamed by libvips into a pyramidal TIFF, a Deep Zoom tree or a PNG
-(:mod:`chainzoom.pyramid`). Cached tiles are 8-bit, so the blended result is within
+(:mod:`chainzoom.runs.pyramid`). Cached tiles are 8-bit, so the blended result is within
 1/255 of blending the float tiles, which ``upscale_tiled`` does.
 """
 
@@ -34,16 +34,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .backbones.base import Backbone
-from .errors import ChainZoomError
-from .fileio import atomic_write, atomic_write_json
-from .images import LoadedImage
-from .prompts.base import PromptContext, Prompter
-from .pyramid import FORMATS, PARTIAL, RawLevel, level_path, remove_level, write_level
-from .resample import resize
-from .run import MANIFEST, RunFolder
-from .tiling import axis_weights, free_memory_bytes, tile_starts
+from chainzoom import __version__
+from chainzoom.backbones.base import Backbone
+from chainzoom.errors import ChainZoomError
+from chainzoom.io.atomic import atomic_write, atomic_write_json
+from chainzoom.io.images import LoadedImage
+from chainzoom.prompts.base import PromptContext, Prompter
+from chainzoom.runs.pyramid import FORMATS, PARTIAL, RawLevel, level_path, remove_level, write_level
+from chainzoom.core.resample import resize
+from chainzoom.runs.local import MANIFEST, RunFolder
+from chainzoom.pipeline.tiling import axis_weights, free_memory_bytes, tile_starts
 
 #: Default tile side in input px: big enough that the overlap (context RRDBNet needs)
 #: costs little, small enough for a CPU; ``--tile`` overrides it.
@@ -81,7 +81,7 @@ class AxisPlan:
 
 
 def plan_axis(length: int, tile: int, overlap: int, scale: int) -> AxisPlan:
-    """Cut an axis of ``length`` input px as :func:`chainzoom.tiling.upscale_tiled` does."""
+    """Cut an axis of ``length`` input px as :func:`chainzoom.pipeline.tiling.upscale_tiled` does."""
     if overlap >= tile:
         raise ChainZoomError(f"--tile-overlap ({overlap}) must be smaller than --tile ({tile})")
     starts = tile_starts(length, tile, overlap)

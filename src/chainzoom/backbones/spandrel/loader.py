@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import TYPE_CHECKING, NoReturn
 
-from ..errors import ChainZoomError
+from chainzoom.errors import ChainZoomError
 
 if TYPE_CHECKING:
     from spandrel import ArchRegistry

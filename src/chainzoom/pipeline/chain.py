@@ -1,7 +1,7 @@
 """The scale-autoregressive loop, and the baselines it is compared with.
 
 :func:`zoom_chain` knows protocols only (a :class:`Backbone`, a :class:`Prompter`)
-and executes a :class:`ZoomPlan` made by :func:`chainzoom.geometry.plan_zoom`: each
+and executes a :class:`ZoomPlan` made by :func:`chainzoom.core.geometry.plan_zoom`: each
 step crops its source (the full-resolution input for step 1, the previous state
 after that), asks the prompter for a prompt from the last two states, upscales the
 crop with the backbone and, for a fractional last step, resamples to the view.
@@ -25,12 +25,12 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from .backbones.base import Backbone
-from .geometry import Box, StepPlan, ZoomPlan
-from .images import LoadedImage, quantize
-from .prompts.base import PromptContext, Prompter
-from .resample import resize
-from .states import ScaleState
+from chainzoom.backbones.base import Backbone
+from chainzoom.core.geometry import Box, StepPlan, ZoomPlan
+from chainzoom.io.images import LoadedImage, quantize
+from chainzoom.prompts.base import PromptContext, Prompter
+from chainzoom.core.resample import resize
+from chainzoom.core.states import ScaleState
 
 MODES = ("chain", "direct", "bicubic", "nearest")
 #: Input pixels of context kept around the region that ``direct`` mode feeds the

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import torch
 
-from .backbones.base import Backbone, ModelCard
-from .errors import ChainZoomError
+from chainzoom.backbones.base import Backbone, ModelCard
+from chainzoom.errors import ChainZoomError
 
 #: Peak working memory of a 64-feature 4x CNN per *input* pixel, in bytes: measured
 #: for RRDBNet at float32 on CUDA (4.5 GiB for a 640x427 input, about 17 KiB per pixel).

@@ -17,18 +17,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import __version__
-from .api import run_states
-from .backbones.base import Backbone
-from .errors import ChainZoomError
-from .fileio import atomic_write_json
-from .geometry import Box, ZoomPlan
-from .images import LoadedImage, load_image, save_image
-from .prompter_flags import PLAIN_PROMPTERS
-from .prompts.base import Prompter
-from .prompts.cache import CachedPrompter
-from .render import save_animation, save_strip
-from .states import ScaleState
+from chainzoom import __version__
+from chainzoom.api import run_states
+from chainzoom.backbones.base import Backbone
+from chainzoom.errors import ChainZoomError
+from chainzoom.io.atomic import atomic_write_json
+from chainzoom.core.geometry import Box, ZoomPlan
+from chainzoom.io.images import LoadedImage, load_image, save_image
+from chainzoom.prompter_flags import PLAIN_PROMPTERS
+from chainzoom.prompts.base import Prompter
+from chainzoom.prompts.cache import CachedPrompter
+from chainzoom.runs.render import save_animation, save_strip
+from chainzoom.core.states import ScaleState
 
 MANIFEST = "manifest.json"
 STRIP = "strip.png"
@@ -36,7 +36,7 @@ ANIMATION = "zoom.webp"
 #: Files a run folder may hold; ``overwrite`` removes these and nothing else.
 PROMPT_CACHE = "prompts.json"
 RUN_FILE_PATTERNS = ("step_*.png", MANIFEST, STRIP, ANIMATION, PROMPT_CACHE)
-#: Temporary files of :func:`chainzoom.fileio.atomic_write` that a killed run left behind.
+#: Temporary files of :func:`chainzoom.io.atomic.atomic_write` that a killed run left behind.
 STALE_TEMP_PATTERN = ".*.tmp.*"
 
 

@@ -1,0 +1,1 @@
+"""Any SR model file that spandrel recognises, imported without torchvision."""

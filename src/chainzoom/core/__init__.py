@@ -1,0 +1,1 @@
+"""Model-free data and image math: geometry of the plan, scale-states, resampling, colour."""
