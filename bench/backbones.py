@@ -48,8 +48,10 @@ def main() -> None:
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     photo = load_image("assets/photos/rocket.jpg").rgb
-    print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(
+        f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+    )
     reference_name = "ncnn" if device.type == "cpu" else "torch float32"
     print(f"{'model':<11} {'size':>5} {'runtime':<26} {'seconds':>8} {'ratio to ' + reference_name:>20}")
     for model_id in args.models.split(","):

@@ -89,9 +89,8 @@ PROMPT = "a red brick wall with moss, detailed texture"
 def build_parts(layers: int, text: bool, device: torch.device, dtype: torch.dtype) -> SD3Parts:
     """Random-weight SD3-medium parts, built directly on ``device`` in ``dtype``."""
     from diffusers import AutoencoderKL, SD3Transformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
-
     from tests.tiny_diffusion import clip_tokenizer, t5_tokenizer
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     torch.manual_seed(0)
     with device:

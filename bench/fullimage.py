@@ -43,9 +43,9 @@ def run_case(backbone_name: str, side: int, levels: int, tile: int, overlap: int
     from PIL import Image
 
     from chainzoom.backbones import create_backbone
-    from chainzoom.runs.full import zoom_full
     from chainzoom.io.images import from_pil
     from chainzoom.registry import Runtime
+    from chainzoom.runs.full import zoom_full
 
     photo = Image.open(SAMPLE).convert("RGB")
     width, height = photo.size

@@ -35,8 +35,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from chainzoom.prompts import PromptContext, Prompter, create_prompter  # noqa: E402
-from chainzoom.registry import Runtime  # noqa: E402
 from tests.tiny_vlm import (  # noqa: E402
     QWEN25VL_CHAT_TEMPLATE,
     QWEN25VL_PREPROCESSOR_CONFIG,
@@ -44,6 +42,9 @@ from tests.tiny_vlm import (  # noqa: E402
     build_tiny_qwen25vl,
     train_tokenizer,
 )
+
+from chainzoom.prompts import PromptContext, Prompter, create_prompter  # noqa: E402
+from chainzoom.registry import Runtime  # noqa: E402
 
 
 def qwen25vl_3b_config(tokenizer):
@@ -121,7 +122,9 @@ def build_random_3b(folder: Path) -> tuple[Path, int]:
 def contexts(size: int, count: int) -> list[PromptContext]:
     generator = torch.Generator().manual_seed(0)
     return [
-        PromptContext(step, torch.rand(3, size, size, generator=generator), torch.rand(3, size, size, generator=generator))
+        PromptContext(
+            step, torch.rand(3, size, size, generator=generator), torch.rand(3, size, size, generator=generator)
+        )
         for step in range(1, count + 1)
     ]
 
@@ -195,7 +198,9 @@ def main() -> None:
                 parser.error(f"unknown prompter to bench: {name}")
 
     print(f"machine: {machine(args.device)}")
-    print(f"device {args.device}, dtype {args.dtype}, view {args.size}x{args.size}, max_new_tokens {args.max_new_tokens}")
+    print(
+        f"device {args.device}, dtype {args.dtype}, view {args.size}x{args.size}, max_new_tokens {args.max_new_tokens}"
+    )
     print(f"{'prompter':<52} {'load s':>8} {'1st s':>8} {'s/step':>8}")
     for name, result in rows:
         print(f"{name:<52} {result['load_s']:8.2f} {result['first_step_s']:8.3f} {result['step_s']:8.3f}")

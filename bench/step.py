@@ -21,8 +21,8 @@ from chainzoom.api import make_plan
 from chainzoom.backbones import create_backbone
 from chainzoom.backbones.bundled.models import BUNDLED
 from chainzoom.backbones.bundled.ncnn_runtime import NcnnModel
-from chainzoom.pipeline.chain import zoom_chain
 from chainzoom.io.images import load_image
+from chainzoom.pipeline.chain import zoom_chain
 from chainzoom.runs.local import RunFolder, RunRequest, execute_run
 
 

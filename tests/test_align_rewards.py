@@ -71,8 +71,12 @@ def test_parse_weights():
     assert parse_weights("critic=1.0,phrase=0.5,repetition=0.5") == {"critic": 1.0, "phrase": 0.5, "repetition": 0.5}
     assert parse_weights("phrase=0.5, repetition=0") == {"phrase": 0.5}
     assert parse_weights("repetition") == {"repetition": 1.0}
-    for bad, message in [("style=1", "unknown reward"), ("phrase=x", "must be a number"), ("phrase=0", "nonzero"),
-                         ("phrase=1,phrase=2", "twice")]:
+    for bad, message in [
+        ("style=1", "unknown reward"),
+        ("phrase=x", "must be a number"),
+        ("phrase=0", "nonzero"),
+        ("phrase=1,phrase=2", "twice"),
+    ]:
         with pytest.raises(ChainZoomError, match=message):
             parse_weights(bad)
 

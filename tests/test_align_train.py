@@ -105,9 +105,27 @@ def test_trl_shows_the_policy_the_prompters_chat(models):
 
 def run_args(models: dict[str, Path], out: Path, steps: int) -> list[str]:
     """A run with all three rewards; the high learning rate makes two steps visible."""
-    return ["--images", str(models["images"]), "--policy", str(models["policy"]), "--critic", str(models["critic"]),
-            "--out", str(out), "--steps", str(steps), "--lr", "0.05", "--save-every", "1", "--batch-size", "2",
-            "--max-new-tokens", "12", *COMMON]
+    return [
+        "--images",
+        str(models["images"]),
+        "--policy",
+        str(models["policy"]),
+        "--critic",
+        str(models["critic"]),
+        "--out",
+        str(out),
+        "--steps",
+        str(steps),
+        "--lr",
+        "0.05",
+        "--save-every",
+        "1",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "12",
+        *COMMON,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -194,9 +212,27 @@ def test_phrase_and_repetition_rewards_rise_with_training(models, tmp_path):
     room for another platform's floating point to change the samples.
     """
     out = tmp_path / "learn"
-    align("--images", str(models["images"]), "--policy", str(models["policy"]), "--out", str(out),
-          "--reward", "phrase=0.5,repetition=0.5", "--steps", "24", "--batch-size", "2", "--max-new-tokens", "12",
-          "--lr", "0.005", "--save-every", "100", *COMMON)
+    align(
+        "--images",
+        str(models["images"]),
+        "--policy",
+        str(models["policy"]),
+        "--out",
+        str(out),
+        "--reward",
+        "phrase=0.5,repetition=0.5",
+        "--steps",
+        "24",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "12",
+        "--lr",
+        "0.005",
+        "--save-every",
+        "100",
+        *COMMON,
+    )
     rewards = [float(row["reward"]) for row in log_rows(out)]
     untrained, trained = rewards[0], np.mean(rewards[-8:])  # step 1 samples the policy before any update
     assert untrained < -0.25  # 0.5 x a repeated-word share of a half or more

@@ -39,8 +39,8 @@ def test_realesrgan_card_records_licence_and_hash():
 
 def test_real_model_restores_sharpness_that_bicubic_loses():
     """A GAN SR model trades PSNR for detail: its edges must be as sharp as the original's."""
-    from chainzoom.io.images import load_image
     from chainzoom.core.resample import resize
+    from chainzoom.io.images import load_image
 
     original = load_image("assets/photos/coffee.png").rgb[:, 100:228, 200:328]
     small = resize(original, (32, 32), "bicubic")
@@ -58,7 +58,7 @@ def test_real_model_restores_sharpness_that_bicubic_loses():
 def test_truncated_weights_are_refused(tmp_path):
     param, weights = BUNDLED["realesrgan"].files()
     shutil.copy(param, tmp_path / "m.param")
-    (tmp_path / "m.bin").write_bytes(weights.read_bytes()[: 1_000_000])
+    (tmp_path / "m.bin").write_bytes(weights.read_bytes()[:1_000_000])
     with pytest.raises(ChainZoomError, match="truncated"):
         rrdbnet_from_ncnn(tmp_path / "m.param", tmp_path / "m.bin")
 

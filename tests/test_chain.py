@@ -80,8 +80,25 @@ def test_16_bit_rgba_input_keeps_alpha_and_depth_through_the_cli(tmp_path):
     source = tmp_path / "in.png"
     save_image(source, rgb, alpha, bit_depth=16)
     out = tmp_path / "out"
-    assert main(["zoom", str(source), "--scale", "4", "--backbone", "bicubic", "--center", "0.5,0.5",
-                 "--no-animation", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "zoom",
+                str(source),
+                "--scale",
+                "4",
+                "--backbone",
+                "bicubic",
+                "--center",
+                "0.5,0.5",
+                "--no-animation",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     state = load_image(out / "step_01.png")
     assert state.bit_depth == 16 and state.alpha is not None
     # step 1 shows the centre 10x10 input px: the alpha edge at x=20 lands in the middle

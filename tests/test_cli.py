@@ -85,8 +85,23 @@ def test_different_arguments_on_an_existing_run_stop_unless_overwrite(tmp_path, 
 
 def _zoom_process(out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "chainzoom.cli", "zoom", str(SAMPLE), "--scale", "1024", "--view", "96",
-         "--center", "0.3,0.6", "--no-animation", "--quiet", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "chainzoom.cli",
+            "zoom",
+            str(SAMPLE),
+            "--scale",
+            "1024",
+            "--view",
+            "96",
+            "--center",
+            "0.3,0.6",
+            "--no-animation",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )

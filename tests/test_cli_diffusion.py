@@ -16,11 +16,27 @@ def test_cli_chain_with_tiny_osediff_sd3_records_adapters_and_prompts(tmp_path):
     write_sd3_transformer_lora(base, lora)
     write_sd3_vae_encoder(base, vae)
     out = tmp_path / "run"
-    code = main([
-        "zoom", str(SAMPLE), "--scale", "16", "--view", "64", "--no-animation", "--quiet",
-        "--backbone", f"osediff-sd3:{base},lora={lora},vae={vae}", "--prompter", 'fixed:"a tabby cat"',
-        "--efficient-memory", "--color-fix", "wavelet", "--out", str(out),
-    ])
+    code = main(
+        [
+            "zoom",
+            str(SAMPLE),
+            "--scale",
+            "16",
+            "--view",
+            "64",
+            "--no-animation",
+            "--quiet",
+            "--backbone",
+            f"osediff-sd3:{base},lora={lora},vae={vae}",
+            "--prompter",
+            'fixed:"a tabby cat"',
+            "--efficient-memory",
+            "--color-fix",
+            "wavelet",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["backbone"]["text_aware"] is True

@@ -19,8 +19,24 @@ def tiny_vlm(tmp_path_factory):
 
 def test_vlm_prompts_are_recorded_cached_and_reused_on_resume(tmp_path, tiny_vlm, monkeypatch):
     out = tmp_path / "run"
-    args = ["zoom", str(SAMPLE), "--scale", "16", "--view", "64", "--backbone", "bicubic", "--no-animation",
-            "--quiet", "--prompter", f"vlm:{tiny_vlm}", "--prompter-max-tokens", "6", "--out", str(out)]
+    args = [
+        "zoom",
+        str(SAMPLE),
+        "--scale",
+        "16",
+        "--view",
+        "64",
+        "--backbone",
+        "bicubic",
+        "--no-animation",
+        "--quiet",
+        "--prompter",
+        f"vlm:{tiny_vlm}",
+        "--prompter-max-tokens",
+        "6",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     prompts = [s["prompt"] for s in manifest["states"]]
@@ -51,8 +67,24 @@ def test_prompter_flags_on_a_prompter_without_options_are_refused(tmp_path, caps
 
 
 def test_prompts_command_prints_and_scores(capsys):
-    assert main(["prompts", str(SAMPLE), "--scale", "16", "--backbone", "bicubic", "--view", "64",
-                 "--prompter", 'fixed:"the second image shows sky sky"', "--score"]) == 0
+    assert (
+        main(
+            [
+                "prompts",
+                str(SAMPLE),
+                "--scale",
+                "16",
+                "--backbone",
+                "bicubic",
+                "--view",
+                "64",
+                "--prompter",
+                'fixed:"the second image shows sky sky"',
+                "--score",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
     assert all("phrase=-" in line and "repetition=-" in line for line in lines)

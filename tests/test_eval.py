@@ -24,8 +24,23 @@ def run_eval(out: Path, *extra: str) -> int:
     parser = argparse.ArgumentParser(prog="chainzoom")
     add_eval_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(
-        ["eval", "--images", *IMAGES, "--scales", "4,16", "--backbone", "bicubic", "--view", "64",
-         "--metrics", ",".join(NO_REFERENCE), "--out", str(out), "--quiet", *extra]
+        [
+            "eval",
+            "--images",
+            *IMAGES,
+            "--scales",
+            "4,16",
+            "--backbone",
+            "bicubic",
+            "--view",
+            "64",
+            "--metrics",
+            ",".join(NO_REFERENCE),
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ]
     )
     return args.handler(args)
 
@@ -49,8 +64,15 @@ def test_results_cover_every_combination(finished):
         for mode in MODES:
             for scale in (4, 16):
                 # NIQE needs 192-px states: at --view 64 it has no value, and none is invented.
-                for metric in ("brisque", "sharpness", "entropy", "fidelity_psnr", "fidelity_ssim",
-                               "drift_psnr", "drift_delta_e"):
+                for metric in (
+                    "brisque",
+                    "sharpness",
+                    "entropy",
+                    "fidelity_psnr",
+                    "fidelity_ssim",
+                    "drift_psnr",
+                    "drift_delta_e",
+                ):
                     assert (image, mode, scale, metric) in keys
                 assert (image, mode, scale, "niqe") not in keys
     assert len(rows) == len(keys) == 2 * 4 * 2 * 7
@@ -63,8 +85,15 @@ def test_results_cover_every_combination(finished):
 
 def test_report_has_a_table_per_metric_like_the_paper(finished):
     report = (finished / "report.md").read_text(encoding="utf-8")
-    for title in ("### BRISQUE ↓", "### Sharpness", "### Entropy", "### Fidelity PSNR (dB) ↑",
-                  "### Fidelity SSIM ↑", "### Drift PSNR", "### Drift ΔE"):
+    for title in (
+        "### BRISQUE ↓",
+        "### Sharpness",
+        "### Entropy",
+        "### Fidelity PSNR (dB) ↑",
+        "### Fidelity SSIM ↑",
+        "### Drift PSNR",
+        "### Drift ΔE",
+    ):
         assert title in report
     assert "| mode | x4 | x16 |" in report
     for mode in MODES:

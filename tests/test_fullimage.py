@@ -22,9 +22,9 @@ from chainzoom.backbones import create_backbone
 from chainzoom.backbones.base import Backbone, ModelCard
 from chainzoom.errors import ChainZoomError
 from chainzoom.full_command import add_full_arguments, run_full_command
-from chainzoom.runs.full import from_uint8_hwc, level_count, plan_axis, to_uint8_hwc, zoom_full
 from chainzoom.io.images import LoadedImage, load_image
 from chainzoom.registry import Runtime
+from chainzoom.runs.full import from_uint8_hwc, level_count, plan_axis, to_uint8_hwc, zoom_full
 
 pyvips = pytest.importorskip("pyvips", reason="full-image mode needs the [tiles] extra (pyvips)")
 
@@ -90,9 +90,7 @@ def test_the_working_file_is_a_tiff_that_tiles_write_into(tmp_path: Path) -> Non
 def test_two_bicubic_levels_equal_untiled_within_one_level(tmp_path: Path) -> None:
     image = sample(150, 110)
     backbone = create_backbone("bicubic", Runtime())
-    manifest = zoom_full(
-        image, tmp_path, backbone, None, levels=2, fmt="png", tile=48, overlap=24, request={"test": 1}
-    )
+    manifest = zoom_full(image, tmp_path, backbone, None, levels=2, fmt="png", tile=48, overlap=24, request={"test": 1})
     assert manifest["complete"] and [level["size"] for level in manifest["levels"]] == [
         [150, 110],
         [600, 440],
@@ -250,7 +248,11 @@ def test_a_finished_run_is_not_redone_and_a_different_one_is_refused(tmp_path: P
         zoom_full(sample(80, 60), tmp_path, backbone, None, **{**args, "request": {"a": 2}})
     zoom_full(sample(80, 60), tmp_path, backbone, None, **{**args, "fmt": "dzi", "overwrite": True})
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "level_00.dzi", "level_00_files", "level_01.dzi", "level_01_files", "manifest.json"
+        "level_00.dzi",
+        "level_00_files",
+        "level_01.dzi",
+        "level_01_files",
+        "manifest.json",
     ]
 
 
@@ -265,8 +267,17 @@ def test_each_tile_gets_its_own_prompt_from_its_neighbourhood(tmp_path: Path) ->
             return f"{context.step}:{context.view.mean():.3f}"
 
     image = sample(120, 60)
-    zoom_full(image, tmp_path, create_backbone("bicubic", Runtime()), Brightness(), levels=1, fmt="png",
-              tile=64, overlap=16, request={})
+    zoom_full(
+        image,
+        tmp_path,
+        create_backbone("bicubic", Runtime()),
+        Brightness(),
+        levels=1,
+        fmt="png",
+        tile=64,
+        overlap=16,
+        request={},
+    )
     tiles = json.loads((tmp_path / "level_01_prompts.json").read_text())["tiles"]
     assert len(tiles) == 3  # columns start at 0, 48 and 56; one row
     for record in tiles:
@@ -280,8 +291,9 @@ def test_scale_must_be_a_power_of_the_step_and_big_png_is_refused(tmp_path: Path
     with pytest.raises(ChainZoomError, match="power of 4"):
         level_count(32, 4)
     with pytest.raises(ChainZoomError, match="--format tiff or --format dzi"):
-        zoom_full(sample(300, 200), tmp_path, create_backbone("bicubic", Runtime()), None, levels=8,
-                  fmt="png", request={})
+        zoom_full(
+            sample(300, 200), tmp_path, create_backbone("bicubic", Runtime()), None, levels=8, fmt="png", request={}
+        )
     assert not tmp_path.joinpath("manifest.json").exists()
 
 

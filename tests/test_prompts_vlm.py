@@ -10,15 +10,17 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from chainzoom.errors import ChainZoomError  # noqa: E402
-from chainzoom.io.images import to_pil  # noqa: E402
-from chainzoom.prompts import PromptContext, create_prompter  # noqa: E402
-from chainzoom.prompts.message import MULTISCALE_SYSTEM_MESSAGE  # noqa: E402
-from chainzoom.prompts.message import step_seed  # noqa: E402
-from chainzoom.prompts.vlm_processor import image_only, load_processor  # noqa: E402
-from chainzoom.registry import Runtime  # noqa: E402
+from chainzoom.errors import ChainZoomError
+from chainzoom.io.images import to_pil
+from chainzoom.prompts import PromptContext, create_prompter
+from chainzoom.prompts.message import (
+    MULTISCALE_SYSTEM_MESSAGE,
+    step_seed,
+)
+from chainzoom.prompts.vlm_processor import image_only, load_processor
+from chainzoom.registry import Runtime
 
-from .tiny_vlm import build_tiny_qwen25vl, save_lora_adapter  # noqa: E402
+from .tiny_vlm import build_tiny_qwen25vl, save_lora_adapter
 
 OFFICIAL_CHAT = (
     f"<|im_start|>system\n{MULTISCALE_SYSTEM_MESSAGE}<|im_end|>\n"

@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from chainzoom.errors import ChainZoomError
 from chainzoom.core.geometry import Box
+from chainzoom.core.states import ScaleState
+from chainzoom.errors import ChainZoomError
 from chainzoom.runs.render import (
     RenderError,
     format_magnification,
@@ -19,7 +20,6 @@ from chainzoom.runs.render import (
     save_strip,
     zoom_frames,
 )
-from chainzoom.core.states import ScaleState
 
 RED = (255, 64, 64)
 
@@ -34,9 +34,7 @@ def gradient(size=(64, 64), blue=0.5) -> torch.Tensor:
     w, h = size
     x = torch.arange(w, dtype=torch.float32) / (w - 1)
     y = torch.arange(h, dtype=torch.float32) / (h - 1)
-    return torch.stack(
-        [x.view(1, w).expand(h, w), y.view(h, 1).expand(h, w), torch.full((h, w), blue)]
-    )
+    return torch.stack([x.view(1, w).expand(h, w), y.view(h, 1).expand(h, w), torch.full((h, w), blue)])
 
 
 def as_array(img: Image.Image) -> np.ndarray:
@@ -51,8 +49,11 @@ def tensor_u8(t: torch.Tensor) -> np.ndarray:
 def chain4(size=64, images=None) -> list[ScaleState]:
     """Three states, each a 4x zoom into the centre of the previous (1/4 of the side)."""
     boxes = [Box(0, 0, 64, 64), Box(24, 24, 40, 40), Box(30, 30, 34, 34)]
-    images = images or [solid((0, 0, 200), (size, size)), solid((0, 200, 0), (size, size)),
-                        solid((200, 200, 0), (size, size))]
+    images = images or [
+        solid((0, 0, 200), (size, size)),
+        solid((0, 200, 0), (size, size)),
+        solid((200, 200, 0), (size, size)),
+    ]
     return [ScaleState(i, images[i], b, size / b.width) for i, b in enumerate(boxes)]
 
 
@@ -130,8 +131,18 @@ def test_strip_labels_and_save(tmp_path):
 
 @pytest.mark.parametrize(
     "m, text",
-    [(0.128, "x0.13"), (0.25, "x0.25"), (1.0, "x1"), (1.5625, "x1.56"), (4.0, "x4"),
-     (16.4, "x16.4"), (64.0, "x64"), (256.0, "x256"), (1024.0, "x1024"), (0.04, "x0.04")],
+    [
+        (0.128, "x0.13"),
+        (0.25, "x0.25"),
+        (1.0, "x1"),
+        (1.5625, "x1.56"),
+        (4.0, "x4"),
+        (16.4, "x16.4"),
+        (64.0, "x64"),
+        (256.0, "x256"),
+        (1024.0, "x1024"),
+        (0.04, "x0.04"),
+    ],
 )
 def test_format_magnification(m, text):
     assert format_magnification(m) == text
@@ -188,15 +199,12 @@ def test_mid_frame_shows_both_states_in_place():
     # Deep inside: state 1 (green).
     cy, cx = round((fy0 + fy1) / 2), round((fx0 + fx1) / 2)
     assert tuple(frame[cy, cx]) == (0, 200, 0)
-    assert (frame[math.ceil(fy0) + 4 : int(fy1) - 4, math.ceil(fx0) + 4 : int(fx1) - 4]
-            == (0, 200, 0)).all()
+    assert (frame[math.ceil(fy0) + 4 : int(fy1) - 4, math.ceil(fx0) + 4 : int(fx1) - 4] == (0, 200, 0)).all()
     # Its edges are where they should be (a feather of ~1 px at 64 px frames).
     green = (0, 200, 0)
-    for y, x in [(cy, math.ceil(fx0) + 1), (cy, int(fx1) - 2), (math.ceil(fy0) + 1, cx),
-                 (int(fy1) - 2, cx)]:
+    for y, x in [(cy, math.ceil(fx0) + 1), (cy, int(fx1) - 2), (math.ceil(fy0) + 1, cx), (int(fy1) - 2, cx)]:
         assert tuple(frame[y, x]) == green, (x, y)
-    for y, x in [(cy, int(fx0) - 2), (cy, math.ceil(fx1) + 1), (int(fy0) - 2, cx),
-                 (math.ceil(fy1) + 1, cx)]:
+    for y, x in [(cy, int(fx0) - 2), (cy, math.ceil(fx1) + 1), (int(fy0) - 2, cx), (math.ceil(fy1) + 1, cx)]:
         assert frame[y, x, 1] < 190 or frame[y, x, 0] > 10, (x, y)
     # Outside: state 0 cropped at R(t), values from the gradient at the mapped place.
     checked = 0

@@ -27,23 +27,23 @@ from torch import nn
 if importlib.util.find_spec("spandrel") is None:
     pytest.skip("spandrel is not installed (pip install --no-deps spandrel==0.4.2)", allow_module_level=True)
 
-from safetensors.torch import save_file  # noqa: E402
+from safetensors.torch import save_file
 
-from chainzoom.backbones.spandrel.backbone import (  # noqa: E402
+from chainzoom.backbones.spandrel.backbone import (
     check_dtype_support,
     create_spandrel,
     detect_model,
     pickle_failure,
 )
-from chainzoom.backbones.spandrel.loader import (  # noqa: E402
+from chainzoom.backbones.spandrel.loader import (
     EXCLUDED,
     import_spandrel,
     real_torchvision_available,
     sr_registry,
     torchvision_stand_in,
 )
-from chainzoom.errors import ChainZoomError  # noqa: E402
-from chainzoom.registry import Registry, Runtime  # noqa: E402
+from chainzoom.errors import ChainZoomError
+from chainzoom.registry import Registry, Runtime
 
 #: Decided from the installed distributions, not from ``sys.modules``, which the code under test touches.
 TORCHVISION_INSTALLED = any(d.metadata["Name"] == "torchvision" for d in importlib.metadata.distributions())
@@ -82,8 +82,14 @@ TINY = {
         2,
         3,
         lambda: arch("SwinIR", "SwinIR")(
-            img_size=16, embed_dim=12, depths=[1], num_heads=[2], window_size=4, mlp_ratio=2.0,
-            upscale=2, upsampler="pixelshuffle",
+            img_size=16,
+            embed_dim=12,
+            depths=[1],
+            num_heads=[2],
+            window_size=4,
+            mlp_ratio=2.0,
+            upscale=2,
+            upsampler="pixelshuffle",
         ),
     ),
     "dat": Tiny(
@@ -94,9 +100,7 @@ TINY = {
             img_size=16, embed_dim=16, split_size=[2, 4], depth=[1], num_heads=[2], expansion_factor=2.0, upscale=2
         ),
     ),
-    "compact": Tiny(
-        "RealESRGAN Compact", 2, 3, lambda: arch("Compact", "Compact")(num_feat=8, num_conv=2, upscale=2)
-    ),
+    "compact": Tiny("RealESRGAN Compact", 2, 3, lambda: arch("Compact", "Compact")(num_feat=8, num_conv=2, upscale=2)),
     "compact-grey": Tiny(
         "RealESRGAN Compact",
         4,
@@ -187,9 +191,8 @@ def test_registry_is_main_registry_minus_excluded_in_order() -> None:
 
 def test_stand_in_never_hides_an_imported_module(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "torchvision", None)
-    with pytest.raises(RuntimeError, match="already imported"):
-        with torchvision_stand_in():
-            pass
+    with pytest.raises(RuntimeError, match="already imported"), torchvision_stand_in():
+        pass
     assert sys.modules["torchvision"] is None
 
 
@@ -254,8 +257,11 @@ def test_registry_spec_reaches_the_factory(models) -> None:
     """The entry the backbone registry gets, resolved the way ``--backbone spandrel:PATH`` is."""
     registry = Registry("backbone")
     registry.register(
-        "spandrel", "chainzoom.backbones.spandrel.backbone:create_spandrel", "any SR model file",
-        needs_argument=True, extra="spandrel",
+        "spandrel",
+        "chainzoom.backbones.spandrel.backbone:create_spandrel",
+        "any SR model file",
+        needs_argument=True,
+        extra="spandrel",
     )
     _, path = models("compact")
     assert registry.create(f"spandrel:{path}").card().id == "spandrel:compact.safetensors"
@@ -290,8 +296,10 @@ def test_missing_file_and_wrong_type(tmp_path: Path) -> None:
 
 
 def test_truncated_and_corrupt_files(models, tmp_path: Path) -> None:
-    for suffix, message in ((".safetensors", "not a readable safetensors file"),
-                            (".pth", "not a readable PyTorch checkpoint")):
+    for suffix, message in (
+        (".safetensors", "not a readable safetensors file"),
+        (".pth", "not a readable PyTorch checkpoint"),
+    ):
         data = models("esrgan", suffix)[1].read_bytes()
         truncated = tmp_path / f"truncated{suffix}"
         truncated.write_bytes(data[: len(data) // 2])
@@ -365,8 +373,10 @@ def test_detected_but_weights_do_not_fit(models, tmp_path: Path) -> None:
 
 def test_non_sr_models_are_refused_and_named(tmp_path: Path) -> None:
     dncnn = arch("DnCNN", "DnCNN")(in_nc=3, out_nc=3, nc=8, nb=4)
-    refused(save(dncnn.state_dict(), tmp_path / "dncnn.pth"),
-            r"a restoration model \(denoising, deblurring, artefact removal\) \(DnCNN, scale 1\), not one that upscales")
+    refused(
+        save(dncnn.state_dict(), tmp_path / "dncnn.pth"),
+        r"a restoration model \(denoising, deblurring, artefact removal\) \(DnCNN, scale 1\), not one that upscales",
+    )
     compact1 = arch("Compact", "Compact")(num_feat=8, num_conv=2, upscale=1)
     refused(save(compact1.state_dict(), tmp_path / "compact1x.safetensors"), r"\(RealESRGAN Compact, scale 1\)")
 
@@ -385,9 +395,11 @@ def test_unsupported_channel_counts(tmp_path: Path) -> None:
 
 def test_precision_checks_come_before_reading_the_file(tmp_path: Path) -> None:
     never_read = tmp_path / "missing.safetensors"
-    for dtype, match in (("float16", "dtype float16 is for GPUs; on the CPU use float32"),
-                         ("bfloat16", "dtype bfloat16 is for GPUs"),
-                         ("float64", "dtype must be one of float32, float16, bfloat16, got 'float64'")):
+    for dtype, match in (
+        ("float16", "dtype float16 is for GPUs; on the CPU use float32"),
+        ("bfloat16", "dtype bfloat16 is for GPUs"),
+        ("float64", "dtype must be one of float32, float16, bfloat16, got 'float64'"),
+    ):
         with pytest.raises(ChainZoomError, match=match):
             create_spandrel(str(never_read), Runtime(dtype=dtype))
 

@@ -22,9 +22,9 @@ from PIL import Image
 
 from chainzoom.backbones import create_backbone
 from chainzoom.cli import main
-from chainzoom.runs.full import zoom_full
 from chainzoom.io.images import LoadedImage, load_image
 from chainzoom.registry import Runtime
+from chainzoom.runs.full import zoom_full
 from chainzoom.viewer.server import make_server, url_of
 
 pyvips = pytest.importorskip("pyvips", reason="the viewer's TIFF tiles need the [tiles] extra (pyvips)")
@@ -69,8 +69,17 @@ def full_run(tmp_path_factory) -> Path:
     """A two-level --full run (x16) of a crop of the sample, as pyramidal TIFFs."""
     out = tmp_path_factory.mktemp("full")
     rgb = load_image(SAMPLE).rgb[:, 60:260, 100:400].contiguous()
-    zoom_full(LoadedImage(rgb, None, 8, None), out, create_backbone("bicubic", Runtime()), None,
-              levels=2, fmt="tiff", tile=256, overlap=32, request={})
+    zoom_full(
+        LoadedImage(rgb, None, 8, None),
+        out,
+        create_backbone("bicubic", Runtime()),
+        None,
+        levels=2,
+        fmt="tiff",
+        tile=256,
+        overlap=32,
+        request={},
+    )
     return out
 
 
@@ -93,8 +102,14 @@ def test_the_server_answers_page_layers_dzi_and_a_deepest_tile(full_run: Path) -
         assert np.abs(np.asarray(tile, dtype=np.int16) - truth).mean() < 3
         corner = Image.open(io.BytesIO(get(url + f"tiff/level_02_files/{deepest - 12}/0_0.jpg")))
         assert corner.size == (2, 1)  # 4800x3200 shrunk 4096 times, rounded up
-        for missing in ("tiff/level_02_files/14/0_0.jpg", "tiff/level_02_files/13/99_0.jpg", "files/../x",
-                        "files/%2e%2e/%2e%2e/etc/passwd", "tiff/nothing.dzi", "nowhere"):
+        for missing in (
+            "tiff/level_02_files/14/0_0.jpg",
+            "tiff/level_02_files/13/99_0.jpg",
+            "files/../x",
+            "files/%2e%2e/%2e%2e/etc/passwd",
+            "tiff/nothing.dzi",
+            "nowhere",
+        ):
             with pytest.raises(urllib.error.HTTPError) as error:
                 get(url + missing)
             assert error.value.code == 404
@@ -102,8 +117,17 @@ def test_the_server_answers_page_layers_dzi_and_a_deepest_tile(full_run: Path) -
 
 def test_a_dzi_run_is_served_from_its_files(tmp_path: Path) -> None:
     rgb = load_image(SAMPLE).rgb[:, :100, :150].contiguous()
-    zoom_full(LoadedImage(rgb, None, 8, None), tmp_path, create_backbone("bicubic", Runtime()), None,
-              levels=1, fmt="dzi", tile=256, overlap=32, request={})
+    zoom_full(
+        LoadedImage(rgb, None, 8, None),
+        tmp_path,
+        create_backbone("bicubic", Runtime()),
+        None,
+        levels=1,
+        fmt="dzi",
+        tile=256,
+        overlap=32,
+        request={},
+    )
     with serving(tmp_path) as url:
         source = json.loads(get(url + "layers.json"))["layers"][-1]["source"]
         assert source == "/files/level_01.dzi"
@@ -113,8 +137,25 @@ def test_a_dzi_run_is_served_from_its_files(tmp_path: Path) -> None:
 
 def test_a_local_zoom_run_shows_each_state_inside_its_parent(tmp_path: Path) -> None:
     out = tmp_path / "local"
-    assert main(["zoom", str(SAMPLE), "--scale", "64", "--mode", "bicubic", "--center", "0.3,0.6",
-                 "--out", str(out), "--no-animation", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "zoom",
+                str(SAMPLE),
+                "--scale",
+                "64",
+                "--mode",
+                "bicubic",
+                "--center",
+                "0.3,0.6",
+                "--out",
+                str(out),
+                "--no-animation",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     with serving(out) as url:
         layers = json.loads(get(url + "layers.json"))["layers"]
         assert layers[0]["source"] == {"type": "image", "url": "/files/step_00.png"}
@@ -166,17 +207,26 @@ def test_headless_chromium_zooms_to_the_deepest_level(full_run: Path, tmp_path: 
     artifacts = Path(os.environ.get("CHAINZOOM_TEST_ARTIFACTS", tmp_path))
     artifacts.mkdir(parents=True, exist_ok=True)
     log = RequestLog()
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=900,700",
-             "--virtual-time-budget=15000", f"--user-data-dir={tmp_path / 'profile'}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=900,700",
+        "--virtual-time-budget=15000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     with serving(full_run, log) as url:
         for _attempt in range(2):  # a loaded machine once let the time budget run out first
-            browser = subprocess.run([chromium(), *flags, "--dump-dom", url + "?deepest"],
-                                     capture_output=True, text=True, timeout=90)
+            browser = subprocess.run(
+                [chromium(), *flags, "--dump-dom", url + "?deepest"], capture_output=True, text=True, timeout=90
+            )
             if re.search(r'<body[^>]*data-deepest="loaded"', browser.stdout):
                 break
         shot = artifacts / "viewer-deepest.png"
-        subprocess.run([chromium(), *flags, f"--screenshot={shot}", url + "?deepest"],
-                       capture_output=True, timeout=90, check=True)
+        subprocess.run(
+            [chromium(), *flags, f"--screenshot={shot}", url + "?deepest"], capture_output=True, timeout=90, check=True
+        )
     assert re.search(r'<body[^>]*data-deepest="loaded"', browser.stdout), (
         f"the page saw no deepest-level tile load; chromium said: {browser.stderr[-2000:]}"
     )

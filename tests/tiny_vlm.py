@@ -194,8 +194,15 @@ OFFICIAL_ADAPTER_CONFIG = {
     "base_model_name_or_path": "/root/.cache/modelscope/hub/models/Qwen/Qwen2___5-VL-3B-Instruct",
 }
 
-_LM_PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                   "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+_LM_PROJECTIONS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
 
 
 def save_lora_adapter(

@@ -23,4 +23,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'chainzoom' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "zoom", "ScaleState", "plan_zoom"]
+__all__ = ["ScaleState", "__version__", "plan_zoom", "zoom"]

@@ -14,15 +14,15 @@ from PIL import Image
 
 from chainzoom.backbones import DEFAULT_BACKBONE, DIFFUSION_BACKBONES, Backbone, create_backbone
 from chainzoom.backbones.bundled.models import BUNDLED
-from chainzoom.pipeline.chain import MODES, zoom_baseline, zoom_chain
-from chainzoom.errors import ChainZoomError
 from chainzoom.core.geometry import Box, ZoomPlan, default_view, plan_zoom
-from chainzoom.io.images import DEFAULT_MAX_PIXELS, LoadedImage, from_pil, load_image
-from chainzoom.prompts import Prompter, create_prompter
-from chainzoom.registry import Runtime, split_spec
 from chainzoom.core.resample import resize
 from chainzoom.core.states import ScaleState
+from chainzoom.errors import ChainZoomError
+from chainzoom.io.images import DEFAULT_MAX_PIXELS, LoadedImage, from_pil, load_image
+from chainzoom.pipeline.chain import MODES, zoom_baseline, zoom_chain
 from chainzoom.pipeline.tiling import DEFAULT_OVERLAP, TiledBackbone
+from chainzoom.prompts import Prompter, create_prompter
+from chainzoom.registry import Runtime, split_spec
 
 NCNN_BACKBONES = tuple(BUNDLED)
 

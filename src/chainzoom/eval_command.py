@@ -70,8 +70,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
     from chainzoom.metrics.catalog import load_metrics, parse_metric_names
     from chainzoom.metrics.harness import EvalSettings, Models, evaluate, parse_modes, parse_scales
     from chainzoom.metrics.report import write_report
-    from chainzoom.runs.progress import ZoomProgress
     from chainzoom.prompts import create_prompter
+    from chainzoom.runs.progress import ZoomProgress
     from chainzoom.runtime import resolve_runtime
     from chainzoom.zoom_command import diffusion_options
 

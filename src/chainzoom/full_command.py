@@ -40,11 +40,11 @@ def add_full_arguments(zoom: argparse.ArgumentParser) -> None:
 def run_full_command(args: argparse.Namespace) -> int:
     """Run ``chainzoom zoom INPUT --full``: one input, one run folder, every level on disk."""
     from chainzoom.api import build_backbone, square_crop
-    from chainzoom.runs.full import DEFAULT_TILE, level_count, zoom_full
     from chainzoom.io.images import DEFAULT_MAX_PIXELS, collect_inputs, load_image
-    from chainzoom.runs.progress import TileProgress
     from chainzoom.prompter_flags import build_prompter
+    from chainzoom.runs.full import DEFAULT_TILE, level_count, zoom_full
     from chainzoom.runs.local import RunRequest, backbone_record, sha256_file
+    from chainzoom.runs.progress import TileProgress
     from chainzoom.runtime import resolve_runtime
     from chainzoom.zoom_command import diffusion_options
 
@@ -57,9 +57,7 @@ def run_full_command(args: argparse.Namespace) -> int:
     if args.square:
         image = square_crop(image)
     runtime = resolve_runtime(args.device, args.dtype, args.threads, args.seed)
-    backbone = build_backbone(
-        args.backbone, runtime, None, args.tile_overlap, args.runtime, **diffusion_options(args)
-    )
+    backbone = build_backbone(args.backbone, runtime, None, args.tile_overlap, args.runtime, **diffusion_options(args))
     levels = level_count(args.scale, backbone.scale)
     prompter = None if args.prompter == "null" else build_prompter(args, runtime)
     tile = args.tile or DEFAULT_TILE

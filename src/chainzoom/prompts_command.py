@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 
 from chainzoom.api import build_backbone
-from chainzoom.pipeline.chain import zoom_chain
 from chainzoom.core.geometry import default_view, parse_center, parse_view, plan_zoom
 from chainzoom.io.images import load_image
+from chainzoom.pipeline.chain import zoom_chain
 from chainzoom.prompter_flags import build_prompter
 from chainzoom.prompts.base import PromptContext, Prompter
 from chainzoom.prompts.cache import CachedPrompter

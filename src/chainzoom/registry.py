@@ -83,9 +83,7 @@ class Registry(Generic[T]):
             module = importlib.import_module(module_name)
         except ImportError as exc:
             hint = f"; install it with: pip install 'chainzoom[{entry.extra}]'" if entry.extra else ""
-            raise ChainZoomError(
-                f"{self.kind} {entry.name!r} needs a missing package ({exc.name}){hint}"
-            ) from exc
+            raise ChainZoomError(f"{self.kind} {entry.name!r} needs a missing package ({exc.name}){hint}") from exc
         factory = getattr(module, function_name)
         return factory(argument, runtime or Runtime(), **options)
 

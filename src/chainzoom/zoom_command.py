@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chainzoom.api import build_backbone, square_crop
-from chainzoom.errors import ChainZoomError
 from chainzoom.core.geometry import ZoomPlan, default_view, parse_center, parse_view, plan_zoom
+from chainzoom.errors import ChainZoomError
 from chainzoom.io.images import DEFAULT_MAX_PIXELS, LoadedImage, collect_inputs, input_names, load_image
-from chainzoom.runs.progress import ZoomProgress
 from chainzoom.prompter_flags import build_prompter, prompter_options
 from chainzoom.runs.local import RunFolder, RunRequest, execute_run, sha256_file
+from chainzoom.runs.progress import ZoomProgress
 from chainzoom.runtime import resolve_runtime
 
 
@@ -37,9 +37,7 @@ def run_zoom_command(args: argparse.Namespace) -> int:
     images = [(path, _prepare(load_image(path, max_pixels=max_pixels), args.square)) for path in paths]
     needs_model = args.mode in ("chain", "direct")
     backbone = (
-        build_backbone(
-            args.backbone, runtime, args.tile, args.tile_overlap, args.runtime, **diffusion_options(args)
-        )
+        build_backbone(args.backbone, runtime, args.tile, args.tile_overlap, args.runtime, **diffusion_options(args))
         if needs_model
         else None
     )

@@ -23,9 +23,17 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from chainzoom.align.rewards import (
+    DEFAULT_PHRASES,
+    PAPER_WEIGHTS,
+    ImagePair,
+    Weighted,
+    build_rewards,
+    parse_weights,
+    read_phrases,
+)
 from chainzoom.errors import ChainZoomError
 from chainzoom.registry import Runtime
-from chainzoom.align.rewards import DEFAULT_PHRASES, PAPER_WEIGHTS, ImagePair, Weighted, build_rewards, parse_weights, read_phrases
 
 DEFAULT_POLICY = "Qwen/Qwen2.5-VL-3B-Instruct"
 SETTINGS_FILE = "align.json"
@@ -77,12 +85,12 @@ def add_align_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
 
 
 def run_align(args: argparse.Namespace) -> int:
-    from chainzoom.io.images import collect_inputs
-    from chainzoom.prompts.vlm import check_source
-    from chainzoom.runtime import resolve_runtime
     from chainzoom.align.dataset import PairSettings, load_or_build_pairs, pair_images
     from chainzoom.align.log import plot_curves
     from chainzoom.align.trainer import TrainSettings, train
+    from chainzoom.io.images import collect_inputs
+    from chainzoom.prompts.vlm import check_source
+    from chainzoom.runtime import resolve_runtime
 
     _check_positive(args)
     runtime = resolve_runtime(args.device, args.dtype, None, args.seed)

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from chainzoom.errors import ChainZoomError
 from chainzoom.align.rewards import ImagePair, Reward
+from chainzoom.errors import ChainZoomError
 
 #: What the critic is asked; ``{prompt}`` is the candidate prompt.
 RATING_PROMPT = (
@@ -92,8 +92,8 @@ class TransformersCritic(Critic):
 
     def load(self) -> tuple[Any, Any]:
         if self._loaded is None:
-            from chainzoom.prompts.vlm import check_source
             from chainzoom.align.trainer import load_vlm
+            from chainzoom.prompts.vlm import check_source
 
             try:
                 check_source(self.source)

@@ -22,12 +22,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from chainzoom.align.rewards import ImagePair
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.atomic import atomic_write, atomic_write_json
 from chainzoom.prompts.base import PromptContext, Prompter
 from chainzoom.prompts.message import context_images
 from chainzoom.registry import Runtime
-from chainzoom.align.rewards import ImagePair
 
 PAIRS_INDEX = "pairs.json"
 
@@ -102,9 +102,7 @@ def build_pairs(settings: PairSettings, folder: Path, runtime: Runtime) -> list[
                 wide_name = _save(folder / f"{stem}_wide.png", wide)
                 view_name = _save(folder / f"{stem}_view.png", zoomed)
                 records.append(PairRecord(source, center, step, wide_name, view_name))
-    atomic_write_json(
-        folder / PAIRS_INDEX, {"settings": asdict(settings), "pairs": [asdict(r) for r in records]}
-    )
+    atomic_write_json(folder / PAIRS_INDEX, {"settings": asdict(settings), "pairs": [asdict(r) for r in records]})
     return records
 
 

@@ -50,9 +50,7 @@ DEFAULT_PHRASES = (
 PAPER_WEIGHTS = "critic=1.0,phrase=0.5,repetition=0.5"
 
 #: Words that may repeat in a fluent description without being a repeated concept.
-_FUNCTION_WORDS = frozenset(
-    "a an the of on in at to and or with by for from its it is are as into over under".split()
-)
+_FUNCTION_WORDS = frozenset(["a", "an", "the", "of", "on", "in", "at", "to", "and", "or", "with", "by", "for", "from", "its", "it", "is", "are", "as", "into", "over", "under"])
 _WORD = re.compile(r"[^\W_]+(?:['-][^\W_]+)*", re.UNICODE)
 
 

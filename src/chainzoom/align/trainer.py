@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
-from chainzoom.errors import ChainZoomError
-from chainzoom.prompts.message import MULTISCALE_SYSTEM_MESSAGE
 from chainzoom.align.log import StepLog, row_from_trl
 from chainzoom.align.rewards import ImagePair, Reward, Weighted
+from chainzoom.errors import ChainZoomError
+from chainzoom.prompts.message import MULTISCALE_SYSTEM_MESSAGE
 
 LORA_RANK, LORA_ALPHA, LORA_DROPOUT = 8, 32, 0.05
 #: The language model's attention and MLP projections (transformers 5 module names).
@@ -231,9 +231,7 @@ def make_callback(log: StepLog):
     return AlignCallback()
 
 
-def train(
-    settings: TrainSettings, pairs: Sequence[ImagePair], components: Sequence[Weighted], out: Path
-) -> Path:
+def train(settings: TrainSettings, pairs: Sequence[ImagePair], components: Sequence[Weighted], out: Path) -> Path:
     """Train (or resume training) and write the adapter to ``out/adapter``; returns that folder."""
     from trl import GRPOTrainer
 

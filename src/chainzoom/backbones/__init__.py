@@ -6,8 +6,8 @@ imported only when a user picks it, so optional dependencies stay optional.
 
 from __future__ import annotations
 
-from chainzoom.registry import Registry, Runtime
 from chainzoom.backbones.base import Backbone, ModelCard
+from chainzoom.registry import Registry, Runtime
 
 BACKBONES: Registry[Backbone] = Registry("backbone")
 BACKBONES.register(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from chainzoom.registry import Runtime
-from chainzoom.core.resample import resize
 from chainzoom.backbones.base import Backbone, ModelCard
+from chainzoom.core.resample import resize
+from chainzoom.registry import Runtime
 
 
 class InterpolationBackbone(Backbone):

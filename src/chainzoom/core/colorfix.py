@@ -34,8 +34,7 @@ def color_fix(output: torch.Tensor, reference: torch.Tensor, method: str) -> tor
         raise ValueError(f"unknown colour fix {method!r} (known: {', '.join(METHODS)})")
     if output.shape != reference.shape or output.dim() != 3:
         raise ValueError(
-            f"colour fix needs two [C,H,W] images of one size, got {tuple(output.shape)} "
-            f"and {tuple(reference.shape)}"
+            f"colour fix needs two [C,H,W] images of one size, got {tuple(output.shape)} and {tuple(reference.shape)}"
         )
     if method == "none":
         return output.clamp(0.0, 1.0)

@@ -128,9 +128,7 @@ def default_view(input_size: tuple[int, int], multiple: int = 4) -> tuple[int, i
 def _round_view(view: tuple[int, int], multiple: int) -> tuple[int, int]:
     w, h = (v - v % multiple for v in view)
     if w < multiple or h < multiple:
-        raise ChainZoomError(
-            f"view {view[0]}x{view[1]} is too small: each side needs at least {multiple} px"
-        )
+        raise ChainZoomError(f"view {view[0]}x{view[1]} is too small: each side needs at least {multiple} px")
     return w, h
 
 
@@ -158,9 +156,7 @@ def parse_center(text: str, input_size: tuple[int, int]) -> tuple[float, float]:
     try:
         x, y = (float(v) for v in body.split(","))
     except ValueError:
-        raise ChainZoomError(
-            f"--center must be 'X,Y' fractions or 'px:X,Y' pixels, got {text!r}"
-        ) from None
+        raise ChainZoomError(f"--center must be 'X,Y' fractions or 'px:X,Y' pixels, got {text!r}") from None
     if not pixels:
         if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
             raise ChainZoomError(f"--center {text} is outside the image: fractions must be in [0, 1]")
@@ -228,9 +224,7 @@ def plan_zoom(
             )
         px = (center[0] - src_box.x0) * src_size[0] / src_box.width
         py = (center[1] - src_box.y0) * src_size[1] / src_box.height
-        crop = Crop(
-            _clamped_origin(px, cw, src_size[0]), _clamped_origin(py, ch, src_size[1]), cw, ch
-        )
+        crop = Crop(_clamped_origin(px, cw, src_size[0]), _clamped_origin(py, ch, src_size[1]), cw, ch)
         sx, sy = src_box.width / src_size[0], src_box.height / src_size[1]
         box = Box(
             src_box.x0 + crop.left * sx,

@@ -22,9 +22,7 @@ METHODS = {
 }
 
 
-def resize(
-    image: torch.Tensor, size: tuple[int, int], method: str = "bicubic", box: Box | None = None
-) -> torch.Tensor:
+def resize(image: torch.Tensor, size: tuple[int, int], method: str = "bicubic", box: Box | None = None) -> torch.Tensor:
     """Resize ``image`` ``[C,H,W]`` (or its ``box`` region, in its pixels) to ``size`` = (w, h).
 
     The result is clamped to ``[0, 1]`` because bicubic and Lanczos overshoot.
@@ -35,7 +33,6 @@ def resize(
         raise ValueError(f"unknown resampling method {method!r} (known: {', '.join(METHODS)})") from None
     region = tuple(box.as_list()) if box is not None else None
     channels = [
-        np.asarray(Image.fromarray(channel).resize(size, resample, box=region))
-        for channel in image.float().numpy()
+        np.asarray(Image.fromarray(channel).resize(size, resample, box=region)) for channel in image.float().numpy()
     ]
     return torch.from_numpy(np.stack(channels)).clamp_(0.0, 1.0)

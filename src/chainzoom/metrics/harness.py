@@ -35,19 +35,19 @@ from pathlib import Path
 import numpy as np
 
 from chainzoom.backbones.base import Backbone
+from chainzoom.core.geometry import Box, ZoomPlan, default_view, parse_view, plan_zoom
+from chainzoom.core.resample import resize
+from chainzoom.core.states import ScaleState
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.atomic import atomic_write_json
-from chainzoom.core.geometry import Box, ZoomPlan, default_view, parse_view, plan_zoom
 from chainzoom.io.images import LoadedImage, input_names, load_image, save_image
-from chainzoom.runs.progress import ZoomProgress
-from chainzoom.prompts.base import Prompter
-from chainzoom.core.resample import resize
-from chainzoom.runs.local import RunFolder, RunRequest, execute_run, sha256_file, step_filename
-from chainzoom.core.states import ScaleState
 from chainzoom.metrics.catalog import Metric, Unavailable, checked_names
 from chainzoom.metrics.drift import as_array, chain_drift
 from chainzoom.metrics.fidelity import psnr, ssim
 from chainzoom.metrics.plots import thumbnail
+from chainzoom.prompts.base import Prompter
+from chainzoom.runs.local import RunFolder, RunRequest, execute_run, sha256_file, step_filename
+from chainzoom.runs.progress import ZoomProgress
 
 STEP = 4
 MODEL_MODES = ("chain", "direct")

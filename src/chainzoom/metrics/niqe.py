@@ -133,9 +133,7 @@ def niqe(rgb: np.ndarray) -> float:
         return float("nan")
     image = image[: h - h % PATCH, : w - w % PATCH].astype(np.float32)
     half = Image.fromarray(image).resize((image.shape[1] // 2, image.shape[0] // 2), Image.BICUBIC)
-    features = np.hstack(
-        [patch_features(mscn(image), PATCH), patch_features(mscn(np.asarray(half)), PATCH // 2)]
-    )
+    features = np.hstack([patch_features(mscn(image), PATCH), patch_features(mscn(np.asarray(half)), PATCH // 2)])
     mu, cov = pristine_model()
     difference = features.mean(axis=0) - mu
     pooled = (cov + np.cov(features.T)) / 2.0

@@ -46,9 +46,7 @@ def summarise(rows: list[ResultRow], metric: str) -> Stats:
     for row in rows:
         if row.metric == metric and math.isfinite(row.value):
             groups[(row.mode, row.scale)].append(row.value)
-    return {
-        key: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for key, v in groups.items()
-    }
+    return {key: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for key, v in groups.items()}
 
 
 def write_csv(rows: list[ResultRow], path: Path) -> None:
@@ -85,9 +83,7 @@ def markdown_table(metric: str, modes: list[str], scales: list[int], stats: Stat
     return "\n".join(lines)
 
 
-def _section(
-    results: EvalResults, metric: str, scales: list[int], out: Path, min_side: int = 1
-) -> list[str]:
+def _section(results: EvalResults, metric: str, scales: list[int], out: Path, min_side: int = 1) -> list[str]:
     """One metric's heading, table and plot; a metric left without values by its size limit says so."""
     label, better = describe(metric)
     stats = summarise(results.rows, metric)

@@ -27,10 +27,10 @@ import torch
 
 from chainzoom.backbones.base import Backbone
 from chainzoom.core.geometry import Box, StepPlan, ZoomPlan
-from chainzoom.io.images import LoadedImage, quantize
-from chainzoom.prompts.base import PromptContext, Prompter
 from chainzoom.core.resample import resize
 from chainzoom.core.states import ScaleState
+from chainzoom.io.images import LoadedImage, quantize
+from chainzoom.prompts.base import PromptContext, Prompter
 
 MODES = ("chain", "direct", "bicubic", "nearest")
 #: Input pixels of context kept around the region that ``direct`` mode feeds the
@@ -69,9 +69,7 @@ def zoom_chain(
         yield states[0]
     for step in plan.steps[len(states) - 1 :]:
         previous = states[-1]
-        source, source_alpha = (
-            (image.rgb, image.alpha) if step.source == "input" else (previous.image, previous.alpha)
-        )
+        source, source_alpha = (image.rgb, image.alpha) if step.source == "input" else (previous.image, previous.alpha)
         started = time.perf_counter()
         crop = _crop_step(source, step)
         prompt, prompt_seconds = _prompt(prompter, step.index, previous.image, crop)
@@ -143,9 +141,7 @@ def _state(
     )
 
 
-def _prompt(
-    prompter: Prompter | None, step: int, wide: torch.Tensor, crop: torch.Tensor
-) -> tuple[str | None, float]:
+def _prompt(prompter: Prompter | None, step: int, wide: torch.Tensor, crop: torch.Tensor) -> tuple[str | None, float]:
     """Ask the prompter about the crop, shown at the wide state's size as the paper does."""
     if prompter is None:
         return None, 0.0

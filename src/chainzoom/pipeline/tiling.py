@@ -163,9 +163,7 @@ class TiledBackbone(Backbone):
             except torch.OutOfMemoryError:
                 tile = (tile or max(height, width)) // 2
                 if tile < MIN_TILE:
-                    raise ChainZoomError(
-                        "out of memory even with the smallest tile; try --device cpu"
-                    ) from None
+                    raise ChainZoomError("out of memory even with the smallest tile; try --device cpu") from None
                 tile = max(tile, self.overlap + 1)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()

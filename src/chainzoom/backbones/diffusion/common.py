@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chainzoom.backbones.base import Backbone, ModelCard, file_sha256
 from chainzoom.core.colorfix import METHODS as COLOR_FIX_METHODS
 from chainzoom.core.colorfix import color_fix
+from chainzoom.core.resample import resize
 from chainzoom.errors import ChainZoomError
 from chainzoom.registry import Runtime
-from chainzoom.core.resample import resize
-from chainzoom.backbones.base import Backbone, ModelCard, file_sha256
 
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LATENT_MODES = ("sample", "mode")
@@ -176,9 +176,7 @@ def require_diffusion_packages(backbone: str) -> None:
     """Fail with the install command before anything loads, since the imports are deferred."""
     missing = [name for name in ("diffusers", "transformers") if importlib.util.find_spec(name) is None]
     if missing:
-        raise ChainZoomError(
-            f"{backbone} needs {' and '.join(missing)}: pip install 'chainzoom[diffusion]'"
-        )
+        raise ChainZoomError(f"{backbone} needs {' and '.join(missing)}: pip install 'chainzoom[diffusion]'")
 
 
 def resolve_base(base: str, pipeline_class: str, backbone: str) -> str:

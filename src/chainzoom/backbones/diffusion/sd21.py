@@ -24,8 +24,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from chainzoom.errors import ChainZoomError
-from chainzoom.registry import Runtime, split_options
 from chainzoom.backbones.base import ModelCard, count_parameters
 from chainzoom.backbones.diffusion.common import (
     OneStepDiffusionSR,
@@ -37,7 +35,14 @@ from chainzoom.backbones.diffusion.common import (
     resolve_base,
     resolve_precision,
 )
-from chainzoom.backbones.diffusion.lora_merge import load_base_weights, load_checkpoint, merge_peft_loras, split_peft_state_dict
+from chainzoom.backbones.diffusion.lora_merge import (
+    load_base_weights,
+    load_checkpoint,
+    merge_peft_loras,
+    split_peft_state_dict,
+)
+from chainzoom.errors import ChainZoomError
+from chainzoom.registry import Runtime, split_options
 
 ID = "osediff-sd21"
 PIPELINE_CLASS = "StableDiffusionPipeline"

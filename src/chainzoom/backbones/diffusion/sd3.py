@@ -39,8 +39,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chainzoom.errors import ChainZoomError
-from chainzoom.registry import Runtime, split_options
 from chainzoom.backbones.base import ModelCard, count_parameters
 from chainzoom.backbones.diffusion.common import (
     OneStepDiffusionSR,
@@ -52,7 +50,15 @@ from chainzoom.backbones.diffusion.common import (
     resolve_base,
     resolve_precision,
 )
-from chainzoom.backbones.diffusion.lora_merge import load_base_weights, load_checkpoint, merge_low_rank, merge_peft_loras, split_peft_state_dict
+from chainzoom.backbones.diffusion.lora_merge import (
+    load_base_weights,
+    load_checkpoint,
+    merge_low_rank,
+    merge_peft_loras,
+    split_peft_state_dict,
+)
+from chainzoom.errors import ChainZoomError
+from chainzoom.registry import Runtime, split_options
 
 ID = "osediff-sd3"
 PIPELINE_CLASS = "StableDiffusion3Pipeline"
@@ -210,8 +216,7 @@ def load_sd3(base: str, dtype: torch.dtype) -> SD3Parts:
         for key, (cls, folder) in models.items()
     }
     tokenizers = tuple(
-        load_part(AutoTokenizer.from_pretrained, base, folder)
-        for folder in ("tokenizer", "tokenizer_2", "tokenizer_3")
+        load_part(AutoTokenizer.from_pretrained, base, folder) for folder in ("tokenizer", "tokenizer_2", "tokenizer_3")
     )
     return SD3Parts(
         transformer=loaded["transformer"],

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from chainzoom.backbones.base import Backbone, ModelCard, count_parameters, file_sha256
+from chainzoom.backbones.spandrel.loader import EXCLUDED, SPANDREL_VERSION, excluded_match, import_spandrel, sr_registry
 from chainzoom.errors import ChainZoomError
 from chainzoom.registry import Runtime
 from chainzoom.runtime import DTYPES
-from chainzoom.backbones.base import Backbone, ModelCard, count_parameters, file_sha256
-from chainzoom.backbones.spandrel.loader import EXCLUDED, SPANDREL_VERSION, excluded_match, import_spandrel, sr_registry
 
 if TYPE_CHECKING:
     from spandrel import ImageModelDescriptor
