@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))  # for tests.tiny_diffusion's locally built tokeni
 
 from chainzoom.backbones.diffusion.common import OneStepOptions  # noqa: E402
 from chainzoom.backbones.diffusion.sd3 import CLIP_TOKENS, T5_TOKENS, OSEDiffSD3, SD3Parts  # noqa: E402
-from chainzoom.registry import Runtime  # noqa: E402
+from chainzoom.runtime import Runtime  # noqa: E402
 
 #: stabilityai/stable-diffusion-3-medium-diffusers transformer/config.json
 TRANSFORMER = dict(

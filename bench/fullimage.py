@@ -44,14 +44,14 @@ def run_case(backbone_name: str, side: int, levels: int, tile: int, overlap: int
 
     from chainzoom.backbones import create_backbone
     from chainzoom.io.images import from_pil
-    from chainzoom.registry import Runtime
     from chainzoom.runs.full import zoom_full
+    from chainzoom.runtime import Runtime
 
     photo = Image.open(SAMPLE).convert("RGB")
     width, height = photo.size
     photo = photo.resize((side, round(side * height / width)), Image.Resampling.LANCZOS)
     image = from_pil(photo)
-    backbone = create_backbone(backbone_name, Runtime())
+    backbone = create_backbone(backbone_name, Runtime(device="cpu"))
     probe = torch.rand(3, min(tile, image.size[1]), min(tile, image.size[0]))
     backbone.upscale(probe)  # warm-up (first-call allocations)
     started = time.perf_counter()

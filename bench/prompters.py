@@ -43,8 +43,9 @@ from tests.tiny_vlm import (  # noqa: E402
     train_tokenizer,
 )
 
-from chainzoom.prompts import PromptContext, Prompter, create_prompter  # noqa: E402
-from chainzoom.registry import Runtime  # noqa: E402
+from chainzoom.prompts import create_prompter  # noqa: E402
+from chainzoom.prompts.base import PromptContext, Prompter  # noqa: E402
+from chainzoom.runtime import Runtime  # noqa: E402
 
 
 def qwen25vl_3b_config(tokenizer):

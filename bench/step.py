@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from chainzoom.api import make_plan
+from chainzoom.api import ChainZoom
 from chainzoom.backbones import create_backbone
 from chainzoom.backbones.bundled.models import BUNDLED
 from chainzoom.backbones.bundled.ncnn_runtime import NcnnModel
 from chainzoom.io.images import load_image
 from chainzoom.pipeline.chain import zoom_chain
-from chainzoom.runs.local import RunFolder, RunRequest, execute_run
+from chainzoom.runtime import Runtime
 
 
 def timed(fn, repeats: int) -> float:
@@ -62,11 +62,12 @@ def main() -> None:
         t_ncnn = timed(lambda: ncnn_model(crop), args.repeats)
         print(f"{model_id:<12} {t_torch:9.3f} {t_ncnn:9.3f} {t_torch / t_ncnn:11.2f}")
 
-    backbone = create_backbone("realesrgan")
-    image = load_image("assets/photos/astronaut.png")
-    plan = make_plan(image, 256)
+    pipeline = ChainZoom("realesrgan", runtime=Runtime(device="cpu")).load()
+    path = "assets/photos/astronaut.png"
+    config = pipeline.job(path, scale=256.0)
+    image, plan = pipeline.prepare(path, config)
     started = time.perf_counter()
-    states = list(zoom_chain(image, plan, backbone))
+    states = list(zoom_chain(image, plan, pipeline.backbone))
     wall = time.perf_counter() - started
     in_backbone = sum(s.seconds.get("backbone", 0.0) for s in states)
     overhead = wall - in_backbone
@@ -76,9 +77,8 @@ def main() -> None:
     )
 
     with tempfile.TemporaryDirectory() as folder:
-        request = RunRequest("astronaut.png", "-", "chain", 256, plan.center, plan.view, False, "realesrgan", None, {})
         started = time.perf_counter()
-        states = execute_run(RunFolder(Path(folder)), image, plan, request, backbone, None)
+        states = pipeline.run(path, image, plan, config, out=Path(folder)).states
         wall = time.perf_counter() - started
     in_backbone = sum(s.seconds.get("backbone", 0.0) for s in states)
     overhead = wall - in_backbone

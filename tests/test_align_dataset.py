@@ -11,7 +11,7 @@ from PIL import Image
 from chainzoom.align.dataset import PAIRS_INDEX, PairSettings, load_or_build_pairs, pair_images
 from chainzoom.align.rewards import read_phrases
 from chainzoom.errors import ChainZoomError
-from chainzoom.registry import Runtime
+from chainzoom.runtime import Runtime
 
 
 @pytest.fixture()
@@ -28,7 +28,7 @@ def images(tmp_path):
 def test_pairs_are_the_chains_contexts_and_are_reused(images, tmp_path):
     settings = PairSettings(images, "bicubic", 64.0, None, 2, seed=3)
     folder = tmp_path / "pairs"
-    records = load_or_build_pairs(settings, folder, Runtime())
+    records = load_or_build_pairs(settings, folder, Runtime(device="cpu"))
     assert len(records) == 2 * 2 * 3  # images x centres x steps (x4, x16, x64)
     assert [r.step for r in records[:3]] == [1, 2, 3]
     assert records[0].center == (0.5, 0.5) and records[3].center != (0.5, 0.5)
@@ -38,17 +38,17 @@ def test_pairs_are_the_chains_contexts_and_are_reused(images, tmp_path):
 
     index = folder / PAIRS_INDEX
     before = index.stat().st_mtime_ns
-    assert load_or_build_pairs(settings, folder, Runtime()) == records  # a resumed run zooms nothing
+    assert load_or_build_pairs(settings, folder, Runtime(device="cpu")) == records  # a resumed run zooms nothing
     assert index.stat().st_mtime_ns == before
     other = PairSettings(images, "bicubic", 16.0, None, 1, seed=3)
-    assert len(load_or_build_pairs(other, folder, Runtime())) == 4  # other settings: built again (x4, x16)
+    assert len(load_or_build_pairs(other, folder, Runtime(device="cpu"))) == 4  # other settings: built again (x4, x16)
     assert len(list(folder.glob("*.png"))) == 8  # and the old pairs are gone
     assert json.loads(index.read_text())["settings"]["scale"] == 16.0
 
 
 def test_a_scale_without_a_step_is_refused(images, tmp_path):
-    with pytest.raises(ChainZoomError, match="--scale must be"):
-        load_or_build_pairs(PairSettings(images, "bicubic", 1.0, None, 1, 0), tmp_path, Runtime())
+    with pytest.raises(ChainZoomError, match="^scale: must be"):
+        load_or_build_pairs(PairSettings(images, "bicubic", 1.0, None, 1, 0), tmp_path, Runtime(device="cpu"))
 
 
 def test_phrase_file(tmp_path):

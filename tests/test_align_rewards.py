@@ -3,7 +3,6 @@ the step log and the scorer behind ``chainzoom prompts --score``. No model is lo
 
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -11,10 +10,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from PIL import Image
 
-from chainzoom.align.command import add_align_parser, add_score_arguments, format_scores, score_prompts_with
 from chainzoom.align.critic import Critic, CriticReward, OpenAICritic, ScoreCache, parse_score
 from chainzoom.align.log import StepLog, plot_curves
 from chainzoom.align.rewards import PhraseReward, RepetitionReward, Weighted, parse_weights, score_prompts
+from chainzoom.align.session import format_scores, score_prompts_with
 from chainzoom.errors import ChainZoomError
 
 CLEAN = "orange tabby cat, fur, whiskers, wooden table, window light"
@@ -195,14 +194,16 @@ def test_step_log_truncates_on_resume_and_plots(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_pieces_parse():
-    parser = argparse.ArgumentParser()
-    add_score_arguments(parser)
-    args = parser.parse_args(["--score", "--reward", "phrase=1", "--phrases", "list.txt"])
-    assert (args.score, args.reward, args.critic, args.phrases) == (True, "phrase=1", None, "list.txt")
+def test_cli_flags_make_the_configs():
+    from chainzoom.cli import build_parser
+    from chainzoom.cli.parsing import flags_of
+    from chainzoom.config import AlignConfig, PromptsConfig, from_mapping
 
-    parser = argparse.ArgumentParser()
-    add_align_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["align", "--images", "photos", "--gradient-checkpointing"])
-    assert args.reward == "critic=1.0,phrase=0.5,repetition=0.5" and args.policy == "Qwen/Qwen2.5-VL-3B-Instruct"
-    assert args.gradient_checkpointing and args.handler.__name__ == "run_align"
+    args = build_parser().parse_args(["prompts", "x.png", "--score", "--reward", "phrase=1", "--phrases", "list.txt"])
+    config = from_mapping(PromptsConfig, flags_of(args), "flags")
+    assert (config.score, config.reward, config.critic, config.phrases) == (True, "phrase=1", None, "list.txt")
+
+    args = build_parser().parse_args(["align", "--images", "photos", "--gradient-checkpointing"])
+    config = from_mapping(AlignConfig, flags_of(args), "flags")
+    assert config.reward == "critic=1.0,phrase=0.5,repetition=0.5" and config.policy == "Qwen/Qwen2.5-VL-3B-Instruct"
+    assert config.gradient_checkpointing and config.images == ("photos",)

@@ -10,7 +10,6 @@ has said it ("sky sky sky sky"). The repetition reward then has something to fix
 
 from __future__ import annotations
 
-import argparse
 import csv
 import shutil
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from chainzoom.align.command import add_align_parser
+from chainzoom.cli import build_parser
 from chainzoom.errors import ChainZoomError
 from tests.tiny_vlm import build_tiny_qwen25vl
 
@@ -69,9 +68,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 
 def align(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    add_align_parser(parser.add_subparsers())
-    args = parser.parse_args(["align", *argv])
+    args = build_parser().parse_args(["align", *argv])
     return args.handler(args)
 
 
@@ -151,7 +148,7 @@ def test_generation_may_not_write_image_placeholders(models):
 
 def test_two_steps_train_the_adapter_and_it_changes_the_prompter(models, two_steps):
     from chainzoom.prompts import create_prompter
-    from chainzoom.registry import Runtime
+    from chainzoom.runtime import Runtime
 
     out = two_steps
     rows = log_rows(out)
@@ -170,9 +167,9 @@ def test_two_steps_train_the_adapter_and_it_changes_the_prompter(models, two_ste
     assert b_weights and any(tensor.abs().max() > 0 for tensor in b_weights)  # B starts at zero: it moved
     assert all("visual" not in key and "language_model" in key for key in lora)
 
-    runtime = Runtime()
-    base = create_prompter(f"vlm:{models['policy']}", runtime, max_new_tokens=12)
-    aligned = create_prompter(f"vlm:{models['policy']}", runtime, max_new_tokens=12, adapter=str(adapter))
+    runtime = Runtime(device="cpu")
+    base = create_prompter(f"vlm:{models['policy']}", runtime, max_tokens=12)
+    aligned = create_prompter(f"vlm:{models['policy']}", runtime, max_tokens=12, adapter=str(adapter))
     contexts = [context(seed) for seed in range(3)]
     assert [base.describe(c) for c in contexts] != [aligned.describe(c) for c in contexts]
 

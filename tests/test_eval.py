@@ -3,15 +3,14 @@ the report, the CSV, and the resume of an interrupted evaluation."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from pathlib import Path
 
 import pytest
 
+from chainzoom.cli import build_parser
 from chainzoom.errors import ChainZoomError
-from chainzoom.eval_command import add_eval_parser
 from chainzoom.metrics import harness
 from chainzoom.runs.progress import ZoomProgress
 
@@ -21,9 +20,7 @@ NO_REFERENCE = ["niqe", "brisque", "sharpness", "entropy"]
 
 
 def run_eval(out: Path, *extra: str) -> int:
-    parser = argparse.ArgumentParser(prog="chainzoom")
-    add_eval_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(
+    args = build_parser().parse_args(
         [
             "eval",
             "--images",
@@ -140,7 +137,9 @@ def test_interrupted_evaluation_resumes_to_identical_results(finished, tmp_path,
     # A third run reuses every finished run: no state is made again and no model is built.
     steps = sorted(out.glob("runs/**/step_*.png"))
     stamps = [p.stat().st_mtime_ns for p in steps]
-    monkeypatch.setattr(harness.Models, "get", lambda self: pytest.fail("a finished run built a model"))
+    monkeypatch.setattr(
+        harness.ChainZoom, "backbone", property(lambda self: pytest.fail("a finished run built a model"))
+    )
     assert run_eval(out) == 0
     assert [p.stat().st_mtime_ns for p in steps] == stamps
     assert (out / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()
@@ -150,7 +149,7 @@ def test_interrupted_evaluation_resumes_to_identical_results(finished, tmp_path,
     ("option", "value", "message"),
     [
         ("--scales", "4,10", "powers of 4"),
-        ("--modes", "chain,zoom", "unknown mode zoom"),
+        ("--modes", "chain,zoom", r"modes: must be some of chain, direct, bicubic, nearest, got \['chain', 'zoom'\]"),
         ("--metrics", "psnr", "unknown metric psnr"),
     ],
 )
@@ -169,10 +168,10 @@ def test_fidelity_reference_is_the_region_the_final_state_shows(tmp_path, scale,
 
     import torch
 
-    from chainzoom.api import run_states
     from chainzoom.io.images import LoadedImage
     from chainzoom.metrics.drift import as_array
     from chainzoom.metrics.fidelity import psnr
+    from chainzoom.pipeline.chain import run_states
 
     y, x = torch.meshgrid(torch.arange(512.0), torch.arange(512.0), indexing="ij")
     pattern = 0.5 + 0.4 * torch.sin(2 * math.pi * x / period) * torch.cos(2 * math.pi * y / (0.75 * period))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -20,11 +19,11 @@ from PIL import Image
 
 from chainzoom.backbones import create_backbone
 from chainzoom.backbones.base import Backbone, ModelCard
+from chainzoom.cli import build_parser
 from chainzoom.errors import ChainZoomError
-from chainzoom.full_command import add_full_arguments, run_full_command
 from chainzoom.io.images import LoadedImage, load_image
-from chainzoom.registry import Runtime
 from chainzoom.runs.full import from_uint8_hwc, level_count, plan_axis, to_uint8_hwc, zoom_full
+from chainzoom.runtime import Runtime
 
 pyvips = pytest.importorskip("pyvips", reason="full-image mode needs the [tiles] extra (pyvips)")
 
@@ -89,7 +88,7 @@ def test_the_working_file_is_a_tiff_that_tiles_write_into(tmp_path: Path) -> Non
 
 def test_two_bicubic_levels_equal_untiled_within_one_level(tmp_path: Path) -> None:
     image = sample(150, 110)
-    backbone = create_backbone("bicubic", Runtime())
+    backbone = create_backbone("bicubic", Runtime(device="cpu"))
     manifest = zoom_full(image, tmp_path, backbone, None, levels=2, fmt="png", tile=48, overlap=24, request={"test": 1})
     assert manifest["complete"] and [level["size"] for level in manifest["levels"]] == [
         [150, 110],
@@ -117,7 +116,7 @@ def test_realesrgan_tiles_equal_untiled_within_one_level(tmp_path: Path) -> None
     # 78 input px of context on each side of the seam: RRDBNet's far-reaching receptive field
     # put this crop 1.6/255 off with 51 px, 0.4/255 with 78 (measured, float, untiled vs tiled).
     image = sample(224, 64, 150, 140)
-    backbone = create_backbone("realesrgan", Runtime())
+    backbone = create_backbone("realesrgan", Runtime(device="cpu"))
     manifest = zoom_full(image, tmp_path, backbone, None, levels=1, fmt="png", tile=192, overlap=160, request={})
     assert manifest["levels"][1]["tiles"] == 2
     level = png_pixels(tmp_path / "level_01.png")
@@ -127,7 +126,7 @@ def test_realesrgan_tiles_equal_untiled_within_one_level(tmp_path: Path) -> None
 
 def test_tiff_and_dzi_pyramids_open_with_the_right_size_and_levels(tmp_path: Path) -> None:
     image = sample(200, 130)
-    backbone = create_backbone("bicubic", Runtime())
+    backbone = create_backbone("bicubic", Runtime(device="cpu"))
     zoom_full(image, tmp_path / "tiff", backbone, None, levels=2, fmt="tiff", tile=256, overlap=32, request={})
     tiff = tmp_path / "tiff" / "level_02.tif"
     opened = pyvips.Image.new_from_file(str(tiff))
@@ -170,9 +169,9 @@ RESUMED_RUN = textwrap.dedent(
     from tests.test_fullimage import sample
     from chainzoom.backbones import create_backbone
     from chainzoom.runs.full import zoom_full
-    from chainzoom.registry import Runtime
+    from chainzoom.runtime import Runtime
 
-    bicubic = create_backbone("bicubic", Runtime())
+    bicubic = create_backbone("bicubic", Runtime(device="cpu"))
 
     class Slow(type(bicubic)):
         def upscale(self, image, prompt=""):
@@ -199,7 +198,7 @@ def test_a_killed_run_resumes_from_its_finished_tiles(tmp_path: Path) -> None:
     assert 10 <= finished < 30, "the child was killed mid-level"
     assert not (out / "level_01.png").exists()
 
-    backbone = Counting(create_backbone("bicubic", Runtime()))
+    backbone = Counting(create_backbone("bicubic", Runtime(device="cpu")))
     manifest = zoom_full(
         sample(120, 100), out, backbone, None, levels=1, fmt="png", tile=32, overlap=12, request={"resume": 1}
     )
@@ -222,7 +221,7 @@ def test_an_interrupt_between_levels_resumes_at_the_next_level(tmp_path: Path) -
             return super().upscale(image, prompt)
 
     args = dict(levels=2, fmt="png", tile=64, overlap=16, request={})
-    bicubic = create_backbone("bicubic", Runtime())
+    bicubic = create_backbone("bicubic", Runtime(device="cpu"))
     first = StopAfter(bicubic, limit=2)  # level 1 of a 100x60 input is 2x1 tiles
     with pytest.raises(KeyboardInterrupt):
         zoom_full(sample(100, 60), tmp_path / "run", first, None, **args)
@@ -238,7 +237,7 @@ def test_an_interrupt_between_levels_resumes_at_the_next_level(tmp_path: Path) -
 
 
 def test_a_finished_run_is_not_redone_and_a_different_one_is_refused(tmp_path: Path) -> None:
-    backbone = Counting(create_backbone("bicubic", Runtime()))
+    backbone = Counting(create_backbone("bicubic", Runtime(device="cpu")))
     args = dict(levels=1, fmt="png", tile=64, overlap=16, request={"a": 1})
     zoom_full(sample(80, 60), tmp_path, backbone, None, **args)
     calls = backbone.calls
@@ -270,7 +269,7 @@ def test_each_tile_gets_its_own_prompt_from_its_neighbourhood(tmp_path: Path) ->
     zoom_full(
         image,
         tmp_path,
-        create_backbone("bicubic", Runtime()),
+        create_backbone("bicubic", Runtime(device="cpu")),
         Brightness(),
         levels=1,
         fmt="png",
@@ -292,53 +291,43 @@ def test_scale_must_be_a_power_of_the_step_and_big_png_is_refused(tmp_path: Path
         level_count(32, 4)
     with pytest.raises(ChainZoomError, match="--format tiff or --format dzi"):
         zoom_full(
-            sample(300, 200), tmp_path, create_backbone("bicubic", Runtime()), None, levels=8, fmt="png", request={}
+            sample(300, 200),
+            tmp_path,
+            create_backbone("bicubic", Runtime(device="cpu")),
+            None,
+            levels=8,
+            fmt="png",
+            request={},
         )
     assert not tmp_path.joinpath("manifest.json").exists()
 
 
-def zoom_args(out: Path, *extra: str) -> argparse.Namespace:
-    """The ``zoom`` flags that run_full_command reads, as cli.py's parser would give them."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("inputs", nargs="+")
-    for flag, default, kind in (
-        ("--scale", 16.0, float),
-        ("--center", "0.5,0.5", str),
-        ("--mode", "chain", str),
-        ("--view", None, str),
-        ("--backbone", "bicubic", str),
-        ("--prompter", "null", str),
-        ("--max-pixels", None, int),
-        ("--device", "cpu", str),
-        ("--dtype", "float32", str),
-        ("--threads", None, int),
-        ("--runtime", "torch", str),
-        ("--tile", None, int),
-        ("--tile-overlap", 112, int),
-        ("--seed", 0, int),
-        ("--color-fix", None, str),
-    ):
-        parser.add_argument(flag, default=default, type=kind)
-    for flag in ("--square", "--overwrite", "--no-animation", "--quiet", "--efficient-memory"):
-        parser.add_argument(flag, action="store_true")
-    parser.add_argument("--out", type=Path)
-    add_full_arguments(parser)
-    return parser.parse_args([str(SAMPLE), "--out", str(out), "--full", "--quiet", *extra])
-
-
-def test_the_command_offers_the_formats_the_pyramid_writes() -> None:
-    from chainzoom import full_command
-    from chainzoom.runs import pyramid
-
-    assert full_command.FORMATS == pyramid.FORMATS
+def full_cli(out: Path, *extra: str) -> int:
+    """``chainzoom zoom SAMPLE --full`` with the bicubic backbone, as the command line runs it."""
+    args = build_parser().parse_args(
+        [
+            "zoom",
+            str(SAMPLE),
+            "--out",
+            str(out),
+            "--full",
+            "--quiet",
+            "--backbone",
+            "bicubic",
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )
+    return args.handler(args)
 
 
 def test_the_command_runs_a_full_zoom_and_refuses_local_flags(tmp_path: Path, capsys) -> None:
-    assert run_full_command(zoom_args(tmp_path, "--scale", "4", "--tile", "256", "--tile-overlap", "16")) == 0
+    assert full_cli(tmp_path, "--scale", "4", "--tile", "256", "--tile-overlap", "16") == 0
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["request"]["mode"] == "full" and manifest["request"]["format"] == "tiff"
+    assert manifest["request"]["kind"] == "full" and manifest["request"]["format"] == "tiff"
     assert manifest["levels"][-1]["size"] == [1804, 1200]
-    with pytest.raises(ChainZoomError, match="--center"):
-        run_full_command(zoom_args(tmp_path, "--center", "0.2,0.2"))
+    with pytest.raises(ChainZoomError, match="center: does not apply to zoom --full"):
+        full_cli(tmp_path, "--center", "0.2,0.2")
     with pytest.raises(ChainZoomError, match="power of 4"):
-        run_full_command(zoom_args(tmp_path, "--scale", "8"))
+        full_cli(tmp_path, "--scale", "8")

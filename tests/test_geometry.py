@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from chainzoom.core.geometry import Box, default_view, parse_center, parse_view, plan_zoom, step_factors
+from chainzoom.core.geometry import Box, default_view, plan_zoom, resolve_center, resolve_view, step_factors
 from chainzoom.errors import ChainZoomError
 
 
@@ -25,7 +25,7 @@ def test_fractional_scale_puts_the_remainder_last():
 
 @pytest.mark.parametrize("scale", [1, 0.5, -4, float("nan"), float("inf")])
 def test_scale_must_exceed_one(scale):
-    with pytest.raises(ChainZoomError, match="--scale"):
+    with pytest.raises(ChainZoomError, match="^scale"):
         step_factors(scale)
 
 
@@ -102,16 +102,17 @@ def test_view_larger_than_the_input_allows_is_refused():
 
 
 def test_parse_center_fractions_and_pixels():
-    assert parse_center("0.25,0.5", (400, 200)) == (100, 100)
-    assert parse_center("px:10,20", (400, 200)) == (10, 20)
+    assert resolve_center("0.25,0.5", (400, 200)) == (100, 100)
+    assert resolve_center("px:10,20", (400, 200)) == (10, 20)
+    assert resolve_center((0.25, 0.5), (400, 200)) == (100, 100)
     for bad in ("1.5,0.5", "px:500,1", "abc", "0.5"):
-        with pytest.raises(ChainZoomError, match="--center"):
-            parse_center(bad, (400, 200))
+        with pytest.raises(ChainZoomError, match="^center"):
+            resolve_center(bad, (400, 200))
 
 
-def test_parse_view():
-    assert parse_view("256", (512, 384)) == (256, 192)
-    assert parse_view("130x66", (512, 384)) == (128, 64)
+def test_resolve_view():
+    assert resolve_view("256", (512, 384)) == resolve_view(256, (512, 384)) == (256, 192)
+    assert resolve_view("130x66", (512, 384)) == resolve_view((130, 66), (512, 384)) == (128, 64)
     for bad in ("0", "axb", "-5"):
         with pytest.raises(ChainZoomError, match="view"):
-            parse_view(bad, (512, 384))
+            resolve_view(bad, (512, 384))

@@ -9,14 +9,14 @@ from torch import nn
 from chainzoom.backbones.diffusion.common import OneStepOptions, Residency, explain_out_of_memory, resolve_precision
 from chainzoom.backbones.diffusion.lora_merge import load_checkpoint, merge_low_rank
 from chainzoom.errors import ChainZoomError
-from chainzoom.registry import Runtime
+from chainzoom.runtime import Runtime
 
 
 def test_half_precision_is_refused_on_the_cpu_only():
-    assert resolve_precision(Runtime()) == (torch.device("cpu"), torch.float32)
+    assert resolve_precision(Runtime(device="cpu")) == (torch.device("cpu"), torch.float32)
     for dtype in ("float16", "bfloat16"):
         with pytest.raises(ChainZoomError, match="on the CPU use float32"):
-            resolve_precision(Runtime(dtype=dtype))
+            resolve_precision(Runtime(device="cpu", dtype=dtype))
     assert resolve_precision(Runtime(device="cuda", dtype="bfloat16")) == (torch.device("cuda"), torch.bfloat16)
 
 

@@ -8,10 +8,10 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
-from chainzoom.backbones.base import file_sha256
 from chainzoom.backbones.diffusion import sd21 as osediff_sd21
 from chainzoom.errors import ChainZoomError
-from chainzoom.registry import Runtime
+from chainzoom.io.digest import file_sha256
+from chainzoom.runtime import Runtime
 
 from .tiny_diffusion import build_sd3, build_sd21, write_osediff_checkpoint, write_sd3_transformer_lora
 
@@ -31,7 +31,7 @@ def backbone(files):
 
 
 def make(files, runtime: Runtime | None = None, **options):
-    return osediff_sd21.create(f"{files['base']},ckpt={files['ckpt']}", runtime or Runtime(), **options)
+    return osediff_sd21.create(f"{files['base']},ckpt={files['ckpt']}", runtime or Runtime(device="cpu"), **options)
 
 
 def image(height: int = 16, width: int = 16, seed: int = 0) -> torch.Tensor:
@@ -100,7 +100,7 @@ def test_the_checkpoint_changes_the_output(files, backbone, tmp_path):
     for key in ("state_dict_unet", "state_dict_vae"):
         checkpoint[key] = {k: torch.zeros_like(v) if ".lora_B." in k else v for k, v in checkpoint[key].items()}
     torch.save(checkpoint, tmp_path / "no_lora.pkl")
-    no_lora = osediff_sd21.create(f"{files['base']},ckpt={tmp_path / 'no_lora.pkl'}", Runtime())
+    no_lora = osediff_sd21.create(f"{files['base']},ckpt={tmp_path / 'no_lora.pkl'}", Runtime(device="cpu"))
     assert (no_lora.upscale(image(), "a cat") - backbone.upscale(image(), "a cat")).abs().max() > 1e-3
 
 
@@ -109,9 +109,9 @@ def test_sd3_files_and_base_are_refused_with_the_right_backbone(files):
     lora = files["root"] / "model_20001.pkl"
     write_sd3_transformer_lora(sd3, lora)
     with pytest.raises(ChainZoomError, match="osediff-sd3:BASE,lora="):
-        osediff_sd21.create(f"{files['base']},ckpt={lora}", Runtime())
+        osediff_sd21.create(f"{files['base']},ckpt={lora}", Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="holds a StableDiffusion3Pipeline"):
-        osediff_sd21.create(f"{sd3},ckpt={files['ckpt']}", Runtime())
+        osediff_sd21.create(f"{sd3},ckpt={files['ckpt']}", Runtime(device="cpu"))
 
 
 def test_malformed_checkpoints_are_refused(files, tmp_path):
@@ -119,16 +119,16 @@ def test_malformed_checkpoints_are_refused(files, tmp_path):
     vae_like = {"conv_in.lora_A.default_encoder.weight": torch.zeros(4, 3, 3, 3)}
     torch.save(vae_like, tmp_path / "vae.pt")
     with pytest.raises(ChainZoomError, match="SD3 VAE-encoder file"):
-        osediff_sd21.create(f"{files['base']},ckpt={tmp_path / 'vae.pt'}", Runtime())
+        osediff_sd21.create(f"{files['base']},ckpt={tmp_path / 'vae.pt'}", Runtime(device="cpu"))
     torch.save({**checkpoint, "rank_unet": 8}, tmp_path / "rank.pkl")
     with pytest.raises(ChainZoomError, match="rank 4, the file declares 8"):
-        osediff_sd21.create(f"{files['base']},ckpt={tmp_path / 'rank.pkl'}", Runtime())
+        osediff_sd21.create(f"{files['base']},ckpt={tmp_path / 'rank.pkl'}", Runtime(device="cpu"))
     renamed = {k.replace("down_blocks", "middle_blocks"): v for k, v in checkpoint["state_dict_unet"].items()}
     torch.save({**checkpoint, "state_dict_unet": renamed}, tmp_path / "other.pkl")
     with pytest.raises(ChainZoomError, match="does not match the base model: LoRA on layers"):
-        osediff_sd21.create(f"{files['base']},ckpt={tmp_path / 'other.pkl'}", Runtime())
+        osediff_sd21.create(f"{files['base']},ckpt={tmp_path / 'other.pkl'}", Runtime(device="cpu"))
     (tmp_path / "junk.pkl").write_bytes(b"not a pickle")
     with pytest.raises(ChainZoomError, match="cannot read"):
-        osediff_sd21.create(f"{files['base']},ckpt={tmp_path / 'junk.pkl'}", Runtime())
+        osediff_sd21.create(f"{files['base']},ckpt={tmp_path / 'junk.pkl'}", Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="needs a base model and the OSEDiff checkpoint"):
-        osediff_sd21.create(str(files["base"]), Runtime())
+        osediff_sd21.create(str(files["base"]), Runtime(device="cpu"))

@@ -11,13 +11,13 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
 from chainzoom.api import zoom
-from chainzoom.backbones.base import file_sha256
 from chainzoom.backbones.diffusion import sd3 as osediff_sd3
 from chainzoom.core.colorfix import color_fix
 from chainzoom.core.resample import resize
 from chainzoom.errors import ChainZoomError
+from chainzoom.io.digest import file_sha256
 from chainzoom.prompts.base import PromptContext, Prompter
-from chainzoom.registry import Runtime
+from chainzoom.runtime import Runtime
 
 from .tiny_diffusion import (
     build_sd3,
@@ -45,7 +45,7 @@ def backbone(files):
 
 def make(files, runtime: Runtime | None = None, adapters: str = "lora,vae", **options):
     spec = str(files["base"]) + "".join(f",{role}={files[role]}" for role in adapters.split(",") if role)
-    return osediff_sd3.create(spec, runtime or Runtime(), **options)
+    return osediff_sd3.create(spec, runtime or Runtime(device="cpu"), **options)
 
 
 def image(height: int = 16, width: int = 16, seed: int = 0) -> torch.Tensor:
@@ -66,9 +66,9 @@ def test_sizes_off_the_latent_grid_are_padded_and_cropped(backbone):
 def test_same_seed_same_output_other_seed_differs(files, backbone):
     first = backbone.upscale(image(), "a red cat")
     assert torch.equal(first, backbone.upscale(image(), "a red cat"))
-    other_seed = make(files, Runtime(seed=1))
+    other_seed = make(files, Runtime(device="cpu", seed=1))
     assert not torch.equal(first, other_seed.upscale(image(), "a red cat"))
-    mode = [make(files, Runtime(seed=s), latent="mode").upscale(image(), "a red cat") for s in (0, 1)]
+    mode = [make(files, Runtime(device="cpu", seed=s), latent="mode").upscale(image(), "a red cat") for s in (0, 1)]
     assert torch.equal(mode[0], mode[1])
 
 
@@ -189,54 +189,54 @@ def test_checkpoint_for_sd21_is_refused_with_the_right_backbone(files):
     write_osediff_checkpoint(base21, osediff)
     for role in ("lora", "vae"):
         with pytest.raises(ChainZoomError, match="osediff-sd21"):
-            osediff_sd3.create(f"{files['base']},{role}={osediff}", Runtime())
+            osediff_sd3.create(f"{files['base']},{role}={osediff}", Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="StableDiffusionPipeline.*needs a StableDiffusion3Pipeline"):
-        osediff_sd3.create(f"{base21},lora={files['lora']}", Runtime())
+        osediff_sd3.create(f"{base21},lora={files['lora']}", Runtime(device="cpu"))
 
 
 def test_swapped_adapter_files_are_explained(files):
     with pytest.raises(ChainZoomError, match="pass it as lora="):
-        osediff_sd3.create(f"{files['base']},vae={files['lora']}", Runtime())
+        osediff_sd3.create(f"{files['base']},vae={files['lora']}", Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="goes to vae="):
-        osediff_sd3.create(f"{files['base']},lora={files['vae']}", Runtime())
+        osediff_sd3.create(f"{files['base']},lora={files['vae']}", Runtime(device="cpu"))
 
 
 def test_lora_for_another_base_is_refused(files, tmp_path):
     tensors = torch.load(files["lora"], weights_only=True)
     torch.save(tensors[:-2], tmp_path / "short.pkl")
     with pytest.raises(ChainZoomError, match="2 LoRA pairs.*3 AdaLayerNormZero"):
-        osediff_sd3.create(f"{files['base']},lora={tmp_path / 'short.pkl'}", Runtime())
+        osediff_sd3.create(f"{files['base']},lora={tmp_path / 'short.pkl'}", Runtime(device="cpu"))
     torch.save([tensors[0], tensors[1][:, :5]] + tensors[2:], tmp_path / "narrow.pkl")
     with pytest.raises(ChainZoomError, match="pair 0: LoRA shapes .* do not fit a layer"):
-        osediff_sd3.create(f"{files['base']},lora={tmp_path / 'narrow.pkl'}", Runtime())
+        osediff_sd3.create(f"{files['base']},lora={tmp_path / 'narrow.pkl'}", Runtime(device="cpu"))
     encoder = torch.load(files["vae"], weights_only=True)
     encoder.pop(next(iter(encoder)))
     torch.save(encoder, tmp_path / "partial.pt")
     with pytest.raises(ChainZoomError, match="missing parameters: conv_in.weight"):
-        osediff_sd3.create(f"{files['base']},vae={tmp_path / 'partial.pt'}", Runtime())
+        osediff_sd3.create(f"{files['base']},vae={tmp_path / 'partial.pt'}", Runtime(device="cpu"))
 
 
 def test_missing_component_and_bad_requests_are_clear(files, tmp_path):
     broken = shutil.copytree(files["base"], tmp_path / "no_t5")
     shutil.rmtree(broken / "text_encoder_3")
     with pytest.raises(ChainZoomError, match="'text_encoder_3' component"):
-        osediff_sd3.create(str(broken), Runtime())
+        osediff_sd3.create(str(broken), Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="does not exist"):
-        osediff_sd3.create(str(tmp_path / "absent"), Runtime())
+        osediff_sd3.create(str(tmp_path / "absent"), Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="no model_index.json"):
-        osediff_sd3.create(str(broken / "transformer"), Runtime())
+        osediff_sd3.create(str(broken / "transformer"), Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="cannot load the 'transformer' component of stabilityai/"):
-        osediff_sd3.create("stabilityai/stable-diffusion-3-medium-diffusers", Runtime())  # offline in tests
+        osediff_sd3.create("stabilityai/stable-diffusion-3-medium-diffusers", Runtime(device="cpu"))  # offline in tests
     with pytest.raises(ChainZoomError, match="on the CPU use float32"):
-        osediff_sd3.create(str(files["base"]), Runtime(dtype="bfloat16"))
+        osediff_sd3.create(str(files["base"]), Runtime(device="cpu", dtype="bfloat16"))
     with pytest.raises(ChainZoomError, match="needs a base model"):
-        osediff_sd3.create(None, Runtime())
+        osediff_sd3.create(None, Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="unknown spec option"):
-        osediff_sd3.create(f"{files['base']},ckpt=x", Runtime())
+        osediff_sd3.create(f"{files['base']},ckpt=x", Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="unknown option"):
-        osediff_sd3.create(str(files["base"]), Runtime(), tiles=4)
+        osediff_sd3.create(str(files["base"]), Runtime(device="cpu"), tiles=4)
     with pytest.raises(ChainZoomError, match="not found"):
-        osediff_sd3.create(f"{files['base']},lora={tmp_path / 'absent.pkl'}", Runtime())
+        osediff_sd3.create(f"{files['base']},lora={tmp_path / 'absent.pkl'}", Runtime(device="cpu"))
 
 
 def test_views_beyond_the_position_embedding_are_refused(backbone):

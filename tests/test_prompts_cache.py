@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from chainzoom.errors import ChainZoomError
-from chainzoom.prompts import PromptContext, Prompter
+from chainzoom.prompts.base import PromptContext, Prompter
 from chainzoom.prompts.cache import CachedPrompter, image_digest
 
 

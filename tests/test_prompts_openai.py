@@ -17,9 +17,10 @@ from PIL import Image
 
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.images import to_pil
-from chainzoom.prompts import PromptContext, create_prompter
+from chainzoom.prompts import create_prompter
+from chainzoom.prompts.base import PromptContext
 from chainzoom.prompts.message import MULTISCALE_SYSTEM_MESSAGE
-from chainzoom.registry import Runtime
+from chainzoom.runtime import Runtime
 
 #: What the handler answers: (status, content type, body bytes, seconds to wait first).
 Reply = tuple[int, str, bytes, float]
@@ -94,7 +95,7 @@ def make_context(step: int = 1) -> PromptContext:
 
 def prompter(server: ChatServer, **options):
     options = {"model": "qwen2.5-vl", "retries": 2, "backoff": 0.01, "timeout": 5, **options}
-    return create_prompter(f"openai:{server.url}", Runtime(seed=5), **options)
+    return create_prompter(f"openai:{server.url}", Runtime(device="cpu", seed=5), **options)
 
 
 def decode_image(url: str) -> Image.Image:
@@ -192,19 +193,19 @@ def test_nobody_listening():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    chosen = create_prompter(f"openai:http://127.0.0.1:{port}/v1,model=m,retries=1,backoff=0.01", Runtime())
+    chosen = create_prompter(f"openai:http://127.0.0.1:{port}/v1,model=m,retries=1,backoff=0.01", Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="after 2 tries .*refused"):
         chosen.describe(make_context())
 
 
 def test_settings_keep_secrets_out_and_spec_errors_are_clear():
-    chosen = create_prompter("openai:https://user:pw@api.example.com:8443/v1?key=abc,model=gpt", Runtime())
+    chosen = create_prompter("openai:https://user:pw@api.example.com:8443/v1?key=abc,model=gpt", Runtime(device="cpu"))
     settings = chosen.settings()
     assert settings["url"] == "https://api.example.com:8443/v1/chat/completions"
     assert "pw" not in json.dumps(settings) and "abc" not in json.dumps(settings)
     with pytest.raises(ChainZoomError, match="model=NAME"):
-        create_prompter("openai:http://localhost:8000/v1", Runtime())
+        create_prompter("openai:http://localhost:8000/v1", Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="http\\(s\\) URL"):
-        create_prompter("openai:localhost:8000,model=m", Runtime())
+        create_prompter("openai:localhost:8000,model=m", Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="unknown option"):
-        create_prompter("openai:http://localhost:8000/v1,model=m,api_key=sk", Runtime())
+        create_prompter("openai:http://localhost:8000/v1,model=m,api_key=sk", Runtime(device="cpu"))

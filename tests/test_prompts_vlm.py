@@ -12,13 +12,14 @@ pytest.importorskip("peft")
 
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.images import to_pil
-from chainzoom.prompts import PromptContext, create_prompter
+from chainzoom.prompts import create_prompter
+from chainzoom.prompts.base import PromptContext
 from chainzoom.prompts.message import (
     MULTISCALE_SYSTEM_MESSAGE,
     step_seed,
 )
 from chainzoom.prompts.vlm_processor import image_only, load_processor
-from chainzoom.registry import Runtime
+from chainzoom.runtime import Runtime
 
 from .tiny_vlm import build_tiny_qwen25vl, save_lora_adapter
 
@@ -61,7 +62,7 @@ def test_processor_loads_without_its_video_processor_and_saves(tiny_model, tmp_p
 
 
 def test_message_holds_both_images_in_paper_order_at_view_size(tiny_model, monkeypatch):
-    prompter = create_prompter(f"vlm:{tiny_model}", Runtime(), max_new_tokens=4)
+    prompter = create_prompter(f"vlm:{tiny_model}", Runtime(device="cpu"), max_tokens=4)
     _, processor = prompter.load()
     seen = {}
     original = type(processor).__call__
@@ -87,7 +88,7 @@ def test_message_holds_both_images_in_paper_order_at_view_size(tiny_model, monke
 
 
 def test_answer_keeps_only_new_tokens_without_special_tokens(tiny_model, monkeypatch):
-    prompter = create_prompter(f"vlm:{tiny_model},text=sharp photo", Runtime())
+    prompter = create_prompter(f"vlm:{tiny_model},text=sharp photo", Runtime(device="cpu"))
     model, processor = prompter.load()
     tokenizer = processor.tokenizer
     answer_ids = (
@@ -108,12 +109,12 @@ def test_greedy_repeats_and_sampling_follows_the_seed(tiny_model):
     context = make_context(56)
 
     def answer(spec: str, seed: int) -> str:
-        return create_prompter(spec, Runtime(seed=seed)).describe(context)
+        return create_prompter(spec, Runtime(device="cpu", seed=seed)).describe(context)
 
-    greedy = f"vlm:{tiny_model},max_new_tokens=12"
+    greedy = f"vlm:{tiny_model},max_tokens=12"
     assert answer(greedy, 0) and answer(greedy, 0) == answer(greedy, 1)  # the seed plays no part
 
-    sampled = f"vlm:{tiny_model},max_new_tokens=24,sample=true"
+    sampled = f"vlm:{tiny_model},max_tokens=24,sample=true"
     rng_before = torch.get_rng_state()
     first = answer(sampled, 7)
     assert torch.equal(torch.get_rng_state(), rng_before), "sampling must not disturb the caller's RNG"
@@ -126,8 +127,8 @@ def test_official_layout_adapter_is_merged(tiny_model, tmp_path):
     adapter = tmp_path / "checkpoint-10000"
     tensors = save_lora_adapter(tiny_model, adapter, legacy_names=True)
 
-    base, _ = create_prompter(f"vlm:{tiny_model}", Runtime()).load()
-    prompter = create_prompter(f"vlm:{tiny_model},adapter={adapter}", Runtime())
+    base, _ = create_prompter(f"vlm:{tiny_model}", Runtime(device="cpu")).load()
+    prompter = create_prompter(f"vlm:{tiny_model},adapter={adapter}", Runtime(device="cpu"))
     merged, _ = prompter.load()
 
     scale = 32 / 8  # lora_alpha / r of the official adapter
@@ -153,38 +154,38 @@ def test_adapter_for_another_model_is_refused(tiny_model, tmp_path):
     renamed = {k.replace("model.layers.", "transformer.h."): v for k, v in load_file(str(weights)).items()}
     save_file(renamed, str(weights))
     with pytest.raises(ChainZoomError, match="does not exist in this model"):
-        create_prompter(f"vlm:{tiny_model},adapter={adapter}", Runtime()).load()
+        create_prompter(f"vlm:{tiny_model},adapter={adapter}", Runtime(device="cpu")).load()
 
 
 def test_missing_things_are_clear_errors(tiny_model, tmp_path):
     with pytest.raises(ChainZoomError, match="offline"):
-        create_prompter("vlm", Runtime())  # the paper's model is not in this machine's cache
+        create_prompter("vlm", Runtime(device="cpu"))  # the paper's model is not in this machine's cache
     with pytest.raises(ChainZoomError, match="no such model folder"):
-        create_prompter(f"vlm:{tmp_path / 'nothing'}", Runtime())
+        create_prompter(f"vlm:{tmp_path / 'nothing'}", Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="no config.json"):
-        create_prompter(f"vlm:{tmp_path}", Runtime())
+        create_prompter(f"vlm:{tmp_path}", Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="adapter_model.safetensors is missing"):
         (tmp_path / "lora").mkdir()
         (tmp_path / "lora" / "adapter_config.json").write_text("{}")
-        create_prompter(f"vlm:{tiny_model},adapter={tmp_path / 'lora'}", Runtime())
+        create_prompter(f"vlm:{tiny_model},adapter={tmp_path / 'lora'}", Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="unknown option"):
-        create_prompter(f"vlm:{tiny_model},max_new_token=3", Runtime())
+        create_prompter(f"vlm:{tiny_model},max_new_token=3", Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="two models"):
-        create_prompter(f"vlm:{tiny_model}", Runtime(), model="other/model")
+        create_prompter(f"vlm:{tiny_model}", Runtime(device="cpu"), model="other/model")
 
 
 def test_settings_name_what_changes_the_prompt(tiny_model):
-    greedy = create_prompter(f"vlm:{tiny_model}", Runtime(seed=3)).settings()
+    greedy = create_prompter(f"vlm:{tiny_model}", Runtime(device="cpu", seed=3)).settings()
     assert greedy["decoding"] == {"mode": "greedy"}  # the seed does not matter when greedy
     assert greedy["max_new_tokens"] == 32 and greedy["model"] == str(tiny_model)
-    sampled = create_prompter(f"vlm:{tiny_model},sample=1,temperature=0.7", Runtime(seed=3)).settings()
+    sampled = create_prompter(f"vlm:{tiny_model},sample=1,temperature=0.7", Runtime(device="cpu", seed=3)).settings()
     assert sampled["decoding"] == {"mode": "sample", "temperature": 0.7, "top_p": 1.0, "top_k": 0, "seed": 3}
     json.dumps(sampled)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="offloading is between a GPU and the CPU")
 def test_offload_generates_on_the_gpu_and_parks_on_the_cpu(tiny_model, monkeypatch):
-    prompter = create_prompter(f"vlm:{tiny_model},offload=true,max_new_tokens=4", Runtime(device="cuda"))
+    prompter = create_prompter(f"vlm:{tiny_model},offload=true,max_tokens=4", Runtime(device="cuda"))
     model, _ = prompter.load()
     assert next(model.parameters()).device.type == "cpu"
     devices = []

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from chainzoom.errors import ChainZoomError
-from chainzoom.runtime import resolve_runtime
+from chainzoom.runtime import Runtime
 
 
 def test_auto_resolves_to_an_available_device():
-    runtime = resolve_runtime("auto", "float32", None, 0)
+    runtime = Runtime().resolve()
     expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     assert runtime.device == expected
 
@@ -18,29 +18,29 @@ def test_auto_resolves_to_an_available_device():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(ChainZoomError, match="no CUDA GPU"):
-        resolve_runtime("cuda", "float32", None, 0)
+        Runtime(device="cuda").resolve()
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_is_refused_on_the_cpu(dtype):
     with pytest.raises(ChainZoomError, match="float32"):
-        resolve_runtime("cpu", dtype, None, 0)
+        Runtime(device="cpu", dtype=dtype).resolve()
 
 
 def test_threads_are_applied_and_checked():
     before = torch.get_num_threads()
     try:
-        assert resolve_runtime("cpu", "float32", 1, 0).threads == 1
+        assert Runtime(device="cpu", threads=1).resolve().threads == 1
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    with pytest.raises(ChainZoomError, match="--threads"):
-        resolve_runtime("cpu", "float32", 0, 0)
+    with pytest.raises(ChainZoomError, match="^threads"):
+        Runtime(threads=0)
 
 
 def test_unknown_device_is_refused():
-    with pytest.raises(ChainZoomError, match="--device"):
-        resolve_runtime("tpu", "float32", None, 0)
+    with pytest.raises(ChainZoomError, match="^device"):
+        Runtime(device="tpu")
 
 
 def test_ncnn_runtime_matches_torch_runtime_through_the_cli(tmp_path):
@@ -60,7 +60,8 @@ def test_ncnn_runtime_only_for_bundled_models(tmp_path, capsys):
 
     out = str(tmp_path / "o")
     code = main(["zoom", "assets/sample.jpg", "--backbone", "bicubic", "--runtime", "ncnn", "--out", out])
-    assert code == 2 and "--runtime ncnn works only" in capsys.readouterr().err
+    assert code == 2
+    assert "--engine: ncnn does not apply to backbone 'bicubic' (engines: torch)" in capsys.readouterr().err
 
 
 def test_compiled_torch_backbone_gives_the_same_output():

@@ -2,7 +2,7 @@
 
 Models are built with spandrel's own architecture classes at minimal sizes, saved as
 ``.safetensors`` and ``.pth`` (wrapped as BasicSR does, ``{"params_ema": ...}``),
-and loaded back through ``create_spandrel(PATH, Runtime())``. Every refusal of a
+and loaded back through ``create_spandrel(PATH, Runtime(device="cpu"))``. Every refusal of a
 bad file is checked for its one-line message.
 """
 
@@ -43,7 +43,7 @@ from chainzoom.backbones.spandrel.loader import (
     torchvision_stand_in,
 )
 from chainzoom.errors import ChainZoomError
-from chainzoom.registry import Registry, Runtime
+from chainzoom.runtime import Runtime
 
 #: Decided from the installed distributions, not from ``sys.modules``, which the code under test touches.
 TORCHVISION_INSTALLED = any(d.metadata["Name"] == "torchvision" for d in importlib.metadata.distributions())
@@ -217,7 +217,7 @@ def test_broken_torchvision_is_reported_not_hidden(monkeypatch: pytest.MonkeyPat
 def test_round_trip_detects_and_matches_the_module(models, name: str, suffix: str) -> None:
     tiny = TINY[name]
     module, path = models(name, suffix)
-    backbone = create_spandrel(str(path), Runtime())
+    backbone = create_spandrel(str(path), Runtime(device="cpu"))
     card = backbone.card()
     assert (card.architecture, card.scale, backbone.scale) == (tiny.architecture, tiny.scale, tiny.scale)
     image = torch.rand(3, *SIZE, generator=torch.Generator().manual_seed(1))
@@ -232,19 +232,19 @@ def test_round_trip_detects_and_matches_the_module(models, name: str, suffix: st
 def test_grey_model_gives_grey_for_grey(models) -> None:
     _, path = models("compact-grey")
     grey = torch.rand(1, 12, 12).expand(3, -1, -1)
-    out = create_spandrel(str(path), Runtime()).upscale(grey)
+    out = create_spandrel(str(path), Runtime(device="cpu")).upscale(grey)
     assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])
 
 
 def test_lightning_checkpoint_and_small_input_padding(models) -> None:
     _, path = models("swinir", ".ckpt")
-    backbone = create_spandrel(str(path), Runtime())
+    backbone = create_spandrel(str(path), Runtime(device="cpu"))
     assert backbone.upscale(torch.rand(3, 9, 13)).shape == (3, 18, 26)  # padded to 16 px, cropped back
 
 
 def test_card(models) -> None:
     module, path = models("esrgan")
-    card = create_spandrel(str(path), Runtime()).card()
+    card = create_spandrel(str(path), Runtime(device="cpu")).card()
     assert card.id == "spandrel:esrgan.safetensors"
     assert card.source == str(path)
     assert card.parameters == sum(p.numel() for p in module.parameters())
@@ -254,24 +254,20 @@ def test_card(models) -> None:
 
 
 def test_registry_spec_reaches_the_factory(models) -> None:
-    """The entry the backbone registry gets, resolved the way ``--backbone spandrel:PATH`` is."""
-    registry = Registry("backbone")
-    registry.register(
-        "spandrel",
-        "chainzoom.backbones.spandrel.backbone:create_spandrel",
-        "any SR model file",
-        needs_argument=True,
-        extra="spandrel",
-    )
+    """The backbone registry resolves ``--backbone spandrel:PATH`` to the file's model."""
+    from chainzoom.backbones import BACKBONES
+
     _, path = models("compact")
-    assert registry.create(f"spandrel:{path}").card().id == "spandrel:compact.safetensors"
+    assert BACKBONES.create(f"spandrel:{path}", Runtime(device="cpu")).card().id == "spandrel:compact.safetensors"
+    with pytest.raises(ChainZoomError, match="'spandrel' needs an argument: spandrel:PATH"):
+        BACKBONES.create("spandrel", Runtime(device="cpu"))
 
 
 def test_chain_steps_at_the_model_scale(models) -> None:
     from chainzoom.api import zoom
 
     _, path = models("compact")
-    backbone = create_spandrel(str(path), Runtime())
+    backbone = create_spandrel(str(path), Runtime(device="cpu"))
     states = zoom(torch.rand(3, 32, 32), scale=4, backbone=backbone)
     assert len(states) == 3  # two 2x steps, not one 4x step
     assert [s.magnification for s in states] == [1, 2, 4]
@@ -283,7 +279,7 @@ def test_chain_steps_at_the_model_scale(models) -> None:
 
 def refused(path: Path, match: str, runtime: Runtime | None = None) -> None:
     with pytest.raises(ChainZoomError, match=match) as caught:
-        create_spandrel(str(path), runtime or Runtime())
+        create_spandrel(str(path), runtime or Runtime(device="cpu"))
     message = str(caught.value)
     assert "\n" not in message and str(path) in message
 
@@ -398,10 +394,10 @@ def test_precision_checks_come_before_reading_the_file(tmp_path: Path) -> None:
     for dtype, match in (
         ("float16", "dtype float16 is for GPUs; on the CPU use float32"),
         ("bfloat16", "dtype bfloat16 is for GPUs"),
-        ("float64", "dtype must be one of float32, float16, bfloat16, got 'float64'"),
+        ("float64", "dtype: must be one of float32, float16, bfloat16, got 'float64'"),
     ):
         with pytest.raises(ChainZoomError, match=match):
-            create_spandrel(str(never_read), Runtime(dtype=dtype))
+            create_spandrel(str(never_read), Runtime(device="cpu", dtype=dtype))
 
 
 def test_half_support_comes_from_the_descriptor(models) -> None:
@@ -415,9 +411,9 @@ def test_half_support_comes_from_the_descriptor(models) -> None:
 
 def test_factory_arguments() -> None:
     with pytest.raises(ChainZoomError, match="needs a model file: spandrel:PATH"):
-        create_spandrel(None, Runtime())
+        create_spandrel(None, Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="takes no options, got color_fix"):
-        create_spandrel("x.safetensors", Runtime(), color_fix="wavelet")
+        create_spandrel("x.safetensors", Runtime(device="cpu"), color_fix="wavelet")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -425,7 +421,7 @@ def test_factory_arguments() -> None:
 def test_cuda_matches_cpu(models, dtype: str) -> None:
     _, path = models("compact")
     image = torch.rand(3, *SIZE, generator=torch.Generator().manual_seed(2))
-    expected = create_spandrel(str(path), Runtime()).upscale(image)
+    expected = create_spandrel(str(path), Runtime(device="cpu")).upscale(image)
     out = create_spandrel(str(path), Runtime(device="cuda", dtype=dtype)).upscale(image)
     assert out.device.type == "cpu" and out.dtype == torch.float32
     torch.testing.assert_close(out, expected, rtol=0, atol={"float32": 1e-4, "float16": 4e-3, "bfloat16": 3e-2}[dtype])

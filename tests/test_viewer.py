@@ -23,8 +23,8 @@ from PIL import Image
 from chainzoom.backbones import create_backbone
 from chainzoom.cli import main
 from chainzoom.io.images import LoadedImage, load_image
-from chainzoom.registry import Runtime
 from chainzoom.runs.full import zoom_full
+from chainzoom.runtime import Runtime
 from chainzoom.viewer.server import make_server, url_of
 
 pyvips = pytest.importorskip("pyvips", reason="the viewer's TIFF tiles need the [tiles] extra (pyvips)")
@@ -72,7 +72,7 @@ def full_run(tmp_path_factory) -> Path:
     zoom_full(
         LoadedImage(rgb, None, 8, None),
         out,
-        create_backbone("bicubic", Runtime()),
+        create_backbone("bicubic", Runtime(device="cpu")),
         None,
         levels=2,
         fmt="tiff",
@@ -120,7 +120,7 @@ def test_a_dzi_run_is_served_from_its_files(tmp_path: Path) -> None:
     zoom_full(
         LoadedImage(rgb, None, 8, None),
         tmp_path,
-        create_backbone("bicubic", Runtime()),
+        create_backbone("bicubic", Runtime(device="cpu")),
         None,
         levels=1,
         fmt="dzi",
@@ -168,12 +168,9 @@ def test_a_local_zoom_run_shows_each_state_inside_its_parent(tmp_path: Path) -> 
 
 
 VIEW = """
-import argparse, sys
-from chainzoom.full_command import add_view_parser
-parser = argparse.ArgumentParser()
-add_view_parser(parser.add_subparsers())
-args = parser.parse_args(["view", sys.argv[1], "--port", "0"])
-sys.exit(args.handler(args))
+import sys
+from chainzoom.cli import main
+sys.exit(main(["view", sys.argv[1], "--port", "0"]))
 """
 
 

@@ -1,154 +1,366 @@
-"""The Python API: ``chainzoom.zoom(...)`` returns the list of scale-states.
+"""The Python API: a :class:`ChainZoom` pipeline that loads its models once, and ``zoom()``.
 
-The CLI is a thin layer over these functions; everything it can do is reachable
-from Python with the same names.
+::
+
+    cz = ChainZoom(backbone="realesrgan", prompter="null", runtime=Runtime(device="auto"))
+    result = cz("photo.jpg", scale=256, center=(0.6, 0.4))           # a ZoomResult
+    for state in cz.iter_zoom("photo.jpg", scale=64, out="runs/x"):   # streamed, written, resumable
+        ...
+
+Every option of the command line is a keyword here under the same name
+(``--prompter-max-tokens`` is ``prompter_max_tokens``; ``--device`` and the other
+runtime flags are fields of :class:`~chainzoom.runtime.Runtime`), checked by the same
+:mod:`chainzoom.config` classes, so a bad value gets the same message in both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import dataclasses
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from PIL import Image
+from chainzoom.config import FullConfig, ModelConfig, ZoomConfig, identity
+from chainzoom.core.vocabulary import MODEL_MODES
+from chainzoom.errors import OptionError
+from chainzoom.runtime import Runtime
 
-from chainzoom.backbones import DEFAULT_BACKBONE, DIFFUSION_BACKBONES, Backbone, create_backbone
-from chainzoom.backbones.bundled.models import BUNDLED
-from chainzoom.core.geometry import Box, ZoomPlan, default_view, plan_zoom
-from chainzoom.core.resample import resize
-from chainzoom.core.states import ScaleState
-from chainzoom.errors import ChainZoomError
-from chainzoom.io.images import DEFAULT_MAX_PIXELS, LoadedImage, from_pil, load_image
-from chainzoom.pipeline.chain import MODES, zoom_baseline, zoom_chain
-from chainzoom.pipeline.tiling import DEFAULT_OVERLAP, TiledBackbone
-from chainzoom.prompts import Prompter, create_prompter
-from chainzoom.registry import Runtime, split_spec
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
 
-NCNN_BACKBONES = tuple(BUNDLED)
+    from chainzoom.backbones.base import Backbone
+    from chainzoom.core.geometry import ZoomPlan
+    from chainzoom.core.states import ScaleState
+    from chainzoom.io.images import LoadedImage
+    from chainzoom.prompts.base import Prompter
 
-#: Side of the square the official implementation zooms in (``--square``).
-OFFICIAL_SQUARE = 512
+    ImageInput = str | Path | Image.Image | LoadedImage | torch.Tensor
 
-ImageInput = str | Path | Image.Image | LoadedImage | torch.Tensor
+StateCallback = Callable[["ScaleState"], None]
+TileCallback = Callable[[int, int, int], None]
 
 
-def as_loaded(image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+@dataclass
+class ZoomResult:
+    """One zoom: every scale-state, the plan they follow, the models' records and timings.
+
+    Iterating, indexing and ``len()`` act on :attr:`states`.
+    """
+
+    states: list[ScaleState]
+    plan: ZoomPlan
+    config: ZoomConfig
+    backbone: dict[str, Any] | None
+    prompter: dict[str, Any] | None
+    #: seconds: ``prompt`` and ``backbone`` summed over the steps made now, ``total`` wall time.
+    timings: dict[str, float] = field(default_factory=dict)
+    out: Path | None = None
+
+    def __iter__(self) -> Iterator[ScaleState]:
+        return iter(self.states)
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def __getitem__(self, index: int) -> ScaleState:
+        return self.states[index]
+
+
+class ChainZoom:
+    """A zoom pipeline: one backbone and one prompter, loaded once and reused for every call.
+
+    ``backbone`` and ``prompter`` are registry specs (``"realesrgan"``, ``"fixed:a cat"``;
+    ``None`` is the default, ``realesrgan`` and ``null``) or ready objects. ``options``
+    are the other model options of :class:`~chainzoom.config.ModelConfig`
+    (``color_fix``, ``prompter_model``...). Models load on first use, or on :meth:`load`.
+    """
+
+    def __init__(
+        self,
+        backbone: str | Backbone | None = None,
+        prompter: str | Prompter | None = None,
+        *,
+        runtime: Runtime | None = None,
+        **options: Any,
+    ) -> None:
+        self._backbone: Backbone | None = None if isinstance(backbone, str) or backbone is None else backbone
+        self._prompter: Prompter | None = None if isinstance(prompter, str) or prompter is None else prompter
+        if self._backbone is not None and options.keys() & {"efficient_memory", "color_fix"}:
+            raise OptionError("backbone", "options such as color_fix need a backbone named by its spec")
+        self.config = ModelConfig(
+            backbone=backbone if isinstance(backbone, str) else None,
+            prompter=prompter if isinstance(prompter, str) else None,
+            runtime=runtime or Runtime(),
+            **options,
+        )
+        self._runtime: Runtime | None = None
+        self._cache_prompts: bool | None = None if self._prompter is None else False
+        self.loads = 0
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> ChainZoom:
+        """The pipeline of a command's configuration (only its model part is used)."""
+        model = config.model_config()
+        options = {f.name: getattr(model, f.name) for f in dataclasses.fields(ModelConfig)}
+        return cls(**options)
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime on a real device (resolved once)."""
+        if self._runtime is None:
+            self._runtime = self.config.runtime.resolve()
+        return self._runtime
+
+    @property
+    def backbone(self) -> Backbone:
+        if self._backbone is None:
+            from chainzoom.pipeline.components import build_backbone
+
+            self._backbone = build_backbone(self.config.backbone_spec, self.runtime, **self.config.backbone_options())
+            self.loads += 1
+        return self._backbone
+
+    @property
+    def prompter(self) -> Prompter:
+        if self._prompter is None:
+            from chainzoom.pipeline.components import build_prompter, prompter_uses_model
+
+            self._prompter = build_prompter(self.config.prompter_spec, self.runtime, **self.config.prompter_options())
+            self._cache_prompts = prompter_uses_model(self._prompter)
+        return self._prompter
+
+    def load(self) -> ChainZoom:
+        """Load both models now (a bad model file then fails before any work starts)."""
+        _ = self.backbone, self.prompter
+        return self
+
+    # ------------------------------------------------------------------ local zoom
+
+    def job(self, image: ImageInput, **options: Any) -> ZoomConfig:
+        """The checked configuration of one zoom of ``image`` with this pipeline's models.
+
+        ``options`` are the fields of :class:`~chainzoom.config.ZoomConfig` that are not
+        model options: ``scale``, ``center``, ``view``, ``mode``, ``square``,
+        ``max_pixels``, ``out``, ``overwrite``, ``animation``.
+        """
+        model: dict[str, Any] = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(ModelConfig)}
+        if options.get("mode", "chain") not in MODEL_MODES:
+            model = {"runtime": self.config.runtime}  # a baseline of this pipeline uses none of its models
+        options = {k: v for k, v in options.items() if not (k == "out" and v is None)}
+        inputs = (str(image),) if isinstance(image, (str, Path)) else ()
+        return ZoomConfig(**model, inputs=inputs, **{k: str(v) if k == "out" else v for k, v in options.items()})
+
+    def prepare(self, image: ImageInput, config: ZoomConfig) -> tuple[LoadedImage, ZoomPlan]:
+        """Load (and square-crop) the image and plan the zoom; loads the backbone for its scale."""
+        from chainzoom.core.geometry import default_view, plan_zoom, resolve_center, resolve_view
+        from chainzoom.io.images import DEFAULT_MAX_PIXELS
+        from chainzoom.pipeline.preprocess import square_crop
+
+        loaded = as_loaded(image, config.max_pixels or DEFAULT_MAX_PIXELS)
+        if config.square:
+            loaded = square_crop(loaded)
+        step = self.backbone.scale if config.mode in MODEL_MODES else 4
+        size = loaded.size
+        view = resolve_view(config.view, size, step) if config.view is not None else default_view(size, step)
+        return loaded, plan_zoom(size, config.scale, resolve_center(config.center, size), view, step)
+
+    def iter_zoom(self, image: ImageInput, scale: float = 256.0, **options: Any) -> Iterator[ScaleState]:
+        """Yield every scale-state as it is made (state 0 first); see :meth:`__call__`."""
+        config = self.job(image, scale=scale, **options)
+        loaded, plan = self.prepare(image, config)
+        yield from self._states(image, loaded, plan, config, options.get("out"))
+
+    def __call__(
+        self,
+        image: ImageInput,
+        scale: float = 256.0,
+        center: tuple[float, float] | str = (0.5, 0.5),
+        *,
+        on_state: StateCallback | None = None,
+        **options: Any,
+    ) -> ZoomResult:
+        """Zoom ``scale`` times into ``image`` around ``center`` and return a :class:`ZoomResult`.
+
+        ``image`` is a path, a PIL image, a :class:`~chainzoom.io.images.LoadedImage` or a
+        ``[3,H,W]`` float tensor in ``[0,1]``. ``center`` is in fractions of width and
+        height (or ``"px:X,Y"``). With ``out=FOLDER`` the run folder of ``chainzoom zoom``
+        is written as the states are made, and a second call continues a partial one.
+        ``on_state(state)`` is called for each state as it is made.
+        """
+        config = self.job(image, scale=scale, center=center, **options)
+        loaded, plan = self.prepare(image, config)
+        return self.run(image, loaded, plan, config, on_state, out=options.get("out"))
+
+    def run(
+        self,
+        image: ImageInput,
+        loaded: LoadedImage,
+        plan: ZoomPlan,
+        config: ZoomConfig,
+        on_state: StateCallback | None = None,
+        out: str | Path | None = None,
+    ) -> ZoomResult:
+        """Run a prepared zoom (:meth:`job` and :meth:`prepare`), into the run folder ``out`` if given."""
+        started = time.perf_counter()
+        out = Path(out) if out is not None else None
+        states = []
+        for state in self._states(image, loaded, plan, config, out):
+            states.append(state)
+            if on_state is not None:
+                on_state(state)
+        uses_model = config.mode in MODEL_MODES
+        timings = {
+            "prompt": sum(s.seconds.get("prompt", 0.0) for s in states),
+            "backbone": sum(s.seconds.get("backbone", 0.0) for s in states),
+            "total": time.perf_counter() - started,
+        }
+        from chainzoom.runs.local import backbone_record
+
+        return ZoomResult(
+            states,
+            plan,
+            config,
+            backbone_record(self.backbone) if uses_model else None,
+            self.prompter.settings() if uses_model else None,
+            timings,
+            out,
+        )
+
+    def _states(
+        self, image: ImageInput, loaded: LoadedImage, plan: ZoomPlan, config: ZoomConfig, out: str | Path | None
+    ) -> Iterator[ScaleState]:
+        from chainzoom.pipeline.chain import run_states
+
+        uses_model = config.mode in MODEL_MODES
+        backbone = self.backbone if uses_model else None
+        prompter = self.prompter if uses_model else None
+        if out is None:
+            yield from run_states(config.mode, loaded, plan, backbone, prompter)
+            return
+        from chainzoom.runs.local import RunFolder, iter_run
+
+        request = self.request(image, loaded, config, "zoom")
+        yield from iter_run(
+            RunFolder(Path(out)),
+            loaded,
+            plan,
+            request,
+            backbone,
+            prompter,
+            overwrite=config.overwrite,
+            animation=config.animation,
+            cache_prompts=bool(self._cache_prompts),
+        )
+
+    def request(
+        self, image: ImageInput, loaded: LoadedImage, config: ZoomConfig | FullConfig, kind: str
+    ) -> dict[str, Any]:
+        """A run's identity: the config's pixel-deciding part, on this machine's device, and the input."""
+        from chainzoom.io.digest import file_sha256
+
+        resolved = dataclasses.replace(config, runtime=self.runtime)
+        if isinstance(image, (str, Path)):
+            source, digest = str(image), file_sha256(image)
+        else:
+            source, digest = "<in memory>", hashlib.sha256(loaded.rgb.numpy().tobytes()).hexdigest()
+        return identity(resolved, kind=kind, input=source, input_sha256=digest)
+
+    # ------------------------------------------------------------------ full image
+
+    def zoom_full(
+        self,
+        image: str | Path,
+        out: str | Path,
+        scale: float = 16.0,
+        *,
+        on_tile: TileCallback | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Super-resolve the whole image at every level into ``out``; return the run's manifest.
+
+        ``options``: ``format`` (tiff, dzi, png), ``square``, ``max_pixels``,
+        ``overwrite``. ``on_tile(level, done, total)`` reports progress.
+        """
+        model = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(ModelConfig)}
+        config = FullConfig(**model, inputs=(str(image),), out=str(out), scale=scale, **options)
+        return self.run_full(config, on_tile)
+
+    def run_full(self, config: FullConfig, on_tile: TileCallback | None = None) -> dict[str, Any]:
+        """Run a checked :class:`~chainzoom.config.FullConfig` (one input)."""
+        from chainzoom.io.images import DEFAULT_MAX_PIXELS, load_image
+        from chainzoom.pipeline.preprocess import square_crop
+        from chainzoom.runs.full import DEFAULT_TILE, level_count, zoom_full
+        from chainzoom.runs.local import backbone_record
+
+        if len(config.inputs) != 1:
+            raise OptionError("inputs", f"full-image mode takes one input image, got {len(config.inputs)}")
+        path = config.inputs[0]
+        image = load_image(path, max_pixels=config.max_pixels or DEFAULT_MAX_PIXELS)
+        if config.square:
+            image = square_crop(image)
+        backbone = self.backbone
+        levels = level_count(config.scale, backbone.scale)
+        prompter = self.prompter if self.config.prompter_spec != "null" or self._prompter is not None else None
+        request = self.request(path, image, config, "full")
+        return zoom_full(
+            image,
+            Path(config.out),
+            backbone,
+            prompter,
+            levels=levels,
+            fmt=config.format,
+            tile=self.runtime.tile or DEFAULT_TILE,
+            overlap=self.runtime.overlap,
+            request=request,
+            backbone_record=backbone_record(backbone),
+            overwrite=config.overwrite,
+            on_tile=on_tile,
+        )
+
+
+def as_loaded(image: ImageInput, max_pixels: int | None = None) -> LoadedImage:
     """Accept a path, a PIL image, a LoadedImage or a ``[3,H,W]`` tensor in ``[0,1]``."""
+    import torch
+    from PIL import Image
+
+    from chainzoom.io.images import DEFAULT_MAX_PIXELS, LoadedImage, from_pil, load_image
+
+    limit = max_pixels or DEFAULT_MAX_PIXELS
     if isinstance(image, LoadedImage):
         return image
     if isinstance(image, (str, Path)):
-        return load_image(image, max_pixels=max_pixels)
+        return load_image(image, max_pixels=limit)
     if isinstance(image, Image.Image):
-        return from_pil(image, max_pixels=max_pixels)
+        return from_pil(image, max_pixels=limit)
     if isinstance(image, torch.Tensor) and image.ndim == 3 and image.shape[0] == 3:
         return LoadedImage(image.float().clamp(0, 1), None, 8, None)
     raise TypeError("image must be a path, a PIL image, a LoadedImage or a [3,H,W] tensor")
 
 
-def square_crop(image: LoadedImage, side: int = OFFICIAL_SQUARE) -> LoadedImage:
-    """The official preprocessing: the centred square of the image, resized to ``side`` (Lanczos)."""
-    w, h = image.size
-    s = min(w, h)
-    box = Box((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
-    alpha = resize(image.alpha, (side, side), "lanczos", box) if image.alpha is not None else None
-    return LoadedImage(resize(image.rgb, (side, side), "lanczos", box), alpha, image.bit_depth, image.path)
-
-
-def resolve_backbone(backbone: str | Backbone, runtime: Runtime) -> Backbone:
-    return build_backbone(backbone, runtime) if isinstance(backbone, str) else backbone
-
-
-def build_backbone(
-    spec: str,
-    runtime: Runtime,
-    tile: int | None = None,
-    overlap: int = DEFAULT_OVERLAP,
-    engine: str = "torch",
-    **options,
-) -> Backbone:
-    """Create the backbone ``spec`` names, tiled (``tile=None``: sized from free memory).
-
-    ``engine="ncnn"`` runs a bundled model through the ncnn runtime instead of torch, and
-    ``engine="compile"`` through ``torch.compile``.
-    ``options`` go to the diffusion backbones (``efficient_memory``, ``color_fix``...).
-    """
-    name = split_spec(spec)[0]
-    if options and name not in DIFFUSION_BACKBONES:
-        raise ChainZoomError(
-            f"{', '.join(sorted(options))} applies only to the diffusion backbones "
-            f"({', '.join(DIFFUSION_BACKBONES)}), not {name!r}"
-        )
-    if engine == "torch":
-        inner = create_backbone(spec, runtime, **options)
-    elif spec in NCNN_BACKBONES:
-        inner = create_backbone(spec, runtime, engine=engine)
-    else:
-        raise ChainZoomError(
-            f"--runtime {engine} works only with the bundled models ({', '.join(NCNN_BACKBONES)}), not {spec!r}"
-        )
-    return TiledBackbone(inner, tile, overlap, runtime.device)
-
-
-def resolve_prompter(prompter: str | Prompter | None, runtime: Runtime) -> Prompter | None:
-    return create_prompter(prompter, runtime) if isinstance(prompter, str) else prompter
-
-
-def make_plan(
-    image: LoadedImage,
-    scale: float,
-    center: tuple[float, float] = (0.5, 0.5),
-    view: tuple[int, int] | None = None,
-    step: int = 4,
-) -> ZoomPlan:
-    """Plan the chain with ``center`` given as fractions of the width and height."""
-    w, h = image.size
-    if not all(0.0 <= c <= 1.0 for c in center):
-        raise ChainZoomError(f"center {center} is outside the image: fractions must be in [0, 1]")
-    return plan_zoom((w, h), scale, (center[0] * w, center[1] * h), view or default_view((w, h), step), step)
-
-
-def run_states(
-    mode: str,
-    image: LoadedImage,
-    plan: ZoomPlan,
-    backbone: Backbone | None,
-    prompter: Prompter | None,
-    done: Sequence[ScaleState] = (),
-) -> Iterator[ScaleState]:
-    """The state iterator for ``mode`` (see :data:`chainzoom.pipeline.chain.MODES`), after ``done``."""
-    if mode not in MODES:
-        raise ChainZoomError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
-    if mode == "chain":
-        if backbone is None:
-            raise ChainZoomError("the chain needs a backbone")
-        return zoom_chain(image, plan, backbone, prompter, done)
-    return zoom_baseline(mode, image, plan, backbone, prompter, done)
-
-
 def zoom(
     image: ImageInput,
-    scale: float = 256,
-    center: tuple[float, float] = (0.5, 0.5),
-    backbone: str | Backbone = DEFAULT_BACKBONE,
+    scale: float = 256.0,
+    center: tuple[float, float] | str = (0.5, 0.5),
+    backbone: str | Backbone | None = None,
     prompter: str | Prompter | None = None,
     *,
-    mode: str = "chain",
-    view: tuple[int, int] | None = None,
-    square: bool = False,
     runtime: Runtime | None = None,
-) -> list[ScaleState]:
-    """Zoom ``scale`` times into ``image`` around ``center`` and return every scale-state.
+    **options: Any,
+) -> ZoomResult:
+    """One call: build a :class:`ChainZoom` and zoom once (use the class to zoom many images).
 
-    ``center`` is in fractions of width and height. ``backbone`` and ``prompter``
-    are registry specs (``"realesrgan"``, ``"fixed:a cat"``) or objects. State 0 is
-    the input at the view size; the last state is magnified ``scale`` times
-    relative to the input's own pixels.
+    ``options`` are model options (``color_fix``, ``prompter_model``...) and zoom
+    options (``mode``, ``view``, ``square``, ``out``...) alike.
     """
-    runtime = runtime or Runtime()
-    loaded = as_loaded(image)
-    if square:
-        loaded = square_crop(loaded)
-    needs_model = mode in ("chain", "direct")
-    model = resolve_backbone(backbone, runtime) if needs_model else None
-    plan = make_plan(loaded, scale, center, view, model.scale if model else 4)
-    return list(run_states(mode, loaded, plan, model, resolve_prompter(prompter, runtime)))
+    model_names = {f.name for f in dataclasses.fields(ModelConfig)}
+    model = {k: v for k, v in options.items() if k in model_names}
+    job = {k: v for k, v in options.items() if k not in model_names}
+    if job.get("mode", "chain") not in MODEL_MODES and backbone is None and prompter is None:
+        pipeline = ChainZoom(runtime=runtime, **model)
+    else:
+        pipeline = ChainZoom(backbone, prompter, runtime=runtime, **model)
+    return pipeline(image, scale, center, **job)

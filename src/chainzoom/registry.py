@@ -1,91 +1,207 @@
-"""Name -> factory registries for the pluggable components.
+"""Name -> factory registries for the pluggable components, with each component's facts.
 
-The CLI, config files and Python API all name a component by a spec string,
-``name`` or ``name:argument`` (``spandrel:models/x.safetensors``,
-``fixed:a cat on a sofa``). A registry entry stores its factory as a
-``"module:function"`` path and imports it only when the component is created, so
-listing models or importing :mod:`chainzoom` never imports torch-heavy or optional
-dependencies, and one broken optional family cannot break the others.
+The CLI, config files and Python API name a component by a spec string, ``name`` or
+``name:argument`` (``spandrel:models/x.safetensors``, ``fixed:a cat on a sofa``). An
+entry stores its factory as a ``"module:function"`` path, imported only when the
+component is created, and the component's *facts* (scale, whether it reads the prompt,
+engines, dtypes, options, licence, extra): listing models or checking a configuration
+never imports torch or an optional family, and one broken family cannot break the
+others (BasicSR's lesson).
+
+Third-party packages add entries through the entry-point groups ``chainzoom.backbones``
+and ``chainzoom.prompters``: each entry point names a :class:`BackboneEntry` or
+:class:`PrompterEntry` object in a light module of the plugin. A plugin that fails to
+load is skipped and reported by ``chainzoom models``; naming it gives its error.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from chainzoom.errors import ChainZoomError, UnknownComponentError
+from chainzoom.errors import ModelError, OptionError, UnknownComponentError
+from chainzoom.runtime import DTYPES, Runtime
 
 T = TypeVar("T")
 
+#: Working memory of RRDBNet (the bundled models) per *input* pixel, in bytes: measured at
+#: float32 on CUDA (4.5 GiB for a 640x427 input, about 17 KiB per pixel).
+RRDBNET_BYTES_PER_INPUT_PIXEL = 18 * 1024
+
 
 @dataclass(frozen=True)
-class Runtime:
-    """Settings shared by every component: where and how models run."""
+class BackboneFacts:
+    """What is known about a backbone before it is loaded (spandrel's descriptor, in spirit).
 
-    device: str = "cpu"
-    dtype: str = "float32"
-    threads: int | None = None
-    seed: int = 0
+    ``scale=None``: read from the model file. ``bytes_per_input_pixel`` is the working
+    memory at float32, which the tiler budgets with; ``size_multiple`` and ``max_side``
+    are the input sizes the model accepts (it pads to the multiple itself).
+    """
 
-    def as_manifest(self) -> dict:
-        return {"device": self.device, "dtype": self.dtype, "threads": self.threads, "seed": self.seed}
+    scale: int | None = 4
+    text_aware: bool = False
+    engines: tuple[str, ...] = ("torch",)
+    dtypes: tuple[str, ...] = DTYPES
+    options: tuple[str, ...] = ()
+    bytes_per_input_pixel: int = RRDBNET_BYTES_PER_INPUT_PIXEL
+    size_multiple: int = 1
+    max_side: int | None = None
+    licence: str | None = None
+
+
+@dataclass(frozen=True)
+class PrompterFacts:
+    """What is known about a prompter before it is loaded.
+
+    ``uses_model``: its answers cost a model call, so run folders cache them.
+    """
+
+    options: tuple[str, ...] = ()
+    uses_model: bool = False
+    licence: str | None = None
 
 
 @dataclass(frozen=True)
 class Entry:
+    """A registered component: its name, factory path, one-line description and facts.
+
+    ``argument`` names what follows ``name:`` in a spec (``"PATH"``); ``required`` says
+    whether it must be given. ``extra`` is the pip extra that installs its dependencies.
+    """
+
     name: str
     factory: str
     description: str
-    needs_argument: bool = False
+    argument: str | None = None
+    required: bool = False
     extra: str | None = None
+
+    def usage(self) -> str:
+        if self.argument is None:
+            return self.name
+        return f"{self.name}:{self.argument}" if self.required else f"{self.name}[:{self.argument}]"
+
+
+@dataclass(frozen=True)
+class BackboneEntry(Entry):
+    facts: BackboneFacts = field(default_factory=BackboneFacts)
+
+
+@dataclass(frozen=True)
+class PrompterEntry(Entry):
+    facts: PrompterFacts = field(default_factory=PrompterFacts)
+
+
+E = TypeVar("E", bound=Entry)
 
 
 @dataclass
-class Registry(Generic[T]):
-    """A small registry of component factories, addressed by spec strings."""
+class Registry(Generic[T, E]):
+    """The components of one kind, built-in and from plugins, addressed by spec strings."""
 
     kind: str
-    entries: dict[str, Entry] = field(default_factory=dict)
+    group: str
+    entry_type: type[E]
+    _builtin: dict[str, E] = field(default_factory=dict)
+    _plugins: dict[str, E] | None = None
+    #: Plugins that could not be loaded: entry-point name -> the reason, in one line.
+    plugin_problems: dict[str, str] = field(default_factory=dict)
 
-    def register(
-        self,
-        name: str,
-        factory: str,
-        description: str,
-        *,
-        needs_argument: bool = False,
-        extra: str | None = None,
-    ) -> None:
-        if name in self.entries:
-            raise ValueError(f"{self.kind} {name!r} is registered twice")
-        self.entries[name] = Entry(name, factory, description, needs_argument, extra)
+    def register(self, entry: E) -> None:
+        if entry.name in self._builtin:
+            raise ValueError(f"{self.kind} {entry.name!r} is registered twice")
+        self._builtin[entry.name] = entry
 
-    def names(self) -> list[str]:
-        return list(self.entries)
+    @property
+    def entries(self) -> Mapping[str, E]:
+        """Built-in entries first, then the plugins' (loaded once, on first use)."""
+        if self._plugins is None:
+            self._plugins = self._load_plugins()
+        return {**self._builtin, **self._plugins}
 
-    def entry(self, spec: str) -> Entry:
+    def __iter__(self) -> Iterator[E]:
+        return iter(self.entries.values())
+
+    def _load_plugins(self) -> dict[str, E]:
+        found: dict[str, E] = {}
+        for point in entry_points(group=self.group):
+            try:
+                entry = point.load()
+            except Exception as exc:  # a broken plugin must not break chainzoom
+                self.plugin_problems[point.name] = f"{point.value} failed to import: {one_line(exc)}"
+                continue
+            problem = None
+            if not isinstance(entry, self.entry_type):
+                problem = f"{point.value} is not a chainzoom {self.entry_type.__name__}"
+            elif entry.name != point.name:
+                problem = f"{point.value} is named {entry.name!r}, not {point.name!r}"
+            elif entry.name in self._builtin or entry.name in found:
+                problem = f"the name {entry.name!r} is taken by another {self.kind}"
+            if problem:
+                self.plugin_problems[point.name] = problem
+            else:
+                found[entry.name] = entry
+        return found
+
+    def entry(self, spec: str) -> E:
         name = split_spec(spec)[0]
-        try:
-            return self.entries[name]
-        except KeyError:
-            known = ", ".join(self.entries)
-            raise UnknownComponentError(f"unknown {self.kind} {name!r} (known: {known})") from None
+        entries = self.entries
+        if name in entries:
+            return entries[name]
+        if name in self.plugin_problems:
+            raise ModelError(f"{self.kind} plugin {name!r} is broken: {self.plugin_problems[name]}")
+        raise UnknownComponentError(f"unknown {self.kind} {name!r} (known: {', '.join(entries)})")
 
-    def create(self, spec: str, runtime: Runtime | None = None, **options: Any) -> T:
-        """Build the component named by ``spec``, importing its module only now."""
+    def check(self, spec: str, options: Mapping[str, Any], runtime: Runtime | None = None) -> E:
+        """Refuse, from the facts alone, a spec, option, engine or dtype the component cannot use."""
         entry = self.entry(spec)
         argument = split_spec(spec)[1]
-        if entry.needs_argument and not argument:
-            raise ChainZoomError(f"{self.kind} {entry.name!r} needs an argument: {entry.name}:...")
-        module_name, function_name = entry.factory.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            hint = f"; install it with: pip install 'chainzoom[{entry.extra}]'" if entry.extra else ""
-            raise ChainZoomError(f"{self.kind} {entry.name!r} needs a missing package ({exc.name}){hint}") from exc
-        factory = getattr(module, function_name)
-        return factory(argument, runtime or Runtime(), **options)
+        if entry.required and not argument:
+            raise OptionError(self.kind, f"{entry.name!r} needs an argument: {entry.usage()}")
+        if entry.argument is None and argument:
+            raise OptionError(self.kind, f"{entry.name!r} takes no argument, got {spec!r}")
+        facts = getattr(entry, "facts")
+        for option in options:
+            if option not in facts.options:
+                takes = f"its options: {', '.join(facts.options)}" if facts.options else "it takes none"
+                raise OptionError(option, f"does not apply to {self.kind} {entry.name!r} ({takes})")
+        if runtime is not None and isinstance(facts, BackboneFacts):
+            if runtime.engine not in facts.engines:
+                raise OptionError(
+                    "engine",
+                    f"{runtime.engine} does not apply to {self.kind} {entry.name!r} "
+                    f"(engines: {', '.join(facts.engines)})",
+                )
+            if runtime.dtype not in facts.dtypes:
+                raise OptionError(
+                    "dtype",
+                    f"{runtime.dtype} does not apply to {self.kind} {entry.name!r} (dtypes: {', '.join(facts.dtypes)})",
+                )
+        return entry
+
+    def create(self, spec: str, runtime: Runtime | None = None, **options: Any) -> T:
+        """Check ``spec`` and ``options`` against the facts, then import the factory and build."""
+        runtime = runtime or Runtime()
+        entry = self.check(spec, options, runtime)
+        runtime = runtime if runtime.resolved else runtime.resolve()
+        factory = load_factory(entry, self.kind)
+        component: T = factory(split_spec(spec)[1], runtime, **options)
+        return component
+
+
+def load_factory(entry: Entry, kind: str) -> Callable[..., Any]:
+    """Import the entry's factory; a missing optional package says which extra to install."""
+    module_name, function_name = entry.factory.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = f"; install it with: pip install 'chainzoom[{entry.extra}]'" if entry.extra else ""
+        raise ModelError(f"{kind} {entry.name!r} needs a missing package ({exc.name}){hint}") from exc
+    factory: Callable[..., Any] = getattr(module, function_name)
+    return factory
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -103,6 +219,12 @@ def split_options(argument: str | None) -> tuple[str | None, dict[str, str]]:
     for item in rest:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ChainZoomError(f"expected key=value in {argument!r}, got {item!r}")
+            raise OptionError("spec", f"expected key=value in {argument!r}, got {item!r}")
         options[key.strip()] = value.strip()
     return target or None, options
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its first line, or its type when it has no message."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,17 +1,97 @@
-"""Turn the user's device/precision/thread flags into a checked :class:`Runtime`."""
+"""Where and how models run: device, precision, threads, seed, engine and tiling.
+
+:class:`Runtime` is plain data that checks itself on construction without importing
+torch, so configs can be validated (and ``chainzoom models`` listed) in milliseconds.
+:meth:`Runtime.resolve` turns ``device="auto"`` into a real device, checks that the
+device exists, and applies threads and seed; factories always receive a resolved one.
+"""
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass, replace
 
-from chainzoom.errors import ChainZoomError
-from chainzoom.registry import Runtime
+from chainzoom.errors import OptionError
 
 DTYPES = ("float32", "float16", "bfloat16")
+#: How a backbone runs: plain torch, ``torch.compile``, or the ncnn runtime (bundled models).
+ENGINES = ("torch", "compile", "ncnn")
+DEVICE_KINDS = ("cpu", "cuda", "mps")
+#: Smallest tile side in input px.
+MIN_TILE = 32
+#: Input pixels shared by neighbouring tiles: about half is context each side needs
+#: (RRDBNet measured: 52 px of context still left 1.6/255 on one crop, 78 px 0.4/255),
+#: the middle is blended.
+DEFAULT_OVERLAP = 160
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Settings shared by every component.
+
+    ``tile=None`` tiles only when an input does not fit in half the free memory;
+    ``tile_overlap=None`` is :data:`DEFAULT_OVERLAP`, or half the tile when the tile
+    is smaller than that.
+    """
+
+    device: str = "auto"
+    dtype: str = "float32"
+    threads: int | None = None
+    seed: int = 0
+    engine: str = "torch"
+    tile: int | None = None
+    tile_overlap: int | None = None
+
+    def __post_init__(self) -> None:
+        kind = self.device.split(":", 1)[0]
+        if self.device != "auto" and kind not in DEVICE_KINDS:
+            raise OptionError("device", f"must be auto, cpu, cuda[:N] or mps, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise OptionError("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.engine not in ENGINES:
+            raise OptionError("engine", f"must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.threads is not None and self.threads < 1:
+            raise OptionError("threads", f"must be at least 1, got {self.threads}")
+        if self.tile is not None and self.tile < MIN_TILE:
+            raise OptionError("tile", f"must be at least {MIN_TILE}, got {self.tile}")
+        if self.tile_overlap is not None and self.tile_overlap < 0:
+            raise OptionError("tile_overlap", f"must be at least 0, got {self.tile_overlap}")
+        if self.tile is not None and self.tile_overlap is not None and self.tile_overlap >= self.tile:
+            raise OptionError("tile_overlap", f"({self.tile_overlap}) must be smaller than the tile ({self.tile})")
+
+    @property
+    def overlap(self) -> int:
+        """The tile overlap in effect (see the class docstring)."""
+        if self.tile_overlap is not None:
+            return self.tile_overlap
+        if self.tile is not None and self.tile <= DEFAULT_OVERLAP:
+            return self.tile // 2
+        return DEFAULT_OVERLAP
+
+    @property
+    def resolved(self) -> bool:
+        return self.device != "auto"
+
+    def resolve(self) -> Runtime:
+        """The same runtime on a device that exists, with threads and seed applied to torch.
+
+        Half precision is refused on the CPU: without AVX512-bf16 it is several times
+        slower than float32, and float16 convolutions are not implemented for every op.
+        """
+        import torch
+
+        device = resolve_device(self.device)
+        if self.dtype != "float32" and device == "cpu":
+            raise OptionError("dtype", f"{self.dtype} is for GPUs; on the CPU use float32 (it is faster there)")
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        torch.manual_seed(self.seed)
+        return replace(self, device=device)
 
 
 def resolve_device(device: str) -> str:
     """``auto`` picks CUDA, then Apple MPS, then the CPU; a named device must exist."""
+    import torch
+
     if device == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -20,28 +100,7 @@ def resolve_device(device: str) -> str:
         return "cpu"
     kind = device.split(":", 1)[0]
     if kind == "cuda" and not torch.cuda.is_available():
-        raise ChainZoomError(f"--device {device}: no CUDA GPU is available to torch here (try --device cpu)")
+        raise OptionError("device", f"{device}: no CUDA GPU is available to torch here (try cpu)")
     if kind == "mps" and not torch.backends.mps.is_available():
-        raise ChainZoomError(f"--device {device}: Apple MPS is not available here (try --device cpu)")
-    if kind not in ("cpu", "cuda", "mps"):
-        raise ChainZoomError(f"--device must be auto, cpu, cuda[:N] or mps, got {device!r}")
+        raise OptionError("device", f"{device}: Apple MPS is not available here (try cpu)")
     return device
-
-
-def resolve_runtime(device: str, dtype: str, threads: int | None, seed: int) -> Runtime:
-    """Check the combination before any model loads.
-
-    Half precision is refused on the CPU: without AVX512-bf16 it is several times
-    slower than float32, and float16 convolutions are not implemented for every op.
-    """
-    resolved = resolve_device(device)
-    if dtype not in DTYPES:
-        raise ChainZoomError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if dtype != "float32" and resolved == "cpu":
-        raise ChainZoomError(f"--dtype {dtype} is for GPUs; on the CPU use float32 (it is faster there)")
-    if threads is not None:
-        if threads < 1:
-            raise ChainZoomError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    return Runtime(device=resolved, dtype=dtype, threads=threads, seed=seed)

@@ -128,7 +128,7 @@ class OpenAICritic(Critic):
 
     def __init__(self, argument: str, max_tokens: int = 8) -> None:
         from chainzoom.prompts.openai import create_openai
-        from chainzoom.registry import Runtime
+        from chainzoom.runtime import Runtime
 
         self.client = create_openai(argument, Runtime())
         self.max_tokens = max_tokens

@@ -19,15 +19,16 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from chainzoom.align.rewards import ImagePair
-from chainzoom.errors import ChainZoomError
+from chainzoom.errors import OptionError
 from chainzoom.io.atomic import atomic_write, atomic_write_json
-from chainzoom.prompts.base import PromptContext, Prompter
 from chainzoom.prompts.message import context_images
-from chainzoom.registry import Runtime
+from chainzoom.prompts.recording import RecordingPrompter
+from chainzoom.runtime import Runtime
 
 PAIRS_INDEX = "pairs.json"
 
@@ -55,34 +56,21 @@ class PairRecord:
     view: str
 
 
-class RecordingPrompter(Prompter):
-    """Keeps the images of every context the chain asks about; writes no prompt."""
-
-    id = "recording"
-
-    def __init__(self) -> None:
-        self.contexts: list[tuple[int, ImagePair]] = []
-
-    def describe(self, context: PromptContext) -> str:
-        wide, view = context_images(context)
-        self.contexts.append((context.step, (wide, view)))
-        return ""
-
-
 def zoom_centers(count: int, rng: random.Random) -> list[tuple[float, float]]:
     """The image centre first, then seeded random points away from the border."""
     return [(0.5, 0.5)] + [(rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85)) for _ in range(count - 1)]
 
 
-def build_pairs(settings: PairSettings, folder: Path, runtime: Runtime) -> list[PairRecord]:
+def build_pairs(settings: PairSettings, folder: Path, runtime: Runtime, **backbone_options: Any) -> list[PairRecord]:
     """Zoom every image at every centre and write each step's pair under ``folder``."""
-    from chainzoom.api import build_backbone, make_plan, run_states
-    from chainzoom.core.geometry import parse_view
+    from chainzoom.core.geometry import default_view, plan_zoom, resolve_center, resolve_view
     from chainzoom.io.images import load_image
+    from chainzoom.pipeline.chain import run_states
+    from chainzoom.pipeline.components import build_backbone
 
     if settings.centers < 1:
-        raise ChainZoomError(f"--centers must be at least 1, got {settings.centers}")
-    backbone = build_backbone(settings.backbone, runtime)
+        raise OptionError("centers", f"must be at least 1, got {settings.centers}")
+    backbone = build_backbone(settings.backbone, runtime, **backbone_options)
     # Pairs of other settings go first: the index is their only owner, and it is rewritten.
     (folder / PAIRS_INDEX).unlink(missing_ok=True)
     for stale in [*folder.glob("*_wide.png"), *folder.glob("*_view.png")]:
@@ -91,17 +79,19 @@ def build_pairs(settings: PairSettings, folder: Path, runtime: Runtime) -> list[
     records: list[PairRecord] = []
     for source in settings.images:
         image = load_image(source)
-        view = parse_view(str(settings.view), image.size, backbone.scale) if settings.view else None
+        size, factor = image.size, backbone.scale
+        view = resolve_view(settings.view, size, factor) if settings.view else default_view(size, factor)
         for center in zoom_centers(settings.centers, rng):
-            plan = make_plan(image, settings.scale, center, view, backbone.scale)
+            plan = plan_zoom(size, settings.scale, resolve_center(center, size), view, factor)
             recorder = RecordingPrompter()
             for _ in run_states("chain", image, plan, backbone, recorder):
                 pass
-            for step, (wide, zoomed) in recorder.contexts:
+            for context in recorder.contexts:
+                wide, zoomed = context_images(context)
                 stem = f"{len(records):05d}"
                 wide_name = _save(folder / f"{stem}_wide.png", wide)
                 view_name = _save(folder / f"{stem}_view.png", zoomed)
-                records.append(PairRecord(source, center, step, wide_name, view_name))
+                records.append(PairRecord(source, center, context.step, wide_name, view_name))
     atomic_write_json(folder / PAIRS_INDEX, {"settings": asdict(settings), "pairs": [asdict(r) for r in records]})
     return records
 
@@ -111,7 +101,9 @@ def _save(path: Path, image: Image.Image) -> str:
     return path.name
 
 
-def load_or_build_pairs(settings: PairSettings, folder: Path, runtime: Runtime) -> list[PairRecord]:
+def load_or_build_pairs(
+    settings: PairSettings, folder: Path, runtime: Runtime, **backbone_options: Any
+) -> list[PairRecord]:
     """The pairs already in ``folder`` if they were made with ``settings``, else new ones."""
     index = folder / PAIRS_INDEX
     if index.is_file():
@@ -119,7 +111,7 @@ def load_or_build_pairs(settings: PairSettings, folder: Path, runtime: Runtime) 
         # Through JSON, so the tuples in ``settings`` compare equal to the saved lists.
         if saved.get("settings") == json.loads(json.dumps(asdict(settings))):
             return [PairRecord(**{**r, "center": tuple(r["center"])}) for r in saved["pairs"]]
-    return build_pairs(settings, folder, runtime)
+    return build_pairs(settings, folder, runtime, **backbone_options)
 
 
 def open_pair(record: PairRecord, folder: Path) -> ImagePair:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from chainzoom.core.vocabulary import PAPER_REWARD_WEIGHTS
 from chainzoom.errors import ChainZoomError
 
 #: One training or scoring example's images: (previous state, zoomed view).
@@ -47,10 +48,35 @@ DEFAULT_PHRASES = (
 )
 
 #: The paper's weights (section 9 of the reference notes).
-PAPER_WEIGHTS = "critic=1.0,phrase=0.5,repetition=0.5"
+PAPER_WEIGHTS = PAPER_REWARD_WEIGHTS
 
 #: Words that may repeat in a fluent description without being a repeated concept.
-_FUNCTION_WORDS = frozenset(["a", "an", "the", "of", "on", "in", "at", "to", "and", "or", "with", "by", "for", "from", "its", "it", "is", "are", "as", "into", "over", "under"])
+_FUNCTION_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "on",
+        "in",
+        "at",
+        "to",
+        "and",
+        "or",
+        "with",
+        "by",
+        "for",
+        "from",
+        "its",
+        "it",
+        "is",
+        "are",
+        "as",
+        "into",
+        "over",
+        "under",
+    ]
+)
 _WORD = re.compile(r"[^\W_]+(?:['-][^\W_]+)*", re.UNICODE)
 
 

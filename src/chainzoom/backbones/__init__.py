@@ -1,59 +1,103 @@
-"""Backbones: registry of every model that can make one 4x step.
+"""Backbones: every model that can make one zoom step, with its facts.
 
-Add a family by adding a module and one ``BACKBONES.register`` line; the module is
-imported only when a user picks it, so optional dependencies stay optional.
+Add a family by adding a subpackage and one ``BACKBONES.register`` entry here (or, from
+another package, an entry point in the ``chainzoom.backbones`` group); the family's
+module is imported only when a user picks it, so optional dependencies stay optional
+and listing them imports no torch.
 """
 
 from __future__ import annotations
 
-from chainzoom.backbones.base import Backbone, ModelCard
-from chainzoom.registry import Registry, Runtime
+from typing import TYPE_CHECKING, Any
 
-BACKBONES: Registry[Backbone] = Registry("backbone")
+from chainzoom.registry import BackboneEntry, BackboneFacts, Registry
+from chainzoom.runtime import Runtime
+
+if TYPE_CHECKING:
+    from chainzoom.backbones.base import Backbone
+
+#: Working memory of a pure interpolation per input pixel: 16 float32 RGB output pixels
+#: and the input, with room for the resampler's temporaries.
+INTERPOLATION_BYTES_PER_INPUT_PIXEL = 1024
+#: One OSEDiff step's activations per input pixel at float32: 1.2 GiB for a 128x128 input
+#: (peak minus resident, SD3-medium sizes on an H100, docs/diffusion.md), about 77 KiB.
+DIFFUSION_BYTES_PER_INPUT_PIXEL = 80 * 1024
+DIFFUSION_OPTIONS = ("efficient_memory", "color_fix", "latent", "vae_tiling")
+
+BACKBONES: Registry[Backbone, BackboneEntry] = Registry("backbone", "chainzoom.backbones", BackboneEntry)
+for _name, _description, _licence in (
+    ("realesrgan", "Real-ESRGAN x4plus, bundled: the default, general photos", "BSD-3-Clause"),
+    ("realsr", "RealSR DF2K x4, bundled: real-world photos", "MIT"),
+):
+    BACKBONES.register(
+        BackboneEntry(
+            _name,
+            f"chainzoom.backbones.bundled.models:create_{_name}",
+            _description,
+            facts=BackboneFacts(engines=("torch", "compile", "ncnn"), licence=_licence),
+        )
+    )
+for _method in ("nearest", "bicubic", "lanczos"):
+    BACKBONES.register(
+        BackboneEntry(
+            _method,
+            f"chainzoom.backbones.interpolation:create_{_method}",
+            f"{_method} interpolation 4x, no model",
+            facts=BackboneFacts(bytes_per_input_pixel=INTERPOLATION_BYTES_PER_INPUT_PIXEL, licence="n/a"),
+        )
+    )
 BACKBONES.register(
-    "realesrgan",
-    "chainzoom.backbones.bundled.models:create_realesrgan",
-    "Real-ESRGAN x4plus, bundled (BSD-3): the default, general photos",
+    BackboneEntry(
+        "spandrel",
+        "chainzoom.backbones.spandrel.backbone:create_spandrel",
+        "any SR model file spandrel recognises (.safetensors/.pth/.pt/.ckpt); steps at the model's scale",
+        argument="PATH",
+        required=True,
+        extra="spandrel",
+        facts=BackboneFacts(scale=None, licence="the model file's"),
+    )
 )
 BACKBONES.register(
-    "realsr",
-    "chainzoom.backbones.bundled.models:create_realsr",
-    "RealSR DF2K x4, bundled (MIT): real-world photos",
-)
-BACKBONES.register("nearest", "chainzoom.backbones.interpolation:create_nearest", "nearest-neighbour 4x, no model")
-BACKBONES.register("bicubic", "chainzoom.backbones.interpolation:create_bicubic", "bicubic 4x, no model")
-BACKBONES.register("lanczos", "chainzoom.backbones.interpolation:create_lanczos", "Lanczos 4x, no model")
-BACKBONES.register(
-    "spandrel",
-    "chainzoom.backbones.spandrel.backbone:create_spandrel",
-    "any SR model file spandrel recognises (.safetensors/.pth/.pt/.ckpt); steps at the model's scale: spandrel:PATH",
-    needs_argument=True,
-    extra="spandrel",
-)
-BACKBONES.register(
-    "osediff-sd3",
-    "chainzoom.backbones.diffusion.sd3:create",
-    "OSEDiff one-step diffusion SR on SD3 medium, Chain-of-Zoom's backbone (reads the prompt): "
-    "osediff-sd3:BASE[,lora=model_20001.pkl][,vae=vae_encoder_20001.pt]",
-    needs_argument=True,
-    extra="diffusion",
+    BackboneEntry(
+        "osediff-sd3",
+        "chainzoom.backbones.diffusion.sd3:create",
+        "OSEDiff one-step diffusion SR on SD3 medium, Chain-of-Zoom's backbone",
+        argument="BASE[,lora=model_20001.pkl][,vae=vae_encoder_20001.pt]",
+        required=True,
+        extra="diffusion",
+        facts=BackboneFacts(
+            text_aware=True,
+            options=DIFFUSION_OPTIONS,
+            bytes_per_input_pixel=DIFFUSION_BYTES_PER_INPUT_PIXEL,
+            size_multiple=16,
+            licence="the base model's (SD3 medium: Stability AI Community License)",
+        ),
+    )
 )
 BACKBONES.register(
-    "osediff-sd21",
-    "chainzoom.backbones.diffusion.sd21:create",
-    "OSEDiff one-step diffusion SR on SD 2.1-base (reads the prompt): osediff-sd21:BASE,ckpt=osediff.pkl",
-    needs_argument=True,
-    extra="diffusion",
+    BackboneEntry(
+        "osediff-sd21",
+        "chainzoom.backbones.diffusion.sd21:create",
+        "OSEDiff one-step diffusion SR on SD 2.1-base",
+        argument="BASE,ckpt=osediff.pkl",
+        required=True,
+        extra="diffusion",
+        facts=BackboneFacts(
+            text_aware=True,
+            options=DIFFUSION_OPTIONS,
+            bytes_per_input_pixel=DIFFUSION_BYTES_PER_INPUT_PIXEL,
+            size_multiple=8,
+            licence="the base model's (SD 2.1: CreativeML Open RAIL++-M)",
+        ),
+    )
 )
 
 DEFAULT_BACKBONE = "realesrgan"
-#: Backbones that take the one-step diffusion options (``--efficient-memory``, ``--color-fix``).
-DIFFUSION_BACKBONES = ("osediff-sd3", "osediff-sd21")
 
 
-def create_backbone(spec: str, runtime: Runtime | None = None, **options) -> Backbone:
+def create_backbone(spec: str, runtime: Runtime | None = None, **options: Any) -> Backbone:
     """Build a backbone from a spec string such as ``realesrgan`` or ``spandrel:PATH``."""
     return BACKBONES.create(spec, runtime, **options)
 
 
-__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "DIFFUSION_BACKBONES", "Backbone", "ModelCard", "create_backbone"]
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "create_backbone"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # base classes stay importable without torch (``chainzoom models``)
+    import torch
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class ModelCard:
     source: str | None = None
     weights_sha256: str | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -46,16 +46,6 @@ class Backbone(ABC):
     @abstractmethod
     def card(self) -> ModelCard:
         """Describe this backbone for listings and manifests."""
-
-
-def file_sha256(*paths: Path) -> str:
-    """SHA-256 over the bytes of ``paths`` in order (the identity of a model's weights)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def count_parameters(module: torch.nn.Module) -> int:

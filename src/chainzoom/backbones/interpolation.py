@@ -6,7 +6,7 @@ import torch
 
 from chainzoom.backbones.base import Backbone, ModelCard
 from chainzoom.core.resample import resize
-from chainzoom.registry import Runtime
+from chainzoom.runtime import Runtime
 
 
 class InterpolationBackbone(Backbone):

@@ -19,7 +19,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-METHODS = ("none", "wavelet", "adain")
+from chainzoom.core.vocabulary import COLOR_FIXES
+
+METHODS = COLOR_FIXES
 
 #: Levels of the à-trous wavelet decomposition (StableSR's value): the blur radius
 #: doubles per level, so the low-pass band ends at about 2**5 = 32 px.

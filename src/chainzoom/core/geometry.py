@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from chainzoom.errors import ChainZoomError
+from chainzoom.errors import OptionError
 
 #: Long side of the view when the input is larger than :data:`MAX_NATIVE_VIEW`.
 DEFAULT_LARGE_VIEW = 512
@@ -128,41 +128,48 @@ def default_view(input_size: tuple[int, int], multiple: int = 4) -> tuple[int, i
 def _round_view(view: tuple[int, int], multiple: int) -> tuple[int, int]:
     w, h = (v - v % multiple for v in view)
     if w < multiple or h < multiple:
-        raise ChainZoomError(f"view {view[0]}x{view[1]} is too small: each side needs at least {multiple} px")
+        raise OptionError("view", f"{view[0]}x{view[1]} is too small: each side needs at least {multiple} px")
     return w, h
 
 
-def parse_view(text: str, input_size: tuple[int, int], multiple: int = 4) -> tuple[int, int]:
-    """``"512"`` (long side, aspect kept) or ``"640x480"``."""
-    try:
-        if "x" in text:
-            w, h = (int(v) for v in text.lower().split("x"))
-        else:
-            long_side = int(text)
-            f = long_side / max(input_size)
-            w, h = round(input_size[0] * f), round(input_size[1] * f)
-    except ValueError:
-        raise ChainZoomError(f"--view must be N or WxH, got {text!r}") from None
+def resolve_view(view: int | tuple[int, int] | str, input_size: tuple[int, int], multiple: int = 4) -> tuple[int, int]:
+    """The view in pixels: a long side (aspect kept), ``(width, height)``, or text ``"N"``/``"WxH"``."""
+    if isinstance(view, str):
+        try:
+            sides = tuple(int(v) for v in view.lower().split("x"))
+        except ValueError:
+            raise OptionError("view", f"must be N or WxH, got {view!r}") from None
+        view = sides[0] if len(sides) == 1 else sides  # type: ignore[assignment]
+    if isinstance(view, int):
+        f = view / max(input_size)
+        w, h = round(input_size[0] * f), round(input_size[1] * f)
+    elif len(view) == 2:
+        w, h = view
+    else:
+        raise OptionError("view", f"must be N or WxH, got {view!r}")
     if w <= 0 or h <= 0:
-        raise ChainZoomError(f"--view must be positive, got {text!r}")
+        raise OptionError("view", f"must be positive, got {view!r}")
     return _round_view((w, h), multiple)
 
 
-def parse_center(text: str, input_size: tuple[int, int]) -> tuple[float, float]:
-    """Parse ``"0.62,0.40"`` (fractions of width/height) or ``"px:310,200"`` into input pixels."""
+def resolve_center(center: tuple[float, float] | str, input_size: tuple[int, int]) -> tuple[float, float]:
+    """The zoom point in input pixels, from fractions ``(x, y)``, ``"X,Y"`` or ``"px:X,Y"``."""
     w, h = input_size
-    pixels = text.startswith("px:")
-    body = text[3:] if pixels else text
-    try:
-        x, y = (float(v) for v in body.split(","))
-    except ValueError:
-        raise ChainZoomError(f"--center must be 'X,Y' fractions or 'px:X,Y' pixels, got {text!r}") from None
+    pixels = isinstance(center, str) and center.startswith("px:")
+    if isinstance(center, str):
+        body = center[3:] if pixels else center
+        try:
+            x, y = (float(v) for v in body.split(","))
+        except ValueError:
+            raise OptionError("center", f"must be 'X,Y' fractions or 'px:X,Y' pixels, got {center!r}") from None
+    else:
+        x, y = center
     if not pixels:
         if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
-            raise ChainZoomError(f"--center {text} is outside the image: fractions must be in [0, 1]")
+            raise OptionError("center", f"{x:g},{y:g} is outside the image: fractions must be in [0, 1]")
         x, y = x * w, y * h
     elif not (0.0 <= x <= w and 0.0 <= y <= h):
-        raise ChainZoomError(f"--center {text} is outside the {w}x{h} image")
+        raise OptionError("center", f"{center} is outside the {w}x{h} image")
     return x, y
 
 
@@ -173,7 +180,7 @@ def step_factors(scale: float, step: int = 4) -> list[float]:
     the last step is the remainder in (1, step]: 100 = 4 * 4 * 4 * 1.5625.
     """
     if not math.isfinite(scale) or scale <= 1:
-        raise ChainZoomError(f"--scale must be a number greater than 1, got {scale:g}")
+        raise OptionError("scale", f"must be a number greater than 1, got {scale:g}")
     n = max(1, math.ceil(math.log(scale, step) - 1e-9))
     factors = [float(step)] * (n - 1)
     factors.append(scale / step ** (n - 1))
@@ -218,9 +225,8 @@ def plan_zoom(
         # stays relative to the input's own pixels.
         cw, ch = max(1, round(vw / factor)), max(1, round(vh / factor))
         if cw > src_size[0] or ch > src_size[1]:
-            raise ChainZoomError(
-                f"the view {vw}x{vh} is more than {factor:g}x the {w}x{h} input: "
-                "choose a smaller --view or a larger input"
+            raise OptionError(
+                "view", f"{vw}x{vh} is more than {factor:g}x the {w}x{h} input: choose a smaller view or a larger input"
             )
         px = (center[0] - src_box.x0) * src_size[0] / src_box.width
         py = (center[1] - src_box.y0) * src_size[1] / src_box.height

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from chainzoom.errors import ChainZoomError
+from chainzoom.errors import ChainZoomError, InputError
 from chainzoom.io.atomic import atomic_write
 
 __all__ = [
@@ -115,16 +115,16 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     EXIF orientation is applied, alpha is kept, 16-bit samples keep their precision;
     of an animation or a multi-page file, the first frame is read. Every problem with
     the file (missing, a folder, empty, not an image, truncated, too large) raises
-    :class:`ChainZoomError` with a one-line message naming it. ``max_pixels=None``
+    an :class:`InputError` with a one-line message naming it. ``max_pixels=None``
     lifts the size limit.
     """
     p = Path(path)
     if not p.exists():
-        raise ChainZoomError(f"{p}: no such file")
+        raise InputError(f"{p}: no such file")
     if p.is_dir():
-        raise ChainZoomError(f"{p}: is a folder, not an image file")
+        raise InputError(f"{p}: is a folder, not an image file")
     if p.stat().st_size == 0:
-        raise ChainZoomError(f"{p}: file is empty (0 bytes)")
+        raise InputError(f"{p}: file is empty (0 bytes)")
     with _opened(p, max_pixels) as image:
         return from_pil(image, path=p, max_pixels=max_pixels)
 
@@ -180,13 +180,13 @@ def _opened(path: Path, max_pixels: int | None) -> Iterator[Image.Image]:
             finally:
                 Image.MAX_IMAGE_PIXELS = previous
     except Image.DecompressionBombError as e:
-        raise ChainZoomError(_too_large_message(str(path), None, max_pixels)) from e
+        raise InputError(_too_large_message(str(path), None, max_pixels)) from e
     except Image.UnidentifiedImageError as e:
-        raise ChainZoomError(f"{path}: not an image file (or a format Pillow cannot read)") from e
+        raise InputError(f"{path}: not an image file (or a format Pillow cannot read)") from e
     except PermissionError as e:
-        raise ChainZoomError(f"{path}: cannot read the file: permission denied") from e
+        raise InputError(f"{path}: cannot read the file: permission denied") from e
     except _DECODE_ERRORS as e:
-        raise ChainZoomError(f"{path}: image is truncated or corrupt ({_one_line(e)})") from e
+        raise InputError(f"{path}: image is truncated or corrupt ({_one_line(e)})") from e
     try:
         yield image
     finally:
@@ -197,9 +197,9 @@ def _check_size(name: str, size: tuple[int, int], max_pixels: int | None) -> Non
     """Refuse empty images and images above the limit, before any pixel is decoded."""
     width, height = size
     if width <= 0 or height <= 0:
-        raise ChainZoomError(f"{name}: image has no pixels ({width}x{height})")
+        raise InputError(f"{name}: image has no pixels ({width}x{height})")
     if max_pixels is not None and width * height > max_pixels:
-        raise ChainZoomError(_too_large_message(name, size, max_pixels))
+        raise InputError(_too_large_message(name, size, max_pixels))
 
 
 def _too_large_message(name: str, size: tuple[int, int] | None, max_pixels: int | None) -> str:
@@ -221,7 +221,7 @@ def _decode(name: str, image: Image.Image) -> None:
     try:
         image.load()
     except _DECODE_ERRORS as e:
-        raise ChainZoomError(f"{name}: image is truncated or corrupt ({_one_line(e)})") from e
+        raise InputError(f"{name}: image is truncated or corrupt ({_one_line(e)})") from e
 
 
 def _upright(name: str, image: Image.Image) -> Image.Image:
@@ -288,12 +288,12 @@ def _samples(name: str, image: Image.Image) -> tuple[np.ndarray, np.ndarray | No
     if mode.startswith("I;16") or mode == "I":
         grey = np.asarray(image)
         if grey.dtype.kind not in "ui" or (grey.size and (grey.min() < 0 or grey.max() > 65535)):
-            raise ChainZoomError(f"{name}: {mode} pixels outside the 16-bit range are not supported")
+            raise InputError(f"{name}: {mode} pixels outside the 16-bit range are not supported")
         grey = grey.astype(np.uint16)[..., None]
         alpha = _key_alpha(grey, key, 65535) if isinstance(key, int) else None
         return np.repeat(grey, 3, axis=-1), alpha, 16
     if mode == "F":
-        raise ChainZoomError(f"{name}: 32-bit float pixels are not supported; convert to 8- or 16-bit first")
+        raise InputError(f"{name}: 32-bit float pixels are not supported; convert to 8- or 16-bit first")
     if mode in _ALPHA_MODES or key is not None or (mode == "P" and image.palette and image.palette.mode == "RGBA"):
         rgba = np.asarray(image.convert("RGBA"))  # Pillow applies palette alpha and keys
         return rgba[..., :3], rgba[..., 3:], 8
@@ -463,24 +463,24 @@ def collect_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     input folder; recursing would pick them up again). Hidden files are skipped: they are
     editor or OS debris (``._photo.jpg``) or our own unfinished temporary files. A file
     named twice is kept once, at its first place. A missing path, a folder without
-    images, or no paths at all raise :class:`ChainZoomError`.
+    images, or no paths at all raise :class:`InputError`.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if not paths:
-        raise ChainZoomError("no input images given")
+        raise InputError("no input images given")
     found: list[Path] = []
     for given in paths:
         p = Path(given)
         if p.is_dir():
             images = sorted((c for c in p.iterdir() if _is_image_name(c) and c.is_file()), key=lambda c: c.name)
             if not images:
-                raise ChainZoomError(f"{p}: folder has no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise InputError(f"{p}: folder has no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
             found.extend(images)
         elif p.exists():
             found.append(p)
         else:
-            raise ChainZoomError(f"{p}: no such file or folder")
+            raise InputError(f"{p}: no such file or folder")
     seen: set[Path] = set()
     unique = []
     for p in found:

@@ -28,29 +28,30 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from chainzoom.backbones.base import Backbone
-from chainzoom.core.geometry import Box, ZoomPlan, default_view, parse_view, plan_zoom
+from chainzoom.api import ChainZoom
+from chainzoom.config import EvalConfig, View
+from chainzoom.core.geometry import Box, ZoomPlan, default_view, plan_zoom, resolve_view
 from chainzoom.core.resample import resize
 from chainzoom.core.states import ScaleState
-from chainzoom.errors import ChainZoomError
+from chainzoom.core.vocabulary import MODEL_MODES
+from chainzoom.errors import OptionError
 from chainzoom.io.atomic import atomic_write_json
-from chainzoom.io.images import LoadedImage, input_names, load_image, save_image
-from chainzoom.metrics.catalog import Metric, Unavailable, checked_names
+from chainzoom.io.digest import file_sha256
+from chainzoom.io.images import LoadedImage, collect_inputs, input_names, load_image, save_image
+from chainzoom.metrics.catalog import Metric, Unavailable
 from chainzoom.metrics.drift import as_array, chain_drift
 from chainzoom.metrics.fidelity import psnr, ssim
 from chainzoom.metrics.plots import thumbnail
-from chainzoom.prompts.base import Prompter
-from chainzoom.runs.local import RunFolder, RunRequest, execute_run, sha256_file, step_filename
+from chainzoom.runs.local import RunFolder, step_filename
 from chainzoom.runs.progress import ZoomProgress
 
 STEP = 4
-MODEL_MODES = ("chain", "direct")
 #: Smallest side of the fidelity comparison; below it a scale is reported as too large for the image.
 MIN_FIDELITY_SIDE = 32
 CACHE_FILE = "metric_cache.json"
@@ -68,25 +69,8 @@ class ResultRow:
 
 
 @dataclass
-class EvalSettings:
-    """What to evaluate. ``request`` is what a run's manifest records about the models."""
-
-    images: list[Path]
-    scales: list[int]
-    modes: list[str]
-    out: Path
-    view: str | None = None
-    fidelity: bool = True
-    drift: bool = True
-    overwrite: bool = False
-    backbone: str = "realesrgan"
-    prompter: str | None = None
-    request: dict = field(default_factory=dict)
-
-
-@dataclass
 class EvalResults:
-    settings: EvalSettings
+    settings: EvalConfig
     rows: list[ResultRow]
     metrics: list[Metric]
     unavailable: list[Unavailable]
@@ -94,43 +78,6 @@ class EvalResults:
     #: image name -> {mode -> {scale -> thumbnail}} at the requested scales, for the sample grids
     #: (thumbnails, not states: a large image set must not be held in memory to the end).
     samples: dict[str, dict[str, dict[int, np.ndarray]]]
-
-
-class Models:
-    """The backbone and prompter, built on first use: an evaluation whose runs are all
-    finished loads no model."""
-
-    def __init__(self, build_backbone: Callable[[], Backbone], build_prompter: Callable[[], Prompter | None]):
-        self._build_backbone = build_backbone
-        self._build_prompter = build_prompter
-        self._built: tuple[Backbone, Prompter | None] | None = None
-
-    def get(self) -> tuple[Backbone, Prompter | None]:
-        if self._built is None:
-            backbone = self._build_backbone()
-            if backbone.scale != STEP:
-                raise ChainZoomError(f"chainzoom eval needs a {STEP}x backbone; this one is {backbone.scale}x")
-            self._built = (backbone, self._build_prompter())
-        return self._built
-
-
-def parse_scales(text: str) -> list[int]:
-    """``"4,16,64"`` -> ``[4, 16, 64]``: powers of 4, so one run to the largest gives them all."""
-    try:
-        scales = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        raise ChainZoomError(f"--scales must be integers such as 4,16,64,256, got {text!r}") from None
-    bad = [s for s in scales if s < STEP or STEP ** round(math.log(s, STEP)) != s]
-    if bad or not scales:
-        raise ChainZoomError(f"--scales must be powers of {STEP} (4,16,64,256,...), got {text!r}")
-    return scales
-
-
-def parse_modes(text: str) -> list[str]:
-    from chainzoom.pipeline.chain import MODES
-
-    modes = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
-    return checked_names(modes, MODES, text, "--modes", "mode")
 
 
 class MetricCache:
@@ -145,7 +92,7 @@ class MetricCache:
             pass  # no cache yet, or a damaged one: either only costs recomputation
 
     def score(self, file: Path, image: np.ndarray, metric: Metric) -> float:
-        entry = self.values.setdefault(sha256_file(file), {})
+        entry = self.values.setdefault(file_sha256(file), {})
         if metric.name not in entry:
             value = metric.score(image)
             entry[metric.name] = None if math.isnan(value) else value
@@ -158,33 +105,27 @@ class MetricCache:
 
 @dataclass
 class _Runner:
-    """Makes or reuses run folders, with progress."""
+    """Makes or reuses run folders with one pipeline, with progress."""
 
-    settings: EvalSettings
-    models: Models
+    settings: EvalConfig
+    pipeline: ChainZoom
     progress: ZoomProgress
 
     def run(
         self, folder: Path, label: str, path: Path, image: LoadedImage, plan: ZoomPlan, mode: str
     ) -> list[ScaleState]:
-        """The states of the run of ``mode`` in ``folder``: read back when finished, else made or resumed."""
-        needs_model = mode in MODEL_MODES
-        request = RunRequest(
-            input=str(path),
-            input_sha256=sha256_file(path),
-            mode=mode,
-            scale=plan.scale,
-            center=plan.center,
-            view=plan.view,
-            square=False,
-            backbone=self.settings.backbone if needs_model else None,
-            prompter=self.settings.prompter if needs_model else None,
-            runtime=self.settings.request.get("runtime", {}),
-            extra={k: v for k, v in self.settings.request.items() if k != "runtime"},
+        """The states of the run of ``mode`` in ``folder``: read back when finished, else made or resumed.
+
+        Each run is the ``chainzoom zoom`` run of the same image, mode and view, so its
+        folder means the same to both commands.
+        """
+        config = self.pipeline.job(
+            path, mode=mode, scale=float(plan.scale), view=plan.view, overwrite=self.settings.overwrite, animation=False
         )
+        request = self.pipeline.request(path, image, config, "zoom")
         run_folder = RunFolder(folder)
         previous = run_folder.read_manifest()
-        same = previous is not None and previous.get("request") == json.loads(json.dumps(request.as_dict()))
+        same = previous is not None and previous.get("request") == request
         total = len(plan.steps) + 1
         if same and previous.get("complete") and not self.settings.overwrite:
             states = run_folder.load_states(previous)
@@ -192,26 +133,17 @@ class _Runner:
                 self.progress.start(f"{label} (finished before)", 0)
                 self.progress.finish(folder)
                 return states
-        done = len(previous.get("states", [])) if same and not self.settings.overwrite else 0
-        backbone, prompter = self.models.get() if needs_model else (None, None)
-        self.progress.start(label, total - done)
-        states = execute_run(
-            run_folder,
-            image,
-            plan,
-            request,
-            backbone,
-            prompter,
-            overwrite=self.settings.overwrite,
-            animation=False,
-            on_state=self.progress.advance,
-        )
+        if mode in MODEL_MODES and self.pipeline.backbone.scale != STEP:
+            scale = self.pipeline.backbone.scale
+            raise OptionError("backbone", f"chainzoom eval needs a {STEP}x backbone; this one is {scale}x")
+        self.progress.start(label, total)
+        result = self.pipeline.run(path, image, plan, config, on_state=self.progress.advance, out=folder)
         self.progress.finish(folder)
-        return states
+        return result.states
 
 
-def image_view(image: LoadedImage, view: str | None) -> tuple[int, int]:
-    return parse_view(view, image.size, STEP) if view else default_view(image.size, STEP)
+def image_view(image: LoadedImage, view: View) -> tuple[int, int]:
+    return resolve_view(view, image.size, STEP) if view is not None else default_view(image.size, STEP)
 
 
 def state_index(scale: int) -> int:
@@ -252,16 +184,19 @@ def prepare_fidelity(
 
 
 def evaluate(
-    settings: EvalSettings,
+    settings: EvalConfig,
     metrics: Sequence[Metric],
     unavailable: Sequence[Unavailable],
-    models: Models,
     progress: ZoomProgress,
 ) -> EvalResults:
-    """Make or reuse every run, score it, and return the rows of ``results.csv``."""
-    out = settings.out
+    """Make or reuse every run, score it, and return the rows of ``results.csv``.
+
+    The models load once, and only when a run has to be made.
+    """
+    out = Path(settings.out)
+    images = collect_inputs(settings.images)
     cache = MetricCache(out / CACHE_FILE)
-    runner = _Runner(settings, models, progress)
+    runner = _Runner(settings, ChainZoom.from_config(settings), progress)
     rows: list[ResultRow] = []
     notes: list[str] = []
     samples: dict[str, dict[str, dict[int, np.ndarray]]] = {}
@@ -269,7 +204,7 @@ def evaluate(
     # Every image is read and planned before any run starts: a bad file or a view too
     # large for an image stops the evaluation before it has spent any time.
     plans = []
-    for path in settings.images:
+    for path in images:
         image = load_image(path)
         view = image_view(image, settings.view)
         w, h = image.size
@@ -277,7 +212,7 @@ def evaluate(
         plans.append((plan_zoom((w, h), top, (w / 2, h / 2), view, STEP), view, problems))
     runs = sum(1 + sum(p is None for p in problems.values()) for _, _, problems in plans)
     progress.start_batch(len(settings.modes) * runs)
-    for path, name, (plan, view, problems) in zip(settings.images, input_names(settings.images), plans):
+    for path, name, (plan, view, problems) in zip(images, input_names(images), plans):
         image = load_image(path)
         samples[name] = {}
         for mode in settings.modes:
@@ -307,9 +242,9 @@ def evaluate(
 
 
 def _fidelity_rows(
-    settings: EvalSettings, runner: _Runner, name: str, image: LoadedImage, scale: int, view: tuple[int, int]
+    settings: EvalConfig, runner: _Runner, name: str, image: LoadedImage, scale: int, view: tuple[int, int]
 ) -> list[ResultRow]:
-    folder = settings.out / "runs" / name / f"fidelity-x{scale}"
+    folder = Path(settings.out) / "runs" / name / f"fidelity-x{scale}"
     path, low, plan, reference = prepare_fidelity(image, scale, view, folder)
     rows = []
     for mode in settings.modes:

@@ -101,7 +101,7 @@ def _section(results: EvalResults, metric: str, scales: list[int], out: Path, mi
 def write_report(results: EvalResults, command: str) -> Path:
     """Write ``results.csv``, the plots, the grids and ``report.md`` into the output folder."""
     settings = results.settings
-    out = settings.out
+    out = Path(settings.out)
     write_csv(results.rows, out / RESULTS_CSV)
     scales = settings.scales
     names = list(results.samples)
@@ -111,7 +111,7 @@ def write_report(results: EvalResults, command: str) -> Path:
         f"`{command}` (chainzoom {__version__})",
         "",
         f"- images ({len(names)}): {', '.join(names)}",
-        f"- modes: {', '.join(settings.modes)}; backbone `{settings.backbone}`, prompter `{settings.prompter}`",
+        f"- modes: {', '.join(settings.modes)}; backbone `{settings.backbone_spec}`, prompter `{settings.prompter_spec}`",
         f"- magnifications: {', '.join(f'x{s}' for s in scales)}, zooming into the centre; "
         f"view: {settings.view or 'the input size (512 px long side above 1024 px)'}",
         "",

@@ -29,10 +29,11 @@ from chainzoom.backbones.base import Backbone
 from chainzoom.core.geometry import Box, StepPlan, ZoomPlan
 from chainzoom.core.resample import resize
 from chainzoom.core.states import ScaleState
+from chainzoom.core.vocabulary import MODES
+from chainzoom.errors import OptionError
 from chainzoom.io.images import LoadedImage, quantize
 from chainzoom.prompts.base import PromptContext, Prompter
 
-MODES = ("chain", "direct", "bicubic", "nearest")
 #: Input pixels of context kept around the region that ``direct`` mode feeds the
 #: backbone, so the region's border is not the model's border.
 DIRECT_MARGIN = 2
@@ -74,7 +75,7 @@ def zoom_chain(
         crop = _crop_step(source, step)
         prompt, prompt_seconds = _prompt(prompter, step.index, previous.image, crop)
         backbone_started = time.perf_counter()
-        upscaled = backbone.upscale(crop, prompt)
+        upscaled = backbone.upscale(crop, prompt or "")
         backbone_seconds = time.perf_counter() - backbone_started
         rgb = _fit_view(upscaled, plan.view)
         alpha = None
@@ -108,7 +109,7 @@ def zoom_baseline(
             crop = _crop(image.rgb, region)
             prompt, prompt_seconds = _prompt(prompter, step.index, state0.image, crop)
             backbone_started = time.perf_counter()
-            upscaled = backbone.upscale(crop, prompt)
+            upscaled = backbone.upscale(crop, prompt or "")
             backbone_seconds = time.perf_counter() - backbone_started
             s = backbone.scale
             rgb = resize(upscaled, plan.view, "bicubic", Box(*(v * s for v in inner.as_list())))
@@ -176,3 +177,21 @@ def _fit_view(image: torch.Tensor, view: tuple[int, int]) -> torch.Tensor:
     if (image.shape[-1], image.shape[-2]) == view:
         return image
     return resize(image, view, "bicubic")
+
+
+def run_states(
+    mode: str,
+    image: LoadedImage,
+    plan: ZoomPlan,
+    backbone: Backbone | None,
+    prompter: Prompter | None,
+    done: Sequence[ScaleState] = (),
+) -> Iterator[ScaleState]:
+    """The state iterator for ``mode`` (see :data:`chainzoom.core.vocabulary.MODES`), after ``done``."""
+    if mode not in MODES:
+        raise OptionError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "chain":
+        if backbone is None:
+            raise OptionError("backbone", "the chain needs a backbone")
+        return zoom_chain(image, plan, backbone, prompter, done)
+    return zoom_baseline(mode, image, plan, backbone, prompter, done)

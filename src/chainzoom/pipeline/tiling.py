@@ -16,16 +16,10 @@ from collections.abc import Callable
 import torch
 
 from chainzoom.backbones.base import Backbone, ModelCard
-from chainzoom.errors import ChainZoomError
+from chainzoom.errors import OptionError, OutOfMemoryError
+from chainzoom.registry import RRDBNET_BYTES_PER_INPUT_PIXEL
+from chainzoom.runtime import DEFAULT_OVERLAP, MIN_TILE
 
-#: Peak working memory of a 64-feature 4x CNN per *input* pixel, in bytes: measured
-#: for RRDBNet at float32 on CUDA (4.5 GiB for a 640x427 input, about 17 KiB per pixel).
-BYTES_PER_INPUT_PIXEL = 18 * 1024
-MIN_TILE = 32
-#: Input pixels shared by neighbouring tiles: about half is context each side needs
-#: (RRDBNet measured: 52 px of context still left 1.6/255 on one crop, 78 px 0.4/255),
-#: the middle is blended.
-DEFAULT_OVERLAP = 160
 #: Width, in output pixels, of the blended band in the middle of each overlap.
 FEATHER = 16
 
@@ -73,7 +67,7 @@ def upscale_tiled(
 ) -> torch.Tensor:
     """Upscale ``image`` ``[C,H,W]`` tile by tile and blend the tiles without seams."""
     if overlap >= tile:
-        raise ChainZoomError(f"--tile-overlap ({overlap}) must be smaller than --tile ({tile})")
+        raise OptionError("tile_overlap", f"({overlap}) must be smaller than the tile ({tile})")
     channels, height, width = image.shape
     ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
     out = torch.zeros(channels, height * scale, width * scale)
@@ -120,7 +114,7 @@ def free_memory_bytes(device: torch.device) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def auto_tile(image_pixels: int, free_bytes: int, bytes_per_pixel: int = BYTES_PER_INPUT_PIXEL) -> int | None:
+def auto_tile(image_pixels: int, free_bytes: int, bytes_per_pixel: int = RRDBNET_BYTES_PER_INPUT_PIXEL) -> int | None:
     """``None`` when the whole input fits in half the free memory, else the largest tile that does."""
     budget = free_bytes // 2
     if image_pixels * bytes_per_pixel <= budget:
@@ -132,18 +126,25 @@ def auto_tile(image_pixels: int, free_bytes: int, bytes_per_pixel: int = BYTES_P
 class TiledBackbone(Backbone):
     """Any backbone, run tile by tile when its input is larger than the tile size.
 
-    ``tile=None`` chooses from free memory per call. A CUDA/MPS out-of-memory error
-    halves the tile and retries down to :data:`MIN_TILE`.
+    ``tile=None`` chooses from free memory per call, budgeting ``bytes_per_pixel`` of
+    working memory per input pixel (the backbone's registry fact). A CUDA/MPS
+    out-of-memory error halves the tile and retries down to :data:`MIN_TILE`.
     """
 
     def __init__(
-        self, inner: Backbone, tile: int | None = None, overlap: int = DEFAULT_OVERLAP, device: str = "cpu"
+        self,
+        inner: Backbone,
+        tile: int | None = None,
+        overlap: int = DEFAULT_OVERLAP,
+        device: str = "cpu",
+        bytes_per_pixel: int = RRDBNET_BYTES_PER_INPUT_PIXEL,
     ) -> None:
         if tile is not None and tile < MIN_TILE:
-            raise ChainZoomError(f"--tile must be at least {MIN_TILE}, got {tile}")
+            raise OptionError("tile", f"must be at least {MIN_TILE}, got {tile}")
         if overlap < 0:
-            raise ChainZoomError(f"--tile-overlap must be at least 0, got {overlap}")
+            raise OptionError("tile_overlap", f"must be at least 0, got {overlap}")
         self.inner = inner
+        self.bytes_per_pixel = bytes_per_pixel
         self.tile = tile
         self.overlap = overlap
         self.device = torch.device(device)
@@ -152,7 +153,7 @@ class TiledBackbone(Backbone):
 
     def upscale(self, image: torch.Tensor, prompt: str = "") -> torch.Tensor:
         height, width = image.shape[-2:]
-        tile = self.tile or auto_tile(height * width, free_memory_bytes(self.device))
+        tile = self.tile or auto_tile(height * width, free_memory_bytes(self.device), self.bytes_per_pixel)
         while True:
             try:
                 if tile is None or (height <= tile and width <= tile):
@@ -163,7 +164,7 @@ class TiledBackbone(Backbone):
             except torch.OutOfMemoryError:
                 tile = (tile or max(height, width)) // 2
                 if tile < MIN_TILE:
-                    raise ChainZoomError("out of memory even with the smallest tile; try --device cpu") from None
+                    raise OutOfMemoryError("out of memory even with the smallest tile; try device cpu") from None
                 tile = max(tile, self.overlap + 1)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()

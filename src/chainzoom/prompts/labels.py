@@ -33,7 +33,7 @@ from chainzoom.core.resample import resize
 from chainzoom.prompts.base import PromptContext, Prompter
 from chainzoom.prompts.message import join_user_text
 from chainzoom.prompts.options import Options
-from chainzoom.registry import Runtime
+from chainzoom.runtime import Runtime
 
 MODEL_NAME = "efficientnet-lite0"
 INPUT_SIZE = 224

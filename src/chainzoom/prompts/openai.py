@@ -43,7 +43,7 @@ from chainzoom.prompts.message import (
     step_seed,
 )
 from chainzoom.prompts.options import Options
-from chainzoom.registry import Runtime
+from chainzoom.runtime import Runtime
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 

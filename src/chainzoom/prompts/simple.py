@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chainzoom.prompts.base import PromptContext, Prompter
-from chainzoom.registry import Runtime
+from chainzoom.runtime import Runtime
 
 
 class NullPrompter(Prompter):

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from chainzoom.core.vocabulary import DEFAULT_VLM
 from chainzoom.errors import ChainZoomError
 from chainzoom.prompts.base import PromptContext, Prompter
 from chainzoom.prompts.message import (
@@ -46,9 +47,9 @@ from chainzoom.prompts.message import (
 )
 from chainzoom.prompts.options import Options
 from chainzoom.prompts.vlm_adapter import adapter_digest
-from chainzoom.registry import Runtime
+from chainzoom.runtime import Runtime
 
-DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
+DEFAULT_MODEL = DEFAULT_VLM
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -231,7 +232,7 @@ def check_source(source: str) -> None:
 
 
 def create_vlm(argument: str | None, runtime: Runtime, **options: Any) -> VLMPrompter:
-    """``vlm[:MODEL][,adapter=DIR,max_new_tokens=N,sample=BOOL,temperature=T,top_p=P,top_k=K,
+    """``vlm[:MODEL][,adapter=DIR,max_tokens=N,sample=BOOL,temperature=T,top_p=P,top_k=K,
     text=T,offload=BOOL,dtype=D,device=D]``; ``model=`` may name the model instead of the argument."""
     if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("peft") is None:
         raise ChainZoomError(
@@ -248,7 +249,7 @@ def create_vlm(argument: str | None, runtime: Runtime, **options: Any) -> VLMPro
         raise ChainZoomError(f"vlm: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
     settings = dict(
         adapter=str(Path(adapter).expanduser()) if adapter else None,
-        max_new_tokens=opts.integer("max_new_tokens", OFFICIAL_MAX_NEW_TOKENS, minimum=1),
+        max_new_tokens=opts.integer("max_tokens", OFFICIAL_MAX_NEW_TOKENS, minimum=1),
         sample=opts.flag("sample"),
         temperature=opts.number("temperature", 1.0, minimum=1e-6),
         top_p=opts.number("top_p", 1.0, minimum=1e-6),

@@ -9,26 +9,24 @@ A rerun with a different request stops with a clear message unless ``overwrite``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from chainzoom import __version__
-from chainzoom.api import run_states
 from chainzoom.backbones.base import Backbone
-from chainzoom.errors import ChainZoomError
-from chainzoom.io.atomic import atomic_write_json
 from chainzoom.core.geometry import Box, ZoomPlan
+from chainzoom.core.states import ScaleState
+from chainzoom.errors import InputError, RunFolderError
+from chainzoom.io.atomic import atomic_write_json
 from chainzoom.io.images import LoadedImage, load_image, save_image
-from chainzoom.prompter_flags import PLAIN_PROMPTERS
+from chainzoom.pipeline.chain import run_states
 from chainzoom.prompts.base import Prompter
 from chainzoom.prompts.cache import CachedPrompter
 from chainzoom.runs.render import save_animation, save_strip
-from chainzoom.core.states import ScaleState
 
 MANIFEST = "manifest.json"
 STRIP = "strip.png"
@@ -42,46 +40,6 @@ STALE_TEMP_PATTERN = ".*.tmp.*"
 
 def step_filename(index: int) -> str:
     return f"step_{index:02d}.png"
-
-
-@dataclass
-class RunRequest:
-    """Everything that determines a run's pixels: two equal requests give equal outputs."""
-
-    input: str
-    input_sha256: str
-    mode: str
-    scale: float
-    center: tuple[float, float]
-    view: tuple[int, int]
-    square: bool
-    backbone: str
-    prompter: str | None
-    runtime: dict
-    extra: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return {
-            "input": self.input,
-            "input_sha256": self.input_sha256,
-            "mode": self.mode,
-            "scale": self.scale,
-            "center": list(self.center),
-            "view": list(self.view),
-            "square": self.square,
-            "backbone": self.backbone,
-            "prompter": self.prompter,
-            "runtime": self.runtime,
-            **self.extra,
-        }
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class RunFolder:
@@ -100,12 +58,12 @@ class RunFolder:
         try:
             return json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise ChainZoomError(f"{self.manifest_path} is unreadable ({exc}); rerun with --overwrite") from None
+            raise RunFolderError(f"{self.manifest_path} is unreadable ({exc}); rerun with --overwrite") from None
 
     def prepare(self, request: dict, overwrite: bool) -> dict | None:
         """Check the folder can take this request; return the previous manifest to resume from."""
         if self.path.exists() and not self.path.is_dir():
-            raise ChainZoomError(f"output {self.path} exists and is not a folder")
+            raise RunFolderError(f"output {self.path} exists and is not a folder")
         previous = self.read_manifest()
         if previous is not None and overwrite:
             self.clear()
@@ -116,7 +74,7 @@ class RunFolder:
                 for key in set(request) | set(previous.get("request", {}))
                 if request.get(key) != previous.get("request", {}).get(key)
             )
-            raise ChainZoomError(
+            raise RunFolderError(
                 f"{self.path} holds a run with different arguments ({', '.join(changed)}); "
                 "use another --out or add --overwrite"
             )
@@ -126,7 +84,7 @@ class RunFolder:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise ChainZoomError(f"cannot write to {self.path}: {exc.strerror or exc}") from None
+            raise RunFolderError(f"cannot write to {self.path}: {exc.strerror or exc}") from None
         for stale in self.path.glob(STALE_TEMP_PATTERN):
             stale.unlink()
         return previous
@@ -143,7 +101,7 @@ class RunFolder:
             path = self.path / record["file"]
             try:
                 loaded = load_image(path)
-            except ChainZoomError:
+            except InputError:
                 break  # a state whose file went missing is simply made again
             states.append(
                 ScaleState(
@@ -170,29 +128,34 @@ def state_record(state: ScaleState) -> dict:
     }
 
 
-def execute_run(
+def iter_run(
     folder: RunFolder,
     image: LoadedImage,
     plan: ZoomPlan,
-    request: RunRequest,
+    request: dict[str, Any],
     backbone: Backbone | None,
     prompter: Prompter | None,
     *,
     overwrite: bool = False,
     animation: bool = True,
-    on_state: Callable[[ScaleState], None] | None = None,
-) -> list[ScaleState]:
-    """Make (or finish) the run described by ``request`` in ``folder``; return all states."""
-    request_dict = request.as_dict()
-    previous = folder.prepare(request_dict, overwrite)
-    if prompter is not None and prompter.id not in PLAIN_PROMPTERS:
-        # a resumed run asks the model only for prompts it has not answered yet
+    cache_prompts: bool = False,
+) -> Iterator[ScaleState]:
+    """Make (or finish) the run ``request`` describes in ``folder``, yielding every state.
+
+    States a previous run finished are read back and yielded first; each new state is
+    saved, and the manifest rewritten, before it is yielded. The strip and the animation
+    are written once the last state has been yielded: a consumer that stops early leaves
+    a run that the next call resumes. ``cache_prompts`` keeps the prompter's answers in
+    the folder, so a resumed run never asks a model twice.
+    """
+    previous = folder.prepare(request, overwrite)
+    if prompter is not None and cache_prompts:
         prompter = CachedPrompter(prompter, folder.path / PROMPT_CACHE)
     done = folder.load_states(previous) if previous else []
     manifest = {
         "chainzoom": __version__,
         "created": (previous or {}).get("created") or datetime.now(timezone.utc).isoformat(),
-        "request": request_dict,
+        "request": request,
         "backbone": backbone_record(backbone),
         "prompter": prompter.settings() if prompter is not None else None,
         "plan": plan_record(plan),
@@ -200,13 +163,13 @@ def execute_run(
         "complete": False,
     }
     states = list(done)
-    for state in run_states(request.mode, image, plan, backbone, prompter, done):
+    yield from done
+    for state in run_states(request["mode"], image, plan, backbone, prompter, done):
         save_image(folder.path / step_filename(state.index), state.image, state.alpha, image.bit_depth)
         states.append(state)
         manifest["states"].append(state_record(state))
         atomic_write_json(folder.manifest_path, manifest)
-        if on_state is not None:
-            on_state(state)
+        yield state
     started = time.perf_counter()
     save_strip(states, folder.path / STRIP)
     if animation:
@@ -214,10 +177,9 @@ def execute_run(
     manifest["complete"] = True
     manifest["render_seconds"] = round(time.perf_counter() - started, 3)
     atomic_write_json(folder.manifest_path, manifest)
-    return states
 
 
-def backbone_record(backbone: Backbone | None) -> dict | None:
+def backbone_record(backbone: Backbone | None) -> dict[str, Any] | None:
     """The backbone's card, plus its settings (adapter files and hashes) when it has them."""
     if backbone is None:
         return None
@@ -228,7 +190,7 @@ def backbone_record(backbone: Backbone | None) -> dict | None:
     return record
 
 
-def plan_record(plan: ZoomPlan) -> dict:
+def plan_record(plan: ZoomPlan) -> dict[str, Any]:
     return {
         "input_size": list(plan.input_size),
         "view": list(plan.view),

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from chainzoom.core.vocabulary import FORMATS
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.atomic import atomic_write
 
-FORMATS = ("tiff", "dzi", "png")
+
 SUFFIXES = {"tiff": ".tif", "dzi": ".dzi", "png": ".png"}
 #: Tile side of the pyramids: 256 for TIFF (what viewers and tifffile expect), and
 #: 254 + 1 px overlap for Deep Zoom, whose 256 px centre tiles are the DZI default.

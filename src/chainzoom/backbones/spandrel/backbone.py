@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from chainzoom.backbones.base import Backbone, ModelCard, count_parameters, file_sha256
+from chainzoom.backbones.base import Backbone, ModelCard, count_parameters
 from chainzoom.backbones.spandrel.loader import EXCLUDED, SPANDREL_VERSION, excluded_match, import_spandrel, sr_registry
 from chainzoom.errors import ChainZoomError
-from chainzoom.registry import Runtime
-from chainzoom.runtime import DTYPES
+from chainzoom.io.digest import file_sha256
+from chainzoom.runtime import Runtime
 
 if TYPE_CHECKING:
     from spandrel import ImageModelDescriptor
@@ -157,8 +157,6 @@ def check_channels(descriptor: ImageModelDescriptor, path: Path) -> None:
 
 def check_precision(runtime: Runtime) -> torch.dtype:
     """The dtype to run in; half precision is for GPUs (several times slower on the CPU)."""
-    if runtime.dtype not in DTYPES:
-        raise ChainZoomError(f"dtype must be one of {', '.join(DTYPES)}, got {runtime.dtype!r}")
     if runtime.dtype != "float32" and torch.device(runtime.device).type == "cpu":
         raise ChainZoomError(f"dtype {runtime.dtype} is for GPUs; on the CPU use float32")
     return getattr(torch, runtime.dtype)

@@ -1,0 +1,524 @@
+"""Typed, validated configurations: one per command, built once from keywords, TOML or flags.
+
+Each command's configuration is a frozen dataclass whose fields are exactly the options
+that command honours, under the names the Python API uses (``--tile-overlap`` is
+``runtime.tile_overlap``, ``--prompter-max-tokens`` is ``prompter_max_tokens``).
+Construction checks every value, and the model options against the registries' facts
+(an engine a backbone cannot run, an option a prompter does not take), so a bad option
+fails before any model loads or any file is written, with the same message wherever
+it was given.
+
+Sources are merged in one order: defaults, then a TOML file (``--config``) or a run's
+manifest (``--rerun``), then keywords or flags. :func:`from_mapping` turns a mapping
+(parsed TOML, a manifest's ``request``) into a config, refusing unknown keys and wrong
+types by name; :func:`to_dict` is its inverse, so a manifest's ``request`` reads back
+into the config that made it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+from chainzoom.backbones import BACKBONES, DEFAULT_BACKBONE
+from chainzoom.core.vocabulary import DEFAULT_VLM, FORMATS, MODEL_MODES, MODES, PAPER_REWARD_WEIGHTS
+from chainzoom.errors import ConfigError, OptionError
+from chainzoom.prompts import PROMPTERS
+from chainzoom.runtime import Runtime
+
+C = TypeVar("C")
+
+#: A zoom point: ``(x, y)`` fractions of width and height, or text: ``"X,Y"`` fractions
+#: or ``"px:X,Y"`` input pixels.
+Center = tuple[float, float] | str
+#: The size of every state: the long side, ``(width, height)``, or text ``"N"`` / ``"WxH"``.
+View = int | tuple[int, int] | str | None
+
+#: The largest total magnification: beyond it a state's box is smaller than float64 can
+#: place reliably inside a large input (boxes are exact binary fractions up to 4**26).
+MAX_SCALE = 4.0**26
+DEFAULT_PROMPTER = "null"
+
+#: Config fields that set a backbone option, and that option's name.
+BACKBONE_OPTION_FIELDS = {"efficient_memory": "efficient_memory", "color_fix": "color_fix"}
+#: Config fields that set a prompter option, and that option's name.
+PROMPTER_OPTION_FIELDS = {
+    "prompter_model": "model",
+    "prompter_adapter": "adapter",
+    "prompter_max_tokens": "max_tokens",
+    "prompter_sample": "sample",
+    "prompter_offload": "offload",
+    "prompter_timeout": "timeout",
+    "prompt": "text",
+}
+#: Fields that say where and how a run is written or shown, not what its pixels are:
+#: left out of a run's identity (its manifest ``request``).
+NOT_IDENTITY = ("inputs", "out", "overwrite", "quiet", "animation", "prompter_timeout")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """The backbone and how it runs. ``backbone=None``: the default (``realesrgan``)."""
+
+    backbone: str | None = None
+    efficient_memory: bool = False
+    color_fix: str | None = None
+    runtime: Runtime = field(default_factory=Runtime)
+
+    def __post_init__(self) -> None:
+        for name in ("center", "view"):
+            if hasattr(self, name):  # one spelling per value, so equal runs have equal requests
+                object.__setattr__(self, name, canonical(name, getattr(self, name)))
+        self.check()
+
+    def check(self) -> None:
+        """Every option against the component facts; subclasses add their own checks."""
+        if self.uses_models:
+            with _named_as_fields(BACKBONE_OPTION_FIELDS):
+                BACKBONES.check(self.backbone_spec, self.backbone_options(), self.runtime)
+        else:
+            for name in ("backbone", *BACKBONE_OPTION_FIELDS):
+                if _is_set(self, name):
+                    raise OptionError(name, f"does not apply: {self.why_no_models}")
+
+    @property
+    def uses_models(self) -> bool:
+        return True
+
+    @property
+    def why_no_models(self) -> str:
+        return ""
+
+    @property
+    def backbone_spec(self) -> str:
+        return self.backbone or DEFAULT_BACKBONE
+
+    def backbone_options(self) -> dict[str, Any]:
+        """The backbone options the user set, under the backbone's names."""
+        return {option: getattr(self, name) for name, option in BACKBONE_OPTION_FIELDS.items() if _is_set(self, name)}
+
+
+@dataclass(frozen=True)
+class ModelConfig(BackboneConfig):
+    """Backbone and prompter: everything :class:`chainzoom.ChainZoom` loads once."""
+
+    prompter: str | None = None
+    prompter_model: str | None = None
+    prompter_adapter: str | None = None
+    prompter_max_tokens: int | None = None
+    prompter_sample: bool = False
+    prompter_offload: bool = False
+    prompter_timeout: float | None = None
+    prompt: str | None = None
+
+    def check(self) -> None:
+        super().check()
+        if self.prompter_timeout is not None and not (
+            math.isfinite(self.prompter_timeout) and self.prompter_timeout > 0
+        ):
+            raise OptionError("prompter_timeout", f"must be a positive number of seconds, got {self.prompter_timeout}")
+        if self.uses_models:
+            with _named_as_fields(PROMPTER_OPTION_FIELDS):
+                PROMPTERS.check(self.prompter_spec, self.prompter_options())
+        else:
+            for name in ("prompter", *PROMPTER_OPTION_FIELDS):
+                if _is_set(self, name):
+                    raise OptionError(name, f"does not apply: {self.why_no_models}")
+
+    @property
+    def prompter_spec(self) -> str:
+        return self.prompter or DEFAULT_PROMPTER
+
+    def prompter_options(self) -> dict[str, Any]:
+        """The prompter options the user set, under the prompter's names."""
+        return {option: getattr(self, name) for name, option in PROMPTER_OPTION_FIELDS.items() if _is_set(self, name)}
+
+    def model_config(self) -> ModelConfig:
+        """Only the model part (what :class:`chainzoom.ChainZoom` takes) of a command's config."""
+        return ModelConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig)})
+
+
+@dataclass(frozen=True)
+class ZoomConfig(ModelConfig):
+    """``chainzoom zoom``: local zooms of one or more images."""
+
+    inputs: tuple[str, ...] = ()
+    out: str = "out"
+    scale: float = 256.0
+    center: Center = (0.5, 0.5)
+    view: View = None
+    mode: str = "chain"
+    square: bool = False
+    max_pixels: int | None = None
+    overwrite: bool = False
+    animation: bool = True
+    quiet: bool = False
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise OptionError("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        super().check()
+        check_scale(self.scale)
+        check_center(self.center)
+        check_view(self.view)
+        check_max_pixels(self.max_pixels)
+        check_out(self.out)
+
+    @property
+    def uses_models(self) -> bool:
+        return self.mode in MODEL_MODES
+
+    @property
+    def why_no_models(self) -> str:
+        return f"mode {self.mode} uses no model"
+
+
+@dataclass(frozen=True)
+class FullConfig(ModelConfig):
+    """``chainzoom zoom --full``: every level the whole image, tiled and streamed to disk."""
+
+    inputs: tuple[str, ...] = ()
+    out: str = "out"
+    scale: float = 16.0
+    format: str = "tiff"
+    square: bool = False
+    max_pixels: int | None = None
+    overwrite: bool = False
+    quiet: bool = False
+
+    def check(self) -> None:
+        super().check()
+        check_scale(self.scale)
+        if self.format not in FORMATS:
+            raise OptionError("format", f"must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        check_max_pixels(self.max_pixels)
+        check_out(self.out)
+
+
+@dataclass(frozen=True)
+class PromptsConfig(ModelConfig):
+    """``chainzoom prompts``: the prompts a zoom would use, optionally scored."""
+
+    input: str = ""
+    scale: float = 256.0
+    center: Center = (0.5, 0.5)
+    view: View = None
+    cache: str | None = None
+    score: bool = False
+    reward: str = "phrase=0.5,repetition=0.5"
+    critic: str | None = None
+    phrases: str | None = None
+
+    def check(self) -> None:
+        super().check()
+        check_scale(self.scale)
+        check_center(self.center)
+        check_view(self.view)
+        if not self.score:
+            for name in ("critic", "phrases"):
+                if _is_set(self, name):
+                    raise OptionError(name, "applies only with score (--score)")
+
+
+@dataclass(frozen=True)
+class EvalConfig(ModelConfig):
+    """``chainzoom eval``: every mode on every image, scored, as a report."""
+
+    images: tuple[str, ...] = ()
+    scales: tuple[int, ...] = (4, 16, 64, 256)
+    modes: tuple[str, ...] = MODES
+    view: View = None
+    metrics: tuple[str, ...] = ("all",)
+    fidelity: bool = True
+    drift: bool = True
+    out: str = "report"
+    overwrite: bool = False
+    quiet: bool = False
+
+    def check(self) -> None:
+        super().check()
+        bad = [s for s in self.scales if s < 4 or 4 ** round(math.log(s, 4)) != s]
+        if bad or not self.scales:
+            raise OptionError("scales", f"must be powers of 4 (4,16,64,256,...), got {list(self.scales)}")
+        unknown = [m for m in self.modes if m not in MODES]
+        if unknown or not self.modes:
+            raise OptionError("modes", f"must be some of {', '.join(MODES)}, got {list(self.modes)}")
+        check_view(self.view)
+        check_out(self.out)
+
+
+@dataclass(frozen=True)
+class AlignConfig(BackboneConfig):
+    """``chainzoom align``: GRPO alignment of the prompt VLM; the backbone makes the training pairs."""
+
+    images: tuple[str, ...] = ()
+    policy: str = DEFAULT_VLM
+    critic: str | None = None
+    out: str = "runs/align"
+    reward: str = PAPER_REWARD_WEIGHTS
+    phrases: str | None = None
+    steps: int = 200
+    group_size: int = 4
+    batch_size: int = 2
+    lr: float = 5e-5
+    beta: float = 0.04
+    clip: float = 0.2
+    temperature: float = 1.0
+    max_new_tokens: int = 32
+    save_every: int = 50
+    scale: float = 256.0
+    view: int | None = None
+    centers: int = 1
+    gradient_checkpointing: bool = False
+
+    def check(self) -> None:
+        super().check()
+        for name in ("steps", "batch_size", "max_new_tokens", "save_every", "centers"):
+            if getattr(self, name) < 1:
+                raise OptionError(name, f"must be at least 1, got {getattr(self, name)}")
+        if self.group_size < 2:
+            raise OptionError("group_size", "must be at least 2: GRPO compares prompts within a group")
+        for name in ("lr", "clip", "temperature"):
+            if not getattr(self, name) > 0:
+                raise OptionError(name, f"must be positive, got {getattr(self, name)}")
+        if self.beta < 0:
+            raise OptionError("beta", f"must not be negative, got {self.beta}")
+        check_scale(self.scale)
+        check_out(self.out)
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def check_scale(scale: float) -> None:
+    if not (math.isfinite(scale) and 1 < scale <= MAX_SCALE):
+        raise OptionError("scale", f"must be a number greater than 1 and at most 4**26 (~4.5e15), got {scale:g}")
+
+
+def canonical(name: str, value: Any) -> Any:
+    """``"0.5,0.5"`` -> ``(0.5, 0.5)``; ``"64"`` -> ``64``; ``"64x48"`` -> ``(64, 48)``; else unchanged."""
+    try:
+        if name == "center" and isinstance(value, str) and not value.startswith("px:"):
+            x, y = (float(v) for v in value.split(","))
+            return (x, y)
+        if name == "view" and isinstance(value, str):
+            sides = tuple(int(v) for v in value.lower().split("x"))
+            return sides[0] if len(sides) == 1 else sides
+    except ValueError:
+        pass  # left as given: the check names the problem
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def check_center(center: Center) -> None:
+    """The form of a zoom point; whether it lies inside the image is checked when planning."""
+    if isinstance(center, str):
+        body = center[3:] if center.startswith("px:") else center
+        try:
+            x, y = (float(v) for v in body.split(","))
+        except ValueError:
+            raise OptionError("center", f"must be 'X,Y' fractions or 'px:X,Y' pixels, got {center!r}") from None
+        if center.startswith("px:"):
+            return
+    else:
+        x, y = center
+    if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+        raise OptionError("center", f"{x:g},{y:g} is outside the image: fractions must be in [0, 1]")
+
+
+def check_view(view: View) -> None:
+    if view is None:
+        return
+    if isinstance(view, str):
+        try:
+            sides = [int(v) for v in view.lower().split("x")]
+        except ValueError:
+            raise OptionError("view", f"must be N or WxH, got {view!r}") from None
+        if len(sides) not in (1, 2):
+            raise OptionError("view", f"must be N or WxH, got {view!r}")
+    else:
+        sides = [view] if isinstance(view, int) else list(view)
+    if min(sides) <= 0:
+        raise OptionError("view", f"must be positive, got {view!r}")
+
+
+def check_max_pixels(max_pixels: int | None) -> None:
+    if max_pixels is not None and max_pixels < 1:
+        raise OptionError("max_pixels", f"must be at least 1, got {max_pixels}")
+
+
+def check_out(out: str) -> None:
+    if not str(out).strip():
+        raise OptionError("out", "must name a folder, got an empty path")
+
+
+@contextlib.contextmanager
+def _named_as_fields(fields: Mapping[str, str]) -> Iterator[None]:
+    """Re-raise a component's option error under the config field that set the option."""
+    try:
+        yield
+    except OptionError as exc:
+        field_of = {option: name for name, option in fields.items()}
+        raise OptionError(field_of.get(exc.option, exc.option), exc.problem) from None
+
+
+def _is_set(config: object, name: str) -> bool:
+    """Whether a field differs from its default (the defaults of these fields mean 'not given')."""
+    spec = next(f for f in dataclasses.fields(config) if f.name == name)  # type: ignore[arg-type]
+    return bool(getattr(config, name) != spec.default)
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+def from_mapping(cls: type[C], data: Mapping[str, Any], source: str) -> C:
+    """Build ``cls`` from a mapping, refusing unknown keys and wrong types by name.
+
+    Keys may use dashes (``tile-overlap``); ``runtime`` is a nested table; lists are
+    accepted where the config holds tuples (TOML and JSON have no tuples).
+    """
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in hints:
+            raise ConfigError(f"{source}: unknown key {key!r} (known: {', '.join(hints)})")
+        if hints[name] is Runtime:
+            if isinstance(value, Runtime):
+                values[name] = value
+                continue
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: {key} must be a table of runtime options, got {value!r}")
+            values[name] = from_mapping(Runtime, value, f"{source} [runtime]")
+            continue
+        values[name] = coerce(value, hints[name], f"{source}: {key}")
+    return cls(**values)
+
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as the type ``hint`` names, or a :class:`ConfigError` saying what was expected."""
+    converted = _convert(value, hint)
+    if converted is _NO:
+        raise ConfigError(f"{where} must be {describe(hint)}, got {value!r}")
+    return converted
+
+
+_NO = object()
+
+
+def _convert(value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        for member in typing.get_args(hint):
+            converted = _convert(value, member)
+            if converted is not _NO:
+                return converted
+        return _NO
+    if hint is type(None):
+        return None if value is None else _NO
+    if hint is bool:
+        return value if isinstance(value, bool) else _NO
+    if hint is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _NO
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok else _NO
+    if hint is str:
+        return str(value) if isinstance(value, (str, os.PathLike)) else _NO
+    if origin is tuple and isinstance(value, (list, tuple)):
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = [_convert(v, args[0]) for v in value]
+        elif len(args) == len(value):
+            items = [_convert(v, a) for v, a in zip(value, args)]
+        else:
+            return _NO
+        return _NO if any(i is _NO for i in items) else tuple(items)
+    return _NO
+
+
+def describe(hint: Any) -> str:
+    """A type hint in words: ``int | None`` -> ``a whole number or nothing``."""
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(describe(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {describe(args[0])}"
+        return f"a list of {len(args)} ({', '.join(describe(a) for a in args)})"
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "text", type(None): "nothing"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A TOML file as a mapping, or one line saying why it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def read_rerun(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
+    """The kind (``zoom``/``full``) and the request of a finished or partial run's manifest.
+
+    The request's input is returned as ``inputs``; the input file must still hold the
+    bytes the run was made from (its SHA-256 is checked).
+    """
+    from chainzoom.io.digest import file_sha256
+
+    try:
+        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable run manifest ({exc})") from None
+    request = manifest.get("request") if isinstance(manifest, dict) else None
+    if not isinstance(request, dict) or request.get("kind") not in ("zoom", "full") or "input" not in request:
+        raise ConfigError(f"{path}: not a chainzoom run manifest (no request of a zoom or full run)")
+    data = dict(request)
+    kind, source, digest = data.pop("kind"), data.pop("input"), data.pop("input_sha256", None)
+    try:
+        actual = file_sha256(source)
+    except OSError as exc:
+        raise ConfigError(f"{path}: the run's input {source} cannot be read ({exc.strerror or exc})") from None
+    if digest is not None and actual != digest:
+        raise ConfigError(f"{path}: the run's input {source} has changed since the run (its SHA-256 differs)")
+    data["inputs"] = [source]
+    return kind, data
+
+
+def merged(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Later layers override earlier ones; the ``runtime`` table is merged key by key."""
+    result: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            name = key.replace("-", "_")
+            if name == "runtime" and isinstance(value, Mapping) and isinstance(result.get("runtime"), Mapping):
+                result["runtime"] = merged(result["runtime"], value)
+            else:
+                result[name] = value
+    return result
+
+
+def to_dict(config: object) -> dict[str, Any]:
+    """The config as plain JSON data (tuples as lists); :func:`from_mapping` reads it back."""
+    data: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(config)))  # type: ignore[call-overload]
+    return data
+
+
+def identity(config: object, **extra: Any) -> dict[str, Any]:
+    """The part of a config that decides a run's pixels, plus ``extra`` (input, hashes, kind)."""
+    data = {k: v for k, v in to_dict(config).items() if k not in NOT_IDENTITY}
+    return {**extra, **data}

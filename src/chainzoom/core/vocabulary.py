@@ -1,0 +1,18 @@
+"""The names a user chooses from, kept free of heavy imports.
+
+Configs validate against these without importing torch; the modules that implement
+each choice import them from here, so a name list exists once.
+"""
+
+#: ``chain`` is Chain-of-Zoom; the others are the paper's baselines at the same boxes.
+MODES = ("chain", "direct", "bicubic", "nearest")
+#: Modes that run the backbone (and so the prompter).
+MODEL_MODES = ("chain", "direct")
+#: Full-image output per level: pyramidal BigTIFF, Deep Zoom, or one PNG.
+FORMATS = ("tiff", "dzi", "png")
+#: Colour fixes of the diffusion backbones.
+COLOR_FIXES = ("none", "wavelet", "adain")
+#: The paper's prompt VLM (and the default GRPO policy).
+DEFAULT_VLM = "Qwen/Qwen2.5-VL-3B-Instruct"
+#: The paper's reward weights for GRPO alignment.
+PAPER_REWARD_WEIGHTS = "critic=1.0,phrase=0.5,repetition=0.5"
