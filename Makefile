@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip
 # build; it is installed without dependencies (its real needs are in the [spandrel] extra).
 SPANDREL := spandrel==0.4.2
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,14 @@ $(VENV)/.browser: | $(BIN)/python
 demo: $(VENV)/.core
 	$(BIN)/chainzoom zoom assets/sample.jpg --scale 256 --center 0.45,0.42 --out out/sample
 
-test: $(VENV)/.full $(VENV)/.browser
+test: $(VENV)/.full $(VENV)/.browser lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# Lint, format and type checks (mypy is strict for core/, pipeline/, the config and the API).
+lint: $(VENV)/.full
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 
 bench: $(VENV)/.full
 	$(BIN)/python bench/step.py

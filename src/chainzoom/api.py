@@ -150,9 +150,9 @@ class ChainZoom:
         model: dict[str, Any] = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(ModelConfig)}
         if options.get("mode", "chain") not in MODEL_MODES:
             model = {"runtime": self.config.runtime}  # a baseline of this pipeline uses none of its models
-        options = {k: v for k, v in options.items() if not (k == "out" and v is None)}
+        job: dict[str, Any] = {k: str(v) if k == "out" else v for k, v in options.items() if v is not None or k != "out"}
         inputs = (str(image),) if isinstance(image, (str, Path)) else ()
-        return ZoomConfig(**model, inputs=inputs, **{k: str(v) if k == "out" else v for k, v in options.items()})
+        return ZoomConfig(**model, inputs=inputs, **job)
 
     def prepare(self, image: ImageInput, config: ZoomConfig) -> tuple[LoadedImage, ZoomPlan]:
         """Load (and square-crop) the image and plan the zoom; loads the backbone for its scale."""

@@ -139,12 +139,13 @@ def resolve_view(view: int | tuple[int, int] | str, input_size: tuple[int, int],
             sides = tuple(int(v) for v in view.lower().split("x"))
         except ValueError:
             raise OptionError("view", f"must be N or WxH, got {view!r}") from None
-        view = sides[0] if len(sides) == 1 else sides  # type: ignore[assignment]
-    if isinstance(view, int):
-        f = view / max(input_size)
+    else:
+        sides = (view,) if isinstance(view, int) else tuple(view)
+    if len(sides) == 1:
+        f = sides[0] / max(input_size)
         w, h = round(input_size[0] * f), round(input_size[1] * f)
-    elif len(view) == 2:
-        w, h = view
+    elif len(sides) == 2:
+        w, h = sides
     else:
         raise OptionError("view", f"must be N or WxH, got {view!r}")
     if w <= 0 or h <= 0:

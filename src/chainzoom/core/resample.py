@@ -31,7 +31,7 @@ def resize(image: torch.Tensor, size: tuple[int, int], method: str = "bicubic", 
         resample = METHODS[method]
     except KeyError:
         raise ValueError(f"unknown resampling method {method!r} (known: {', '.join(METHODS)})") from None
-    region = tuple(box.as_list()) if box is not None else None
+    region = (box.x0, box.y0, box.x1, box.y1) if box is not None else None
     channels = [
         np.asarray(Image.fromarray(channel).resize(size, resample, box=region)) for channel in image.float().numpy()
     ]

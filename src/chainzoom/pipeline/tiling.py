@@ -11,6 +11,7 @@ error halves the tile and retries instead of failing the run.
 from __future__ import annotations
 
 import os
+from typing import Any
 from collections.abc import Callable
 
 import torch
@@ -172,7 +173,7 @@ class TiledBackbone(Backbone):
     def card(self) -> ModelCard:
         return self.inner.card()
 
-    def settings(self) -> dict:
+    def settings(self) -> dict[str, Any]:
         """The wrapped backbone's settings, if it has any, and the tiling."""
         inner = getattr(self.inner, "settings", None)
         return {**(inner() if callable(inner) else {}), "tile": self.tile, "tile_overlap": self.overlap}
