@@ -156,7 +156,7 @@ class ChainZoom:
 
     def prepare(self, image: ImageInput, config: ZoomConfig) -> tuple[LoadedImage, ZoomPlan]:
         """Load (and square-crop) the image and plan the zoom; loads the backbone for its scale."""
-        from chainzoom.core.geometry import default_view, plan_zoom, resolve_center, resolve_view
+        from chainzoom.core.geometry import plan_zoom, resolve_center, resolve_view
         from chainzoom.io.images import DEFAULT_MAX_PIXELS
         from chainzoom.pipeline.preprocess import square_crop
 
@@ -165,7 +165,7 @@ class ChainZoom:
             loaded = square_crop(loaded)
         step = self.backbone.scale if config.mode in MODEL_MODES else 4
         size = loaded.size
-        view = resolve_view(config.view, size, step) if config.view is not None else default_view(size, step)
+        view = resolve_view(config.view, size, step)
         return loaded, plan_zoom(size, config.scale, resolve_center(config.center, size), view, step)
 
     def iter_zoom(self, image: ImageInput, scale: float = 256.0, **options: Any) -> Iterator[ScaleState]:

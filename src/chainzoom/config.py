@@ -83,13 +83,11 @@ class BackboneConfig:
 
     def check(self) -> None:
         """Every option against the component facts; subclasses add their own checks."""
-        if self.uses_models:
-            with _named_as_fields(BACKBONE_OPTION_FIELDS):
-                BACKBONES.check(self.backbone_spec, self.backbone_options(), self.runtime)
-        else:
-            for name in ("backbone", *BACKBONE_OPTION_FIELDS):
-                if _is_set(self, name):
-                    raise OptionError(name, f"does not apply: {self.why_no_models}")
+        if not self.uses_models:
+            _refuse_set(self, ("backbone", *BACKBONE_OPTION_FIELDS), f"does not apply: {self.why_no_models}")
+            return
+        with _named_as_fields(BACKBONE_OPTION_FIELDS):
+            BACKBONES.check(self.backbone_spec, self.backbone_options(), self.runtime)
 
     @property
     def uses_models(self) -> bool:
@@ -127,13 +125,11 @@ class ModelConfig(BackboneConfig):
             math.isfinite(self.prompter_timeout) and self.prompter_timeout > 0
         ):
             raise OptionError("prompter_timeout", f"must be a positive number of seconds, got {self.prompter_timeout}")
-        if self.uses_models:
-            with _named_as_fields(PROMPTER_OPTION_FIELDS):
-                PROMPTERS.check(self.prompter_spec, self.prompter_options())
-        else:
-            for name in ("prompter", *PROMPTER_OPTION_FIELDS):
-                if _is_set(self, name):
-                    raise OptionError(name, f"does not apply: {self.why_no_models}")
+        if not self.uses_models:
+            _refuse_set(self, ("prompter", *PROMPTER_OPTION_FIELDS), f"does not apply: {self.why_no_models}")
+            return
+        with _named_as_fields(PROMPTER_OPTION_FIELDS):
+            PROMPTERS.check(self.prompter_spec, self.prompter_options())
 
     @property
     def prompter_spec(self) -> str:
@@ -225,9 +221,7 @@ class PromptsConfig(ModelConfig):
         check_center(self.center)
         check_view(self.view)
         if not self.score:
-            for name in ("critic", "phrases"):
-                if _is_set(self, name):
-                    raise OptionError(name, "applies only with score (--score)")
+            _refuse_set(self, ("critic", "phrases"), "applies only with score (--score)")
 
 
 @dataclass(frozen=True)
@@ -371,6 +365,12 @@ def _named_as_fields(fields: Mapping[str, str]) -> Iterator[None]:
     except OptionError as exc:
         field_of = {option: name for name, option in fields.items()}
         raise OptionError(field_of.get(exc.option, exc.option), exc.problem) from None
+
+
+def _refuse_set(config: object, names: tuple[str, ...], problem: str) -> None:
+    for name in names:
+        if _is_set(config, name):
+            raise OptionError(name, problem)
 
 
 def _is_set(config: object, name: str) -> bool:

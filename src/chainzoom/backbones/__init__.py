@@ -57,40 +57,34 @@ BACKBONES.register(
         facts=BackboneFacts(scale=None, licence="the model file's"),
     )
 )
-BACKBONES.register(
-    BackboneEntry(
+for _name, _module, _description, _argument, _multiple, _licence in (
+    (
         "osediff-sd3",
-        "chainzoom.backbones.diffusion.sd3:create",
+        "sd3",
         "OSEDiff one-step diffusion SR on SD3 medium, Chain-of-Zoom's backbone",
-        argument="BASE[,lora=model_20001.pkl][,vae=vae_encoder_20001.pt]",
-        required=True,
-        extra="diffusion",
-        facts=BackboneFacts(
-            text_aware=True,
-            options=DIFFUSION_OPTIONS,
-            bytes_per_input_pixel=DIFFUSION_BYTES_PER_INPUT_PIXEL,
-            size_multiple=16,
-            licence="the base model's (SD3 medium: Stability AI Community License)",
-        ),
+        "BASE[,lora=model_20001.pkl][,vae=vae_encoder_20001.pt]",
+        16,
+        "SD3 medium: Stability AI Community License",
+    ),
+    ("osediff-sd21", "sd21", "OSEDiff one-step diffusion SR on SD 2.1-base", "BASE,ckpt=osediff.pkl", 8, "SD 2.1: CreativeML Open RAIL++-M"),
+):
+    BACKBONES.register(
+        BackboneEntry(
+            _name,
+            f"chainzoom.backbones.diffusion.{_module}:create",
+            _description,
+            argument=_argument,
+            required=True,
+            extra="diffusion",
+            facts=BackboneFacts(
+                text_aware=True,
+                options=DIFFUSION_OPTIONS,
+                bytes_per_input_pixel=DIFFUSION_BYTES_PER_INPUT_PIXEL,
+                size_multiple=_multiple,
+                licence=f"the base model's ({_licence})",
+            ),
+        )
     )
-)
-BACKBONES.register(
-    BackboneEntry(
-        "osediff-sd21",
-        "chainzoom.backbones.diffusion.sd21:create",
-        "OSEDiff one-step diffusion SR on SD 2.1-base",
-        argument="BASE,ckpt=osediff.pkl",
-        required=True,
-        extra="diffusion",
-        facts=BackboneFacts(
-            text_aware=True,
-            options=DIFFUSION_OPTIONS,
-            bytes_per_input_pixel=DIFFUSION_BYTES_PER_INPUT_PIXEL,
-            size_multiple=8,
-            licence="the base model's (SD 2.1: CreativeML Open RAIL++-M)",
-        ),
-    )
-)
 
 DEFAULT_BACKBONE = "realesrgan"
 

@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from chainzoom.cli.flags import add_config_flags
-from chainzoom.cli.parsing import add_config_source, file_layer, flags_of
-from chainzoom.config import AlignConfig, from_mapping, merged
+from chainzoom.cli.parsing import add_config_source, config_from
+from chainzoom.config import AlignConfig
 
 
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
@@ -27,8 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     from chainzoom.align.session import run_align
 
-    layer, source = file_layer(args)
-    config = from_mapping(AlignConfig, merged(layer, flags_of(args)), source)
+    config = config_from(args, AlignConfig)
     adapter = run_align(config)
     out = Path(config.out)
     print(f"adapter: {adapter}\nlog: {out / 'log.csv'}\ncurves: {out / 'rewards.png'}")

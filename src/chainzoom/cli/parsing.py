@@ -6,13 +6,14 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from chainzoom.cli.flags import given
-from chainzoom.config import read_toml
+from chainzoom.config import from_mapping, merged, read_toml
 from chainzoom.errors import OptionError
 
 EXIT_USAGE = 2
+C = TypeVar("C")
 #: Namespace keys that are the command's own, not config fields.
 COMMAND_KEYS = ("handler", "command", "config", "rerun")
 
@@ -45,6 +46,12 @@ def file_layer(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     if args.config is not None:
         return read_toml(args.config), str(args.config)
     return {}, "the command line"
+
+
+def config_from(args: argparse.Namespace, cls: type[C]) -> C:
+    """The command's config: ``--config`` (if given), then the flags the user typed."""
+    layer, source = file_layer(args)
+    return from_mapping(cls, merged(layer, flags_of(args)), source)
 
 
 def refuse_foreign(flags: dict[str, Any], cls: type, where: str) -> None:

@@ -12,8 +12,8 @@ import argparse
 from typing import Any
 
 from chainzoom.cli.flags import add_config_flags
-from chainzoom.cli.parsing import add_config_source, file_layer, flags_of
-from chainzoom.config import PromptsConfig, from_mapping, merged
+from chainzoom.cli.parsing import add_config_source, config_from
+from chainzoom.config import PromptsConfig
 
 
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
@@ -34,8 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from chainzoom.prompts.message import context_images
     from chainzoom.prompts.recording import RecordingPrompter
 
-    layer, source = file_layer(args)
-    config = from_mapping(PromptsConfig, merged(layer, flags_of(args)), source)
+    config = config_from(args, PromptsConfig)
     if not config.input:
         raise OptionError("input", "name an image file")
     models = ChainZoom.from_config(config).load()

@@ -132,8 +132,13 @@ def _round_view(view: tuple[int, int], multiple: int) -> tuple[int, int]:
     return w, h
 
 
-def resolve_view(view: int | tuple[int, int] | str, input_size: tuple[int, int], multiple: int = 4) -> tuple[int, int]:
-    """The view in pixels: a long side (aspect kept), ``(width, height)``, or text ``"N"``/``"WxH"``."""
+def resolve_view(
+    view: int | tuple[int, int] | str | None, input_size: tuple[int, int], multiple: int = 4
+) -> tuple[int, int]:
+    """The view in pixels: a long side (aspect kept), ``(width, height)``, text ``"N"``/``"WxH"``,
+    or ``None`` for :func:`default_view`."""
+    if view is None:
+        return default_view(input_size, multiple)
     if isinstance(view, str):
         try:
             sides = tuple(int(v) for v in view.lower().split("x"))
