@@ -133,6 +133,16 @@ class ChainZoom:
             self._cache_prompts = prompter_uses_model(self._prompter)
         return self._prompter
 
+    def step_factor(self) -> int:
+        """The backbone's scale: from the registry's facts when they know it, else from the model."""
+        if self._backbone is None:
+            from chainzoom.backbones import BACKBONES
+
+            scale = BACKBONES.entry(self.config.backbone_spec).facts.scale
+            if scale is not None:
+                return scale
+        return self.backbone.scale
+
     def load(self) -> ChainZoom:
         """Load both models now (a bad model file then fails before any work starts)."""
         _ = self.backbone, self.prompter
@@ -155,18 +165,25 @@ class ChainZoom:
         return ZoomConfig(**model, inputs=inputs, **job)
 
     def prepare(self, image: ImageInput, config: ZoomConfig) -> tuple[LoadedImage, ZoomPlan]:
-        """Load (and square-crop) the image and plan the zoom; loads the backbone for its scale."""
-        from chainzoom.core.geometry import plan_zoom, resolve_center, resolve_view
+        """Load the image (:meth:`load_input`) and plan the zoom (:meth:`plan`)."""
+        loaded = self.load_input(image, config)
+        return loaded, self.plan(loaded.size, config)
+
+    def load_input(self, image: ImageInput, config: ZoomConfig) -> LoadedImage:
+        """The image, decoded and checked (and square-cropped when ``config.square``)."""
         from chainzoom.io.images import DEFAULT_MAX_PIXELS
         from chainzoom.pipeline.preprocess import square_crop
 
         loaded = as_loaded(image, config.max_pixels or DEFAULT_MAX_PIXELS)
-        if config.square:
-            loaded = square_crop(loaded)
-        step = self.backbone.scale if config.mode in MODEL_MODES else 4
-        size = loaded.size
+        return square_crop(loaded) if config.square else loaded
+
+    def plan(self, size: tuple[int, int], config: ZoomConfig) -> ZoomPlan:
+        """Every crop and box of a zoom of an image of ``size``; steps at the backbone's scale."""
+        from chainzoom.core.geometry import plan_zoom, resolve_center, resolve_view
+
+        step = self.step_factor() if config.mode in MODEL_MODES else 4
         view = resolve_view(config.view, size, step)
-        return loaded, plan_zoom(size, config.scale, resolve_center(config.center, size), view, step)
+        return plan_zoom(size, config.scale, resolve_center(config.center, size), view, step)
 
     def iter_zoom(self, image: ImageInput, scale: float = 256.0, **options: Any) -> Iterator[ScaleState]:
         """Yield every scale-state as it is made (state 0 first); see :meth:`__call__`."""

@@ -61,12 +61,13 @@ def run_local(config: ZoomConfig) -> int:
 
     paths = collect_inputs(config.inputs)
     pipeline = ChainZoom.from_config(config)
+    # Every input is decoded and planned before the models load (a bad one stops the batch
+    # with nothing loaded or written); it is decoded again for its run, so memory holds one
+    # image, not the batch.
+    for path in paths:
+        pipeline.plan(pipeline.load_input(path, config).size, config)
     if config.mode in MODEL_MODES:
         pipeline.load()
-    # Every input is decoded and planned once before any run starts (a bad one stops the
-    # batch with nothing written), then decoded again for its run: memory holds one image.
-    for path in paths:
-        pipeline.prepare(path, config)
     # One input writes into --out; several write into --out/<name> each.
     out = Path(config.out)
     outs = [out] if len(paths) == 1 else [out / name for name in input_names(paths)]
