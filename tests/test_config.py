@@ -133,3 +133,13 @@ def test_options_are_checked_where_they_are_made():
         ZoomConfig(prompter="openai:http://x/v1,model=m", prompter_timeout=float("nan"))
     with pytest.raises(OptionError, match="^scale: must be a number greater than 1 and at most"):
         ZoomConfig(scale=1e17)
+
+
+def test_the_largest_scale_still_has_exact_boxes(tmp_path):
+    """At 4**20 every box still has a width (a 1e17 zoom once divided by zero in the planner)."""
+    import chainzoom
+
+    result = chainzoom.zoom(SAMPLE, scale=4.0**20, backbone="bicubic", view=16, runtime=Runtime(device="cpu"))
+    last = result[-1].box
+    assert len(result) == 21 and last.width == 16 / 4**20 and last.x0 < last.x1
+    assert result[-1].magnification == 4**20

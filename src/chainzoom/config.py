@@ -44,9 +44,10 @@ Center = tuple[float, float] | str
 #: The size of every state: the long side, ``(width, height)``, or text ``"N"`` / ``"WxH"``.
 View = int | tuple[int, int] | str | None
 
-#: The largest total magnification: beyond it a state's box is smaller than float64 can
-#: place reliably inside a large input (boxes are exact binary fractions up to 4**26).
-MAX_SCALE = 4.0**26
+#: The largest total magnification, 4**20 (about 1.1e12): a state's box is then 2**-40 of
+#: the view, which float64 still places exactly inside an input of up to 8192 px (13 bits
+#: of pixels, 40 of fraction); far beyond it boxes collapse to zero width.
+MAX_SCALE = 4.0**20
 DEFAULT_PROMPTER = "null"
 
 #: Config fields that set a backbone option, and that option's name.
@@ -296,7 +297,7 @@ class AlignConfig(BackboneConfig):
 
 def check_scale(scale: float) -> None:
     if not (math.isfinite(scale) and 1 < scale <= MAX_SCALE):
-        raise OptionError("scale", f"must be a number greater than 1 and at most 4**26 (~4.5e15), got {scale:g}")
+        raise OptionError("scale", f"must be a number greater than 1 and at most 4**20 (~1.1e12), got {scale:g}")
 
 
 def canonical(name: str, value: Any) -> Any:
