@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 
 import torch
 
@@ -62,7 +63,7 @@ def main() -> None:
             crop = photo[:, :size, :size].contiguous()
             rows: list[tuple[str, float]] = []
             if ncnn_model is not None:
-                rows.append(("ncnn", timed(lambda: ncnn_model(crop), args.repeats, sync)))
+                rows.append(("ncnn", timed(partial(ncnn_model, crop), args.repeats, sync)))
             for dtype_name in args.dtype.split(","):
                 dtype = getattr(torch, dtype_name)
                 for channels_last in (False, True):
@@ -70,7 +71,7 @@ def main() -> None:
                     model = network.to(device=device, dtype=dtype, memory_format=fmt)
                     batch = crop[None].to(device=device, dtype=dtype).contiguous(memory_format=fmt)
                     with torch.inference_mode():
-                        seconds = timed(lambda: model(batch), args.repeats, sync)
+                        seconds = timed(partial(model, batch), args.repeats, sync)
                     rows.append((f"torch {dtype_name}{' channels-last' if channels_last else ''}", seconds))
             if args.compile:
                 model = network.to(device=device, dtype=torch.float32, memory_format=torch.channels_last)
@@ -80,7 +81,7 @@ def main() -> None:
                     started = time.perf_counter()
                     compiled(batch)
                     print(f"  (torch.compile for {size}x{size}: {time.perf_counter() - started:.1f} s once)")
-                    rows.append(("torch compile channels-last", timed(lambda: compiled(batch), args.repeats, sync)))
+                    rows.append(("torch compile channels-last", timed(partial(compiled, batch), args.repeats, sync)))
             reference = rows[0][1]
             for name, seconds in rows:
                 print(f"{model_id:<11} {size:>5} {name:<26} {seconds:8.3f} {seconds / reference:20.2f}")

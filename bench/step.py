@@ -13,6 +13,7 @@ import platform
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -58,8 +59,8 @@ def main() -> None:
     for model_id in ("realesrgan", "realsr"):
         backbone = create_backbone(model_id)
         ncnn_model = NcnnModel(*BUNDLED[model_id].files(), threads=torch.get_num_threads())
-        t_torch = timed(lambda: backbone.upscale(crop), args.repeats)
-        t_ncnn = timed(lambda: ncnn_model(crop), args.repeats)
+        t_torch = timed(partial(backbone.upscale, crop), args.repeats)
+        t_ncnn = timed(partial(ncnn_model, crop), args.repeats)
         print(f"{model_id:<12} {t_torch:9.3f} {t_ncnn:9.3f} {t_torch / t_ncnn:11.2f}")
 
     pipeline = ChainZoom("realesrgan", runtime=Runtime(device="cpu")).load()

@@ -96,7 +96,10 @@ def test_trl_shows_the_policy_the_prompters_chat(models):
     wide, view = Image.new("RGB", (4, 4), "red"), Image.new("RGB", (4, 4), "blue")
     filled = prepare_multimodal_messages(paper_prompt(), images=[wide, view])
     assert [part.get("image") for part in filled[1]["content"]] == [wide, view]
-    render = lambda messages: processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def render(messages):
+        return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
     assert render(filled) == render(paper_messages())
 
 

@@ -22,15 +22,22 @@ def test_half_precision_is_refused_on_the_cpu_only():
 
 def test_out_of_memory_hints_depend_on_what_is_already_set():
     cuda = torch.device("cuda")
-    with pytest.raises(ChainZoomError, match="--efficient-memory, --dtype float16, a smaller --view"):
-        with explain_out_of_memory(cuda, torch.float32, efficient_memory=False):
-            raise torch.OutOfMemoryError("CUDA out of memory")
-    with pytest.raises(ChainZoomError, match="try a smaller --view$"):
-        with explain_out_of_memory(cuda, torch.float16, efficient_memory=True):
-            raise torch.OutOfMemoryError("CUDA out of memory")
-    with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors pass through
-        with explain_out_of_memory(cuda, torch.float16, efficient_memory=True):
-            raise RuntimeError("shape mismatch")
+    with (
+        pytest.raises(ChainZoomError, match="--efficient-memory, --dtype float16, a smaller --view"),
+        explain_out_of_memory(cuda, torch.float32, efficient_memory=False),
+    ):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    with (
+        pytest.raises(ChainZoomError, match="try a smaller --view$"),
+        explain_out_of_memory(cuda, torch.float16, efficient_memory=True),
+    ):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    # other errors pass through
+    with (
+        pytest.raises(RuntimeError, match="shape mismatch"),
+        explain_out_of_memory(cuda, torch.float16, efficient_memory=True),
+    ):
+        raise RuntimeError("shape mismatch")
 
 
 def test_residency_moves_groups_only_while_used_in_efficient_mode():

@@ -189,7 +189,7 @@ def test_mid_frame_shows_both_states_in_place():
     frames = list(zoom_frames(states, frames_per_step=fps))
     i = 4  # t = 0.5: the region fills 1/2 of the frame side
     frame = as_array(frames[i])
-    x0, y0, x1, y1 = expected_view(states[1].box, 64.0, i / fps)
+    x0, y0, x1, _ = expected_view(states[1].box, 64.0, i / fps)
     assert x1 - x0 == pytest.approx(64 * 0.25**0.5)
     sx = (x1 - x0) / 64
     # Where state 1 falls inside the frame.

@@ -160,7 +160,9 @@ class ChainZoom:
         model: dict[str, Any] = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(ModelConfig)}
         if options.get("mode", "chain") not in MODEL_MODES:
             model = {"runtime": self.config.runtime}  # a baseline of this pipeline uses none of its models
-        job: dict[str, Any] = {k: str(v) if k == "out" else v for k, v in options.items() if v is not None or k != "out"}
+        job: dict[str, Any] = {
+            k: str(v) if k == "out" else v for k, v in options.items() if v is not None or k != "out"
+        }
         inputs = (str(image),) if isinstance(image, (str, Path)) else ()
         return ZoomConfig(**model, inputs=inputs, **job)
 

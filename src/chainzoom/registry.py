@@ -95,7 +95,7 @@ class PrompterEntry(Entry):
     facts: PrompterFacts = field(default_factory=PrompterFacts)
 
 
-E = TypeVar("E", bound=Entry)
+E = TypeVar("E", BackboneEntry, PrompterEntry)
 
 
 @dataclass
@@ -163,7 +163,7 @@ class Registry(Generic[T, E]):
             raise OptionError(self.kind, f"{entry.name!r} needs an argument: {entry.usage()}")
         if entry.argument is None and argument:
             raise OptionError(self.kind, f"{entry.name!r} takes no argument, got {spec!r}")
-        facts = getattr(entry, "facts")
+        facts = entry.facts
         for option in options:
             if option not in facts.options:
                 takes = f"its options: {', '.join(facts.options)}" if facts.options else "it takes none"

@@ -101,6 +101,7 @@ def make_components(
         from chainzoom.align.critic import CriticReward, ScoreCache, TransformersCritic, create_critic
         from chainzoom.align.trainer import DTYPES
 
+        assert critic is not None  # the builder is passed on only when a critic is given
         model = create_critic(critic, runtime.device, DTYPES[runtime.dtype])
         if isinstance(model, TransformersCritic):
             model.load()

@@ -21,7 +21,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -94,16 +94,17 @@ def completion_text(completion: Any) -> str:
     return str(completion).strip()
 
 
-def trl_reward(component: Reward) -> Callable[..., list[float]]:
+def trl_reward(component: Reward) -> Callable[..., list[float | None]]:
     """A TRL reward function for one component; its name becomes ``rewards/<name>`` in the log."""
 
-    def reward(prompts: list, completions: list, images: list, log_metric=None, **_: Any) -> list[float]:
+    def reward(prompts: list, completions: list, images: list, log_metric=None, **_: Any) -> list[float | None]:
         pairs: list[ImagePair] = [(group[0], group[1]) for group in images]
         scores = component.score([completion_text(c) for c in completions], pairs)
         if log_metric is not None:
             for key, value in component.metrics().items():
                 log_metric(f"{component.name}_{key}", value)
-        return scores
+        # every sample gets a score; the type is TRL's, whose rewards may also be None
+        return cast("list[float | None]", scores)
 
     reward.__name__ = component.name
     return reward

@@ -66,7 +66,14 @@ for _name, _module, _description, _argument, _multiple, _licence in (
         16,
         "SD3 medium: Stability AI Community License",
     ),
-    ("osediff-sd21", "sd21", "OSEDiff one-step diffusion SR on SD 2.1-base", "BASE,ckpt=osediff.pkl", 8, "SD 2.1: CreativeML Open RAIL++-M"),
+    (
+        "osediff-sd21",
+        "sd21",
+        "OSEDiff one-step diffusion SR on SD 2.1-base",
+        "BASE,ckpt=osediff.pkl",
+        8,
+        "SD 2.1: CreativeML Open RAIL++-M",
+    ),
 ):
     BACKBONES.register(
         BackboneEntry(

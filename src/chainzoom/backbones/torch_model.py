@@ -26,7 +26,8 @@ class TorchBackbone(Backbone):
         dtype: torch.dtype = torch.float32,
         compile: bool = False,
     ) -> None:
-        self.model = model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)
+        # Module.to takes memory_format at run time, but torch's overloads leave it out
+        self.model: nn.Module = model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model.requires_grad_(False)
         # torch.compile pays tens of seconds once per input shape (a chain has one crop
         # shape) and then runs about 8% faster on the CPU: worth it for long jobs only.

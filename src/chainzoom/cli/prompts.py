@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if config.score:
         from chainzoom.align.session import format_scores, score_prompts_with
 
-        pairs = [context_images(c) for c in recording.contexts]
+        pairs = [(images[0], images[1]) for images in map(context_images, recording.contexts)]
         rows = score_prompts_with(
             prompts, config.reward, pairs=pairs, critic=config.critic, phrases=config.phrases, runtime=models.runtime
         )

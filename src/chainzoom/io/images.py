@@ -35,11 +35,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from chainzoom.errors import ChainZoomError, InputError
 from chainzoom.io.atomic import atomic_write
@@ -150,6 +150,7 @@ def from_pil(
         layout = None
 
     if layout in _PNG16_LOW_BYTES:
+        assert source  # a 16-bit PNG without a source had its layout dropped above
         _decode(name, image)
         with _opened(Path(source), max_pixels) as low:
             _set_layout(low, _PNG16_LOW_BYTES[layout])
@@ -238,9 +239,10 @@ def _upright(name: str, image: Image.Image) -> Image.Image:
 
 def _png_layout(image: Image.Image) -> str | None:
     """The raw sample layout of a not-yet-decoded PNG, as Pillow's tile names it (``"RGB;16B"``)."""
-    if image.format != "PNG" or len(getattr(image, "tile", None) or ()) != 1:
+    tiles: Sequence[Any] = getattr(image, "tile", None) or ()
+    if image.format != "PNG" or len(tiles) != 1:
         return None
-    tile = image.tile[0]
+    tile = tiles[0]
     if tile[0] != "zip" or not isinstance(tile[3], str):
         return None
     return tile[3]
@@ -252,8 +254,10 @@ def _set_layout(image: Image.Image, layout: str) -> None:
     The PNG filters look back one pixel, and Pillow derives that distance from the
     layout, so only a layout with the file's bytes per pixel decodes correctly.
     """
+    image = cast(ImageFile.ImageFile, image)  # only a PNG not yet decoded reaches here
     tile = image.tile[0]
-    image.tile = [tile._replace(args=layout) if hasattr(tile, "_replace") else (*tile[:3], layout)]
+    # older Pillow keeps tiles as plain tuples, which its newer stubs no longer allow
+    image.tile = [tile._replace(args=layout) if hasattr(tile, "_replace") else (*tile[:3], layout)]  # type: ignore[list-item]
 
 
 def _png16_colour(high: Image.Image, low: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -393,7 +397,7 @@ def save_image(
 
     else:
         image = to_pil(rgb, alpha)
-        options: dict[str, object] = {}
+        options: dict[str, Any] = {}
         if suffix in (".jpg", ".jpeg"):
             options = {"quality": 95, "subsampling": 0}
         elif suffix == ".webp":

@@ -26,6 +26,7 @@ Protocol (see ``docs/evaluation.md``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Sequence
@@ -86,18 +87,17 @@ class MetricCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.values: dict[str, dict[str, float | None]] = {}
-        try:
+        # no cache yet, or a damaged one: either only costs recomputation
+        with contextlib.suppress(OSError, json.JSONDecodeError):
             self.values = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            pass  # no cache yet, or a damaged one: either only costs recomputation
 
     def score(self, file: Path, image: np.ndarray, metric: Metric) -> float:
         entry = self.values.setdefault(file_sha256(file), {})
         if metric.name not in entry:
             value = metric.score(image)
             entry[metric.name] = None if math.isnan(value) else value
-        value = entry[metric.name]
-        return math.nan if value is None else value
+        stored = entry[metric.name]
+        return math.nan if stored is None else stored
 
     def save(self) -> None:
         atomic_write_json(self.path, self.values)
@@ -125,9 +125,13 @@ class _Runner:
         request = self.pipeline.request(path, image, config, "zoom")
         run_folder = RunFolder(folder)
         previous = run_folder.read_manifest()
-        same = previous is not None and previous.get("request") == request
         total = len(plan.steps) + 1
-        if same and previous.get("complete") and not self.settings.overwrite:
+        if (
+            previous is not None
+            and previous.get("request") == request
+            and previous.get("complete")
+            and not self.settings.overwrite
+        ):
             states = run_folder.load_states(previous)
             if len(states) == total:
                 self.progress.start(f"{label} (finished before)", 0)

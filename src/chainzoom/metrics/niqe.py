@@ -132,7 +132,7 @@ def niqe(rgb: np.ndarray) -> float:
     if min(h, w) < MIN_SIDE:
         return float("nan")
     image = image[: h - h % PATCH, : w - w % PATCH].astype(np.float32)
-    half = Image.fromarray(image).resize((image.shape[1] // 2, image.shape[0] // 2), Image.BICUBIC)
+    half = Image.fromarray(image).resize((image.shape[1] // 2, image.shape[0] // 2), Image.Resampling.BICUBIC)
     features = np.hstack([patch_features(mscn(image), PATCH), patch_features(mscn(np.asarray(half)), PATCH // 2)])
     mu, cov = pristine_model()
     difference = features.mean(axis=0) - mu

@@ -12,6 +12,7 @@ import io
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from chainzoom import __version__
@@ -59,7 +60,7 @@ def write_csv(rows: list[ResultRow], path: Path) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def markdown_table(metric: str, modes: list[str], scales: list[int], stats: Stats) -> str:
+def markdown_table(metric: str, modes: Sequence[str], scales: Sequence[int], stats: Stats) -> str:
     better = describe(metric)[1]
     digits = DECIMALS.get(metric, 3)
     best: dict[int, float] = {}
@@ -83,7 +84,7 @@ def markdown_table(metric: str, modes: list[str], scales: list[int], stats: Stat
     return "\n".join(lines)
 
 
-def _section(results: EvalResults, metric: str, scales: list[int], out: Path, min_side: int = 1) -> list[str]:
+def _section(results: EvalResults, metric: str, scales: Sequence[int], out: Path, min_side: int = 1) -> list[str]:
     """One metric's heading, table and plot; a metric left without values by its size limit says so."""
     label, better = describe(metric)
     stats = summarise(results.rows, metric)
@@ -122,8 +123,8 @@ def write_report(results: EvalResults, command: str) -> Path:
         "## No-reference quality of the state at each magnification",
         "",
     ]
-    for metric in results.metrics:
-        lines += _section(results, metric.name, scales, out, metric.min_side)
+    for measured in results.metrics:
+        lines += _section(results, measured.name, scales, out, measured.min_side)
     if results.unavailable:
         lines += ["### Not available", ""]
         lines += [f"- {u.label}: {u.reason}" for u in results.unavailable]

@@ -11,8 +11,8 @@ error halves the tile and retries instead of failing the run.
 from __future__ import annotations
 
 import os
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 import torch
 

@@ -226,7 +226,7 @@ def create_openai(argument: str | None, runtime: Runtime, **options: Any) -> Ope
     timeout=S,retries=N,backoff=S,key_env=VAR]``."""
     url, opts = Options.parse("openai", argument, options)
     model = opts.text("model")
-    settings = dict(
+    settings: dict[str, Any] = dict(
         max_tokens=opts.integer("max_tokens", OFFICIAL_MAX_NEW_TOKENS, minimum=1),
         sample=opts.flag("sample"),
         temperature=opts.number("temperature", 1.0, minimum=0.0),

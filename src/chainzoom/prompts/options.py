@@ -11,7 +11,7 @@ instead of being ignored.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, overload
 
 from chainzoom.errors import ChainZoomError
 from chainzoom.registry import split_options
@@ -46,6 +46,10 @@ class Options:
         self._known.append(key)
         return self._values.pop(key, None)
 
+    @overload
+    def text(self, key: str, default: str) -> str: ...
+    @overload
+    def text(self, key: str, default: str | None = None) -> str | None: ...
     def text(self, key: str, default: str | None = None) -> str | None:
         value = self._take(key)
         return default if value is None else str(value)
@@ -62,6 +66,10 @@ class Options:
             raise ChainZoomError(f"{self.owner}: {key} must be at least {minimum}, got {number}")
         return number
 
+    @overload
+    def number(self, key: str, default: float, minimum: float | None = None) -> float: ...
+    @overload
+    def number(self, key: str, default: float | None, minimum: float | None = None) -> float | None: ...
     def number(self, key: str, default: float | None, minimum: float | None = None) -> float | None:
         value = self._take(key)
         if value is None:

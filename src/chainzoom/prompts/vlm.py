@@ -247,7 +247,7 @@ def create_vlm(argument: str | None, runtime: Runtime, **options: Any) -> VLMPro
     dtype = opts.text("dtype", runtime.dtype)
     if dtype not in _DTYPES:
         raise ChainZoomError(f"vlm: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
-    settings = dict(
+    settings: dict[str, Any] = dict(
         adapter=str(Path(adapter).expanduser()) if adapter else None,
         max_new_tokens=opts.integer("max_tokens", OFFICIAL_MAX_NEW_TOKENS, minimum=1),
         sample=opts.flag("sample"),

@@ -26,10 +26,17 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import torch
 
 from chainzoom.errors import ChainZoomError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+#: The model type passes through a merge: peft edits the model's layers in place and hands it back.
+_Model = TypeVar("_Model", bound="PreTrainedModel")
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -59,7 +66,7 @@ def adapter_digest(folder: str | Path) -> str:
     return digest.hexdigest()
 
 
-def legacy_renamings(model: torch.nn.Module) -> list[tuple[re.Pattern[str], str]]:
+def legacy_renamings(model: PreTrainedModel) -> list[tuple[re.Pattern[str], str]]:
     """The regex renamings transformers applies to the model's old-layout checkpoints."""
     from transformers.conversion_mapping import get_model_conversion_mapping
     from transformers.core_model_loading import WeightRenaming
@@ -83,7 +90,7 @@ def rename_module(path: str, rules: list[tuple[re.Pattern[str], str]], modules: 
     return path
 
 
-def merge_adapter(model: torch.nn.Module, folder: str | Path) -> torch.nn.Module:
+def merge_adapter(model: _Model, folder: str | Path) -> _Model:
     """Load the LoRA adapter in ``folder`` into ``model`` and merge it; returns the merged model."""
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -123,4 +130,4 @@ def merge_adapter(model: torch.nn.Module, folder: str | Path) -> torch.nn.Module
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:
         raise ChainZoomError(f"adapter {weights_path}: {len(unexpected)} tensor(s) did not load, e.g. {unexpected[0]}")
-    return peft_model.merge_and_unload()
+    return cast(_Model, peft_model.merge_and_unload())

@@ -23,7 +23,7 @@ from typing import Any
 
 
 @cache
-def image_only(processor_class: type) -> type:
+def image_only(processor_class: type[Any]) -> type[Any]:
     """``processor_class`` without its video processor (the class itself if it has none)."""
     if "video_processor" not in inspect.signature(processor_class.__init__).parameters:
         return processor_class

@@ -28,7 +28,8 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +37,14 @@ import torch
 
 from chainzoom import __version__
 from chainzoom.backbones.base import Backbone
+from chainzoom.core.resample import resize
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.atomic import atomic_write, atomic_write_json
 from chainzoom.io.images import LoadedImage
-from chainzoom.prompts.base import PromptContext, Prompter
-from chainzoom.runs.pyramid import FORMATS, PARTIAL, RawLevel, level_path, remove_level, write_level
-from chainzoom.core.resample import resize
-from chainzoom.runs.local import MANIFEST, RunFolder
 from chainzoom.pipeline.tiling import axis_weights, free_memory_bytes, tile_starts
+from chainzoom.prompts.base import PromptContext, Prompter
+from chainzoom.runs.local import MANIFEST, RunFolder
+from chainzoom.runs.pyramid import FORMATS, PARTIAL, RawLevel, level_path, remove_level, write_level
 
 #: Default tile side in input px: big enough that the overlap (context RRDBNet needs)
 #: costs little, small enough for a CPU; ``--tile`` overrides it.
@@ -170,7 +171,7 @@ def zoom_full(
     previous = folder.prepare(request, overwrite)
     manifest = {
         "chainzoom": __version__,
-        "created": (previous or {}).get("created") or datetime.now(timezone.utc).isoformat(),
+        "created": (previous or {}).get("created") or datetime.now(UTC).isoformat(),
         "mode": "full",
         "request": request,
         "backbone": backbone_record,
@@ -268,8 +269,8 @@ def make_tiles(
                 (y0, y1), (x0, x1) = _local_keep(ys, iy), _local_keep(xs, ix)
                 kept = to_uint8_hwc(result[:, y0:y1, x0:x1])
                 if prompt is not None:
-                    atomic_write(path.with_suffix(".txt"), lambda tmp, p=prompt: tmp.write_text(p, encoding="utf-8"))
-                atomic_write(path, lambda tmp, a=kept: np.save(tmp, a))
+                    atomic_write(path.with_suffix(".txt"), partial(Path.write_text, data=prompt, encoding="utf-8"))
+                atomic_write(path, partial(np.save, arr=kept))
                 made += 1
             done += 1
             if on_tile is not None:
@@ -340,4 +341,3 @@ def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
 
 def from_uint8_hwc(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255.0).contiguous()
-

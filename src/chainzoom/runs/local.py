@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +152,9 @@ def iter_run(
     if prompter is not None and cache_prompts:
         prompter = CachedPrompter(prompter, folder.path / PROMPT_CACHE)
     done = folder.load_states(previous) if previous else []
-    manifest = {
+    manifest: dict[str, Any] = {
         "chainzoom": __version__,
-        "created": (previous or {}).get("created") or datetime.now(timezone.utc).isoformat(),
+        "created": (previous or {}).get("created") or datetime.now(UTC).isoformat(),
         "request": request,
         "backbone": backbone_record(backbone),
         "prompter": prompter.settings() if prompter is not None else None,

@@ -10,6 +10,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -24,8 +25,9 @@ class _Bars:
     def __init__(self, enabled: bool, *columns) -> None:
         self.console = Console(stderr=True)
         self.progress = (
-            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *columns,
-                     console=self.console)
+            Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *columns, console=self.console
+            )
             if enabled
             else None
         )
@@ -45,8 +47,8 @@ class ZoomProgress(_Bars):
 
     def __init__(self, enabled: bool = True) -> None:
         super().__init__(enabled, TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
-        self.task = None
-        self.batch = None
+        self.task: TaskID | None = None
+        self.batch: TaskID | None = None
 
     def start_batch(self, images: int) -> None:
         """An overall bar, shown only when there is more than one image."""
@@ -77,7 +79,7 @@ class TileProgress(_Bars):
         super().__init__(enabled, TimeElapsedColumn(), TimeRemainingColumn())
         self.name = name
         self.levels = levels
-        self.tasks: dict[int, int] = {}
+        self.tasks: dict[int, TaskID] = {}
 
     def update(self, level: int, done: int, total: int) -> None:
         if self.progress is None:

@@ -24,7 +24,6 @@ from chainzoom.core.vocabulary import FORMATS
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.atomic import atomic_write
 
-
 SUFFIXES = {"tiff": ".tif", "dzi": ".dzi", "png": ".png"}
 #: Tile side of the pyramids: 256 for TIFF (what viewers and tifffile expect), and
 #: 254 + 1 px overlap for Deep Zoom, whose 256 px centre tiles are the DZI default.
@@ -194,9 +193,7 @@ def _write_dzi(image: Any, target: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     base = partial / target.stem
-    image.dzsave(
-        str(base), tile_size=DZI_TILE, overlap=DZI_OVERLAP, suffix=f".jpg[Q={JPEG_QUALITY}]", depth="onepixel"
-    )
+    image.dzsave(str(base), tile_size=DZI_TILE, overlap=DZI_OVERLAP, suffix=f".jpg[Q={JPEG_QUALITY}]", depth="onepixel")
     files = dzi_files(target)
     shutil.rmtree(files, ignore_errors=True)
     os.replace(partial / f"{target.stem}_files", files)

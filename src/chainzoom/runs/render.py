@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from chainzoom.errors import ChainZoomError
-from chainzoom.io.atomic import atomic_write
 from chainzoom.core.geometry import Box
 from chainzoom.core.states import ScaleState
+from chainzoom.errors import ChainZoomError
+from chainzoom.io.atomic import atomic_write
 
-__all__ = ["RenderError", "make_strip", "save_strip", "zoom_frames", "save_animation", "format_magnification"]
+__all__ = ["RenderError", "format_magnification", "make_strip", "save_animation", "save_strip", "zoom_frames"]
 
 #: Background of the strip (neutral dark grey).
 STRIP_BACKGROUND = (40, 40, 40)
@@ -133,6 +133,7 @@ def _marker_rect(region: Box, size: tuple[int, int], lw: int) -> tuple[int, int,
     half_h = max(region.height, min_side) / 2 + lw / 2
     x0, x1 = round(cx - half_w), round(cx + half_w) - 1
     y0, y1 = round(cy - half_h), round(cy + half_h) - 1
+
     # Clamp inside the panel, shifting (not shrinking) where possible.
     def fit(a: int, b: int, limit: int) -> tuple[int, int]:
         if b - a + 1 > limit:
@@ -183,7 +184,8 @@ def make_strip(
     texts = [format_magnification(s.magnification) for s in states]
     if font is not None:
         scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-        heights = [scratch.textbbox((0, 0), t, font=font)[3] for t in texts]
+        # whole pixels: the box of text placed at (0, 0), though Pillow types it as float
+        heights = [int(scratch.textbbox((0, 0), t, font=font)[3]) for t in texts]
         label_h = max(heights) + gap
 
     width = sum(p.width for p in panels) + (len(panels) + 1) * gap
@@ -196,8 +198,7 @@ def make_strip(
         strip.paste(panel, (x, gap))
         if font is not None:
             tw = draw.textlength(text, font=font)
-            draw.text((x + (panel.width - tw) / 2, gap + panel_h + gap // 2), text,
-                      fill=LABEL_COLOUR, font=font)
+            draw.text((x + (panel.width - tw) / 2, gap + panel_h + gap // 2), text, fill=LABEL_COLOUR, font=font)
         x += panel.width + gap
     return strip
 
@@ -248,9 +249,7 @@ def _geometric(r_lo: float, r_hi: float, full: float, t: float) -> tuple[float, 
     return p * (1.0 - st), p + st * (full - p)
 
 
-def _schedule(
-    states: Sequence[ScaleState], n_frames: int
-) -> list[tuple[int, float]]:
+def _schedule(states: Sequence[ScaleState], n_frames: int) -> list[tuple[int, float]]:
     """(step, t) for each frame: the zoom speed is constant over the whole animation.
 
     Steps share the frames in proportion to their log zoom (a 16x step gets twice the
@@ -367,10 +366,10 @@ def zoom_frames(
     _check_states(states)
     if int(frames_per_step) < 1:
         raise RenderError(f"frames_per_step must be at least 1, got {frames_per_step}")
-    size = tuple(int(v) for v in size) if size is not None else _default_frame_size(states)
-    if len(size) != 2 or min(size) < 1:
-        raise RenderError(f"size must be (width, height) with positive sides, got {size}")
-    size = (size[0], size[1])
+    given = tuple(int(v) for v in size) if size is not None else _default_frame_size(states)
+    if len(given) != 2 or min(given) < 1:
+        raise RenderError(f"size must be (width, height) with positive sides, got {given}")
+    size = (given[0], given[1])
 
     images: dict[int, Image.Image] = {}
 
@@ -411,9 +410,7 @@ def save_animation(
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in (".webp", ".gif"):
-        raise RenderError(
-            f"animation format is chosen by the suffix: use .webp or .gif, got {target.name!r}"
-        )
+        raise RenderError(f"animation format is chosen by the suffix: use .webp or .gif, got {target.name!r}")
     if fps <= 0:
         raise RenderError(f"fps must be positive, got {fps}")
     if suffix == ".webp":

@@ -18,7 +18,7 @@ from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 from urllib.parse import unquote, urlsplit
 
 from chainzoom.errors import ChainZoomError
@@ -94,12 +94,14 @@ class ViewerHandler(BaseHTTPRequestHandler):
 
     def _tiff(self, rest: str) -> None:
         descriptor, tile = _TIFF_DZI.match(rest), _TIFF_TILE.match(rest)
-        source = self.viewer.tiff((descriptor or tile)["name"]) if (descriptor or tile) else None
+        found = descriptor or tile
+        source = self.viewer.tiff(found["name"]) if found else None
         if source is None:
             self.send_error(HTTPStatus.NOT_FOUND)
         elif descriptor:
             self._send(source.descriptor().encode(), "application/xml")
         else:
+            assert tile is not None  # neither pattern matched gives no source
             data = source.tile(int(tile["level"]), int(tile["col"]), int(tile["row"]))
             if data is None:
                 self.send_error(HTTPStatus.NOT_FOUND)
@@ -138,7 +140,8 @@ def make_server(folder: Path, port: int = 0, log: TextIO | None = None) -> Threa
 
 
 def url_of(server: ThreadingHTTPServer) -> str:
-    host, port = server.server_address[:2]
+    # bound to an AF_INET address, so the host reads back as a str
+    host, port = cast(tuple[str, int], server.server_address[:2])
     return f"http://{host}:{port}/"
 
 

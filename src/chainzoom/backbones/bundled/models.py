@@ -87,6 +87,7 @@ def rrdbnet_from_ncnn(param: Path, weights: Path) -> RRDBNet:
     for conv, (name, module, leaky) in zip(convs, targets, strict=True):
         if tuple(module.weight.shape) != conv.weight.shape or leaky != conv.leaky_relu or conv.bias is None:
             raise ModelError(f"{param}: layer {conv.name} does not match RRDBNet's {name}")
+        assert module.bias is not None  # every RRDBNet convolution has a bias
         with torch.no_grad():
             module.weight.copy_(torch.from_numpy(conv.weight))
             module.bias.copy_(torch.from_numpy(conv.bias))

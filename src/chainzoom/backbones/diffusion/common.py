@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,9 @@ from chainzoom.core.resample import resize
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.digest import file_sha256
 from chainzoom.runtime import Runtime
+
+if TYPE_CHECKING:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LATENT_MODES = ("sample", "mode")
@@ -225,7 +228,7 @@ class OneStepDiffusionSR(Backbone):
     def __init__(
         self,
         *,
-        vae: nn.Module,
+        vae: AutoencoderKL,
         residency: Residency,
         options: OneStepOptions,
         runtime: Runtime,
@@ -286,11 +289,11 @@ class OneStepDiffusionSR(Backbone):
             generator = torch.Generator("cpu").manual_seed(self.seed)
             noise = torch.randn(posterior.mean.shape, generator=generator, dtype=torch.float32)
             latent = posterior.mean + posterior.std * noise.to(self.device, posterior.mean.dtype)
-        return latent * self.vae.config.scaling_factor
+        return latent * self.vae.config["scaling_factor"]
 
     def _decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
-        shift = self.vae.config.shift_factor or 0.0
-        latent = latent / self.vae.config.scaling_factor + shift
+        shift = self.vae.config["shift_factor"] or 0.0
+        latent = latent / self.vae.config["scaling_factor"] + shift
         return self.vae.decode(latent.to(self.dtype), return_dict=False)[0][0]
 
     def offload(self) -> None:

@@ -92,8 +92,8 @@ def merge_peft_loras(
     model: nn.Module, loras: dict[str, list[tuple[torch.Tensor, torch.Tensor]]], source: str, rank: int | None = None
 ) -> None:
     """Merge PEFT LoRA pairs into ``model``'s Linear/Conv2d layers, scaled by ``alpha / rank``."""
-    modules = dict(model.named_modules())
-    unknown = sorted(name for name in loras if not isinstance(modules.get(name), (nn.Linear, nn.Conv2d)))
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    unknown = sorted(name for name in loras if name not in layers)
     if unknown:
         reason = _examples("LoRA on layers it has no Linear/Conv2d for", unknown)
         raise ChainZoomError(f"{source} does not match the base model: {reason}")
@@ -104,10 +104,12 @@ def merge_peft_loras(
                 raise ChainZoomError(f"{source}: layer {name!r} has LoRA rank {found}, the file declares {rank}")
             up = lora_b.reshape(lora_b.shape[0], -1)
             down = lora_a.reshape(found, -1)
-            merge_low_rank(modules[name], up, down, PEFT_DEFAULT_LORA_ALPHA / found, f"{source}: layer {name!r}")
+            merge_low_rank(layers[name], up, down, PEFT_DEFAULT_LORA_ALPHA / found, f"{source}: layer {name!r}")
 
 
-def merge_low_rank(layer: nn.Module, up: torch.Tensor, down: torch.Tensor, scaling: float, where: str) -> None:
+def merge_low_rank(
+    layer: nn.Linear | nn.Conv2d, up: torch.Tensor, down: torch.Tensor, scaling: float, where: str
+) -> None:
     """``layer.weight += scaling * up @ down``, computed in float32 whatever the layer's dtype.
 
     ``up`` is ``[out, r]``, ``down`` is ``[r, in * kh * kw]``; for a convolution the

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -45,6 +46,11 @@ from chainzoom.errors import ChainZoomError
 from chainzoom.registry import split_options
 from chainzoom.runtime import Runtime
 
+if TYPE_CHECKING:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from transformers import PreTrainedTokenizerBase
+
 ID = "osediff-sd21"
 PIPELINE_CLASS = "StableDiffusionPipeline"
 TIMESTEP = 999
@@ -56,9 +62,9 @@ LICENCE = "set by the base model and the checkpoint (SD 2.1: CreativeML Open RAI
 class SD21Parts:
     """The components of an SD 2.1 diffusers folder that one step needs."""
 
-    unet: nn.Module
-    vae: nn.Module
-    tokenizer: object
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    tokenizer: PreTrainedTokenizerBase
     text_encoder: nn.Module
     alpha_cumprod: float
 
@@ -120,7 +126,7 @@ class OSEDiffSD21(OneStepDiffusionSR):
             options=options,
             runtime=runtime,
             dtype=dtype,
-            multiple=2 ** (len(parts.vae.config.block_out_channels) - 1),
+            multiple=2 ** (len(parts.vae.config["block_out_channels"]) - 1),
             max_side=None,
             card=card,
             settings={"backbone": ID, "base": base, "adapters": files, "timestep": TIMESTEP},

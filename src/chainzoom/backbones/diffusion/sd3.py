@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,10 @@ from chainzoom.errors import ChainZoomError
 from chainzoom.registry import split_options
 from chainzoom.runtime import Runtime
 
+if TYPE_CHECKING:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.transformers.transformer_sd3 import SD3Transformer2DModel
+
 ID = "osediff-sd3"
 PIPELINE_CLASS = "StableDiffusion3Pipeline"
 #: t of the one step: ``set_timesteps(1)`` of the flow-matching scheduler gives sigma 1.
@@ -76,8 +81,8 @@ LICENCE = "set by the base model and the adapter files (SD3 medium: Stability AI
 class SD3Parts:
     """The components of an SD3 diffusers folder that one step needs."""
 
-    transformer: nn.Module
-    vae: nn.Module
+    transformer: SD3Transformer2DModel
+    vae: AutoencoderKL
     tokenizers: tuple
     text_encoders: tuple[nn.Module, nn.Module, nn.Module]
 
@@ -97,7 +102,7 @@ def create(argument: str | None, runtime: Runtime, **options) -> OSEDiffSD3:
     device, dtype = resolve_precision(runtime)
     settings = OneStepOptions.parse(options, default_color_fix="none")
     base = resolve_base(base, PIPELINE_CLASS, ID)
-    adapters = {role: Path(files[role]) for role in ("lora", "vae") if role in files}
+    adapters: dict[str, Path] = {role: Path(files[role]) for role in ("lora", "vae") if role in files}
     transformer_lora = read_transformer_lora(adapters["lora"]) if "lora" in adapters else None
     encoder_state = read_vae_encoder(adapters["vae"]) if "vae" in adapters else None
 
@@ -129,8 +134,8 @@ class OSEDiffSD3(OneStepDiffusionSR):
             options.efficient_memory,
         )
         files, combined = describe_adapters(adapters)
-        vae_factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
-        patch = parts.transformer.config.patch_size
+        vae_factor = 2 ** (len(parts.vae.config["block_out_channels"]) - 1)
+        patch = parts.transformer.config["patch_size"]
         description = "OSEDiff one-step SR on Stable Diffusion 3 medium (Chain-of-Zoom's backbone)"
         if set(adapters) != {"lora", "vae"}:
             description += "; without both official adapter files this is not the trained SR model"
@@ -152,7 +157,7 @@ class OSEDiffSD3(OneStepDiffusionSR):
             runtime=runtime,
             dtype=dtype,
             multiple=vae_factor * patch,
-            max_side=parts.transformer.config.pos_embed_max_size * patch * vae_factor,
+            max_side=parts.transformer.config["pos_embed_max_size"] * patch * vae_factor,
             card=card,
             settings={"backbone": ID, "base": base, "adapters": files, "timestep": TIMESTEP},
         )
@@ -229,7 +234,11 @@ def load_sd3(base: str, dtype: torch.dtype) -> SD3Parts:
 
 def adaln_zero_linears(transformer: nn.Module) -> list[nn.Linear]:
     """The linears the official LoRA adapts, in the order its file lists them."""
-    return [module.linear for module in transformer.modules() if type(module).__name__ == "AdaLayerNormZero"]
+    return [
+        cast(nn.Linear, module.linear)
+        for module in transformer.modules()
+        if type(module).__name__ == "AdaLayerNormZero"
+    ]
 
 
 def read_transformer_lora(path: Path) -> list[torch.Tensor]:
@@ -275,7 +284,7 @@ def read_vae_encoder(path: Path) -> dict[str, torch.Tensor]:
     return data
 
 
-def load_vae_encoder(vae: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+def load_vae_encoder(vae: AutoencoderKL, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """Replace the encoder's weights with the file's and merge its LoRA pairs."""
     weights = split_peft_state_dict(state_dict, source)
     load_base_weights(vae.encoder, weights.base, source, strict=True)

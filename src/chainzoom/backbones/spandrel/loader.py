@@ -72,11 +72,12 @@ def _unavailable(name: str) -> Callable[..., NoReturn]:
 
 def _stand_in_modules() -> dict[str, ModuleType]:
     root, transforms, functional = (ModuleType(name) for name in _STAND_IN_NAMES)
-    functional.InterpolationMode = InterpolationMode
-    functional.rotate = _unavailable("rotate")
-    functional.normalize = _unavailable("normalize")
-    root.transforms = transforms
-    transforms.functional = functional
+    # through the namespace dicts: a bare ModuleType declares none of these attributes
+    vars(functional).update(
+        InterpolationMode=InterpolationMode, rotate=_unavailable("rotate"), normalize=_unavailable("normalize")
+    )
+    vars(root)["transforms"] = transforms
+    vars(transforms)["functional"] = functional
     return dict(zip(_STAND_IN_NAMES, (root, transforms, functional)))
 
 
