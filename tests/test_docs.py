@@ -23,6 +23,7 @@ def test_api_page_examples_run(index, capsys):
     assert printed or index == 3  # every example but the plugin's entry prints what it shows
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs():
     blocks = python_blocks("README.md")
     assert blocks, "the README shows the API"

@@ -43,6 +43,7 @@ def test_unknown_device_is_refused():
         Runtime(device="tpu")
 
 
+@pytest.mark.slow
 def test_ncnn_runtime_matches_torch_runtime_through_the_cli(tmp_path):
     from chainzoom.cli import main
     from chainzoom.io.images import load_image

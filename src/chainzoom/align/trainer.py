@@ -4,7 +4,7 @@ Why TRL and not a loop of our own: TRL 1.16's GRPOTrainer takes a processor as
 ``processing_class`` and an ``images`` column with *several* images per prompt; it
 fills the image placeholders of a conversational prompt in order, so the policy sees
 the paper's chat exactly (system message, then [previous state, zoomed view]) in
-generation and in the training forward pass (checked in ``tests/test_align_train.py``).
+generation and in the training forward pass (checked in ``tests/align/test_train.py``).
 It gives us group-relative advantages, the clipped ratio, the KL to the reference
 (the same model with the adapter switched off, so no second copy in memory),
 checkpoints with optimizer and RNG state, and exact resumption.

@@ -12,6 +12,8 @@ from chainzoom.backbones.bundled.models import BUNDLED, rrdbnet_from_ncnn
 from chainzoom.backbones.bundled.ncnn_runtime import NcnnModel
 from chainzoom.errors import ChainZoomError, UnknownComponentError
 
+pytestmark = pytest.mark.slow  # every test here runs the real bundled weights
+
 
 @pytest.fixture(scope="module")
 def photo_crop() -> torch.Tensor:

@@ -19,7 +19,7 @@ from chainzoom.io.digest import file_sha256
 from chainzoom.prompts.base import PromptContext, Prompter
 from chainzoom.runtime import Runtime
 
-from .tiny_diffusion import (
+from ..tiny_diffusion import (
     build_sd3,
     build_sd21,
     write_osediff_checkpoint,

@@ -29,7 +29,7 @@ from chainzoom.viewer.server import make_server, url_of
 
 pyvips = pytest.importorskip("pyvips", reason="the viewer's TIFF tiles need the [tiles] extra (pyvips)")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "assets" / "sample.jpg"
 TIMEOUT = 10
 

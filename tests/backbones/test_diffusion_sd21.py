@@ -13,7 +13,7 @@ from chainzoom.errors import ChainZoomError
 from chainzoom.io.digest import file_sha256
 from chainzoom.runtime import Runtime
 
-from .tiny_diffusion import build_sd3, build_sd21, write_osediff_checkpoint, write_sd3_transformer_lora
+from ..tiny_diffusion import build_sd3, build_sd21, write_osediff_checkpoint, write_sd3_transformer_lora
 
 
 @pytest.fixture(scope="module")

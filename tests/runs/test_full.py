@@ -27,7 +27,7 @@ from chainzoom.runtime import Runtime
 
 pyvips = pytest.importorskip("pyvips", reason="full-image mode needs the [tiles] extra (pyvips)")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "assets" / "sample.jpg"
 
 
@@ -166,7 +166,7 @@ RESUMED_RUN = textwrap.dedent(
     import sys, time
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
-    from tests.test_fullimage import sample
+    from tests.runs.test_full import sample
     from chainzoom.backbones import create_backbone
     from chainzoom.runs.full import zoom_full
     from chainzoom.runtime import Runtime

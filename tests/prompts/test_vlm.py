@@ -21,7 +21,7 @@ from chainzoom.prompts.message import (
 from chainzoom.prompts.vlm_processor import image_only, load_processor
 from chainzoom.runtime import Runtime
 
-from .tiny_vlm import build_tiny_qwen25vl, save_lora_adapter
+from ..tiny_vlm import build_tiny_qwen25vl, save_lora_adapter
 
 OFFICIAL_CHAT = (
     f"<|im_start|>system\n{MULTISCALE_SYSTEM_MESSAGE}<|im_end|>\n"

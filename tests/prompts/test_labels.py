@@ -15,7 +15,7 @@ from chainzoom.prompts import create_prompter
 from chainzoom.prompts.base import PromptContext
 from chainzoom.runtime import Runtime
 
-from .conftest import SAMPLE
+from ..conftest import SAMPLE
 
 CAT_WORDS = ("cat", "tabby", "Egyptian Mau", "lynx")
 

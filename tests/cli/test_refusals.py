@@ -6,7 +6,7 @@ import pytest
 
 from chainzoom.cli import main
 
-from .conftest import SAMPLE
+from ..conftest import SAMPLE
 
 COMMANDS = {
     "zoom": ["zoom", str(SAMPLE)],

@@ -21,6 +21,7 @@ def test_tile_starts_cover_the_length_with_the_overlap():
     assert all(b - a <= 256 - 64 for a, b in zip(starts, starts[1:]))
 
 
+@pytest.mark.slow
 def test_tiled_real_model_matches_untiled_within_one_level():
     """On the real model, a tiled run differs from the untiled one by < 1/255 everywhere."""
     image = load_image("assets/photos/coffee.png").rgb[:, 100:164, 150:326].contiguous()

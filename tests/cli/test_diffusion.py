@@ -6,8 +6,8 @@ import json
 
 from chainzoom.cli import main
 
-from .conftest import SAMPLE
-from .tiny_diffusion import build_sd3, write_sd3_transformer_lora, write_sd3_vae_encoder
+from ..conftest import SAMPLE
+from ..tiny_diffusion import build_sd3, write_sd3_transformer_lora, write_sd3_vae_encoder
 
 
 def test_cli_chain_with_tiny_osediff_sd3_records_adapters_and_prompts(tmp_path):

@@ -8,8 +8,8 @@ import pytest
 
 from chainzoom.cli import main
 
-from .conftest import SAMPLE
-from .tiny_vlm import build_tiny_qwen25vl
+from ..conftest import SAMPLE
+from ..tiny_vlm import build_tiny_qwen25vl
 
 
 @pytest.fixture(scope="module")

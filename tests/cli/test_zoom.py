@@ -15,13 +15,14 @@ from PIL import Image
 
 from chainzoom.cli import main
 
-from .conftest import ROOT, SAMPLE
+from ..conftest import ROOT, SAMPLE
 
 
 def run_cli(*args: str) -> int:
     return main(["zoom", *args, "--quiet"])
 
 
+@pytest.mark.slow
 def test_real_x256_zoom_of_the_bundled_photo(tmp_path):
     out = tmp_path / "cat"
     assert run_cli(str(SAMPLE), "--scale", "256", "--center", "0.45,0.42", "--out", str(out)) == 0
@@ -41,6 +42,7 @@ def test_real_x256_zoom_of_the_bundled_photo(tmp_path):
     assert x0 <= 0.45 * 451 <= x1 and y0 <= 0.42 * 300 <= y1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["direct", "bicubic", "nearest"])
 def test_baseline_modes_share_the_chains_boxes(tmp_path, mode):
     args = [str(SAMPLE), "--scale", "16", "--view", "64", "--no-animation"]
@@ -53,6 +55,7 @@ def test_baseline_modes_share_the_chains_boxes(tmp_path, mode):
     assert (other["backbone"] is None) == (mode != "direct")
 
 
+@pytest.mark.slow
 def test_scale_that_is_not_a_power_of_four(tmp_path):
     out = tmp_path / "r"
     assert run_cli(str(SAMPLE), "--scale", "100", "--view", "64", "--no-animation", "--out", str(out)) == 0
@@ -62,6 +65,7 @@ def test_scale_that_is_not_a_power_of_four(tmp_path):
     assert Image.open(out / "step_04.png").size == (64, 40)  # 64 x 300/451, down to a multiple of 4
 
 
+@pytest.mark.slow
 def test_batch_of_a_folder_writes_one_folder_per_image(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -73,6 +77,7 @@ def test_batch_of_a_folder_writes_one_folder_per_image(tmp_path):
     assert (tmp_path / "out" / "b" / "step_01.png").exists()
 
 
+@pytest.mark.slow
 def test_different_arguments_on_an_existing_run_stop_unless_overwrite(tmp_path, capsys):
     out = str(tmp_path / "r")
     base = [str(SAMPLE), "--view", "64", "--no-animation", "--out", out]
@@ -107,6 +112,7 @@ def _zoom_process(out: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_bit_identical(tmp_path):
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     assert _zoom_process(reference).wait(timeout=300) == 0
@@ -182,6 +188,7 @@ def test_image_over_the_pixel_limit(tmp_path, capsys):
     _assert_clean_failure(capsys, tmp_path / "o", str(SAMPLE), "--max-pixels", "1000", match="--max-pixels")
 
 
+@pytest.mark.slow
 def test_unwritable_output(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
