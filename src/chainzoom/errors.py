@@ -49,3 +49,9 @@ class OutOfMemoryError(ChainZoomError):
 
 class RunFolderError(ChainZoomError):
     """An output folder that cannot take the run: another run's, unreadable, or not writable."""
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line for a message: its first line, or its type when it has no text."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from chainzoom.errors import ModelError, OptionError, UnknownComponentError
+from chainzoom.errors import ModelError, OptionError, UnknownComponentError, one_line
 from chainzoom.runtime import DTYPES, Runtime
 
 T = TypeVar("T")
@@ -222,9 +222,3 @@ def split_options(argument: str | None) -> tuple[str | None, dict[str, str]]:
             raise OptionError("spec", f"expected key=value in {argument!r}, got {item!r}")
         options[key.strip()] = value.strip()
     return target or None, options
-
-
-def one_line(error: BaseException) -> str:
-    """An exception as one line: its first line, or its type when it has no message."""
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

@@ -9,8 +9,12 @@ device exists, and applies threads and seed; factories always receive a resolved
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from chainzoom.errors import OptionError
+
+if TYPE_CHECKING:
+    import torch
 
 DTYPES = ("float32", "float16", "bfloat16")
 #: How a backbone runs: plain torch, ``torch.compile``, or the ncnn runtime (bundled models).
@@ -86,6 +90,14 @@ class Runtime:
             torch.set_num_threads(self.threads)
         torch.manual_seed(self.seed)
         return replace(self, device=device)
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a :data:`DTYPES` name (``"bfloat16"`` -> ``torch.bfloat16``)."""
+    import torch
+
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    return dtypes[name]
 
 
 def resolve_device(device: str) -> str:

@@ -89,7 +89,7 @@ def test_file_is_small_json_without_settings_or_temp_files(tmp_path):
     cached.describe(make_context(1))
     cached.describe(make_context(2, seed=1))
     data = json.loads(path.read_text())
-    assert data["version"] == 1
+    assert data["version"] == 2
     assert sorted(entry["step"] for entry in data["prompts"].values()) == [1, 2]
     assert {entry["prompter"] for entry in data["prompts"].values()} == {"counting"}
     assert "settings-stay-out" not in path.read_text()

@@ -21,8 +21,8 @@ from chainzoom.backbones import create_backbone
 from chainzoom.backbones.base import Backbone, ModelCard
 from chainzoom.cli import build_parser
 from chainzoom.errors import ChainZoomError
-from chainzoom.io.images import LoadedImage, load_image
-from chainzoom.runs.full import from_uint8_hwc, level_count, plan_axis, to_uint8_hwc, zoom_full
+from chainzoom.io.images import LoadedImage, from_samples, load_image, to_samples
+from chainzoom.runs.full import level_count, plan_axis, zoom_full
 from chainzoom.runtime import Runtime
 
 pyvips = pytest.importorskip("pyvips", reason="full-image mode needs the [tiles] extra (pyvips)")
@@ -43,7 +43,7 @@ def png_pixels(path: Path) -> np.ndarray:
 
 def untiled(backbone: Backbone, pixels: np.ndarray) -> np.ndarray:
     """The backbone on the whole image at once, rounded to 8 bits."""
-    return to_uint8_hwc(backbone.upscale(from_uint8_hwc(pixels.astype(np.uint8)))).astype(np.int16)
+    return to_samples(backbone.upscale(from_samples(pixels.astype(np.uint8)))).astype(np.int16)
 
 
 class Counting(Backbone):
@@ -97,7 +97,7 @@ def test_two_bicubic_levels_equal_untiled_within_one_level(tmp_path: Path) -> No
     ]
     assert manifest["levels"][2]["tiles"] > 100  # really tiled, in both directions
     level0 = png_pixels(tmp_path / "level_00.png")
-    assert np.array_equal(level0, to_uint8_hwc(image.rgb).astype(np.int16))
+    assert np.array_equal(level0, to_samples(image.rgb).astype(np.int16))
     for index in (1, 2):
         previous = png_pixels(tmp_path / f"level_{index - 1:02d}.png")
         level = png_pixels(tmp_path / f"level_{index:02d}.png")
@@ -120,7 +120,7 @@ def test_realesrgan_tiles_equal_untiled_within_one_level(tmp_path: Path) -> None
     manifest = zoom_full(image, tmp_path, backbone, None, levels=1, fmt="png", tile=192, overlap=160, request={})
     assert manifest["levels"][1]["tiles"] == 2
     level = png_pixels(tmp_path / "level_01.png")
-    reference = untiled(backbone, to_uint8_hwc(image.rgb))
+    reference = untiled(backbone, to_samples(image.rgb))
     assert np.abs(level - reference).max() <= 1
 
 

@@ -32,7 +32,7 @@ from chainzoom.align.rewards import (
 )
 from chainzoom.config import AlignConfig
 from chainzoom.errors import ChainZoomError
-from chainzoom.runtime import Runtime
+from chainzoom.runtime import Runtime, torch_dtype
 
 SETTINGS_FILE = "align.json"
 
@@ -99,10 +99,9 @@ def make_components(
 
     def build_critic():
         from chainzoom.align.critic import CriticReward, ScoreCache, TransformersCritic, create_critic
-        from chainzoom.align.trainer import DTYPES
 
         assert critic is not None  # the builder is passed on only when a critic is given
-        model = create_critic(critic, runtime.device, DTYPES[runtime.dtype])
+        model = create_critic(critic, runtime.device, torch_dtype(runtime.dtype))
         if isinstance(model, TransformersCritic):
             model.load()
         return CriticReward(model, ScoreCache(cache))

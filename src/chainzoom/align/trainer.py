@@ -27,13 +27,13 @@ import torch
 
 from chainzoom.align.log import StepLog, row_from_trl
 from chainzoom.align.rewards import ImagePair, Reward, Weighted
-from chainzoom.errors import ChainZoomError
+from chainzoom.errors import ChainZoomError, one_line
 from chainzoom.prompts.message import MULTISCALE_SYSTEM_MESSAGE
+from chainzoom.runtime import torch_dtype
 
 LORA_RANK, LORA_ALPHA, LORA_DROPOUT = 8, 32, 0.05
 #: The language model's attention and MLP projections (transformers 5 module names).
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,9 @@ def load_vlm(source: str, device: str, dtype: torch.dtype, role: str) -> tuple[A
         processor = load_processor(source)
         model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, device_map={"": device})
     except OSError as exc:
-        raise ChainZoomError(f"{role} {source}: cannot load it ({_first_line(exc)})") from None
+        raise ChainZoomError(f"{role} {source}: cannot load it ({one_line(exc)})") from None
     except (ValueError, KeyError) as exc:
-        raise ChainZoomError(f"{role} {source}: not an image-text-to-text chat model ({_first_line(exc)})") from None
+        raise ChainZoomError(f"{role} {source}: not an image-text-to-text chat model ({one_line(exc)})") from None
     return model, processor
 
 
@@ -238,7 +238,7 @@ def train(settings: TrainSettings, pairs: Sequence[ImagePair], components: Seque
 
     if settings.group_size < 2:
         raise ChainZoomError("--group-size must be at least 2: GRPO compares prompts within a group")
-    model, processor = load_vlm(settings.policy, _home(settings.device), DTYPES[settings.dtype], role="policy")
+    model, processor = load_vlm(settings.policy, _home(settings.device), torch_dtype(settings.dtype), role="policy")
     checkpoints = out / "checkpoints"
     resume, done_steps = last_checkpoint(checkpoints)
     extra = [f"{part.reward.name}_{key}" for part in components for key in part.reward.metric_names]
@@ -281,8 +281,3 @@ def _home(device: str) -> str:
             "(choose that GPU with CUDA_VISIBLE_DEVICES)"
         )
     return "cuda:0"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
-from chainzoom.errors import ChainZoomError, InputError
+from chainzoom.errors import ChainZoomError, InputError, one_line
 from chainzoom.io.atomic import atomic_write
 
 __all__ = [
@@ -50,10 +50,12 @@ __all__ = [
     "LoadedImage",
     "collect_inputs",
     "from_pil",
+    "from_samples",
     "load_image",
     "quantize",
     "save_image",
     "to_pil",
+    "to_samples",
 ]
 
 DEFAULT_MAX_PIXELS: int = 200_000_000
@@ -165,8 +167,8 @@ def from_pil(
     else:
         _decode(name, image)
         rgb, alpha, bit_depth = _samples(name, _upright(name, image))
-    alpha_t = None if alpha is None else _to_float(alpha, bit_depth)
-    return LoadedImage(_to_float(rgb, bit_depth), alpha_t, bit_depth, where)
+    alpha_t = None if alpha is None else from_samples(alpha, bit_depth)
+    return LoadedImage(from_samples(rgb, bit_depth), alpha_t, bit_depth, where)
 
 
 @contextmanager
@@ -187,7 +189,7 @@ def _opened(path: Path, max_pixels: int | None) -> Iterator[Image.Image]:
     except PermissionError as e:
         raise InputError(f"{path}: cannot read the file: permission denied") from e
     except _DECODE_ERRORS as e:
-        raise InputError(f"{path}: image is truncated or corrupt ({_one_line(e)})") from e
+        raise InputError(f"{path}: image is truncated or corrupt ({one_line(e)})") from e
     try:
         yield image
     finally:
@@ -209,10 +211,6 @@ def _too_large_message(name: str, size: tuple[int, int] | None, max_pixels: int 
     return f"{name}: image {what} {limit}; raise it with --max-pixels N if you trust this file"
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def _decode(name: str, image: Image.Image) -> None:
     """Decode every pixel now: Pillow opens lazily, and a truncated file only fails here.
 
@@ -222,7 +220,7 @@ def _decode(name: str, image: Image.Image) -> None:
     try:
         image.load()
     except _DECODE_ERRORS as e:
-        raise InputError(f"{name}: image is truncated or corrupt ({_one_line(e)})") from e
+        raise InputError(f"{name}: image is truncated or corrupt ({one_line(e)})") from e
 
 
 def _upright(name: str, image: Image.Image) -> Image.Image:
@@ -233,7 +231,7 @@ def _upright(name: str, image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
     except _DECODE_ERRORS as e:
-        warnings.warn(f"{name}: unreadable EXIF orientation ignored ({_one_line(e)})", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{name}: unreadable EXIF orientation ignored ({one_line(e)})", RuntimeWarning, stacklevel=3)
         return image
 
 
@@ -304,7 +302,7 @@ def _samples(name: str, image: Image.Image) -> tuple[np.ndarray, np.ndarray | No
     return np.asarray(image if mode == "RGB" else image.convert("RGB")), None, 8
 
 
-def _to_float(samples: np.ndarray, bit_depth: int) -> torch.Tensor:
+def from_samples(samples: np.ndarray, bit_depth: int = 8) -> torch.Tensor:
     """Integer ``[H, W, C]`` samples to ``float32 [C, H, W]``: the inverse of :func:`_to_int`.
 
     The division is the very one :func:`quantize` does, which is what makes a saved and
@@ -338,12 +336,12 @@ def _grid(t: torch.Tensor, bit_depth: int) -> torch.Tensor:
 
 
 def _to_int(t: torch.Tensor, bit_depth: int) -> torch.Tensor:
-    """Integer samples on the CPU, ready to be written: the inverse of :func:`_to_float`."""
+    """Integer samples on the CPU, ready to be written: the inverse of :func:`from_samples`."""
     return _grid(t, bit_depth).to(device="cpu", dtype=torch.int32)
 
 
-def _hwc(rgb: torch.Tensor, alpha: torch.Tensor | None, bit_depth: int) -> np.ndarray:
-    """``[H, W, 3 or 4]`` unsigned integer samples from chainzoom tensors."""
+def to_samples(rgb: torch.Tensor, alpha: torch.Tensor | None = None, bit_depth: int = 8) -> np.ndarray:
+    """``[H, W, 3 or 4]`` unsigned integer samples from chainzoom tensors, rounded as saved states are."""
     if rgb.dim() != 3 or rgb.shape[0] != 3:
         raise ValueError(f"rgb must be [3, H, W], got {list(rgb.shape)}")
     channels = [rgb]
@@ -359,7 +357,7 @@ def _hwc(rgb: torch.Tensor, alpha: torch.Tensor | None, bit_depth: int) -> np.nd
 
 def to_pil(rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> Image.Image:
     """An 8-bit ``RGB`` (or ``RGBA`` with alpha) PIL image, samples rounded to nearest."""
-    samples = _hwc(rgb, alpha, 8)
+    samples = to_samples(rgb, alpha, 8)
     return Image.fromarray(samples, "RGBA" if alpha is not None else "RGB")
 
 
@@ -389,7 +387,7 @@ def save_image(
         alpha = None
 
     if bit_depth == 16:
-        samples = _hwc(rgb, alpha, 16)
+        samples = to_samples(rgb, alpha, 16)
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
@@ -409,7 +407,7 @@ def save_image(
     try:
         atomic_write(target, write)
     except OSError as e:
-        raise ChainZoomError(f"{target}: cannot write the image: {_one_line(e)}") from e
+        raise ChainZoomError(f"{target}: cannot write the image: {one_line(e)}") from e
 
 
 def _encode_png16(f: BinaryIO, samples: np.ndarray, rows_per_chunk: int = 256, level: int = 6) -> None:

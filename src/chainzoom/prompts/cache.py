@@ -24,17 +24,18 @@ import torch
 
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.atomic import atomic_write_json
+from chainzoom.io.images import to_samples
 from chainzoom.prompts.base import PromptContext, Prompter
 
 CACHE_FILE = "prompts.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def image_digest(image: torch.Tensor) -> str:
     """sha256 of the image's 8-bit samples and shape (what a prompt model is shown)."""
-    samples = torch.round(image.detach().float().clamp(0.0, 1.0) * 255.0).to(torch.uint8).cpu().contiguous()
-    digest = hashlib.sha256(repr(tuple(samples.shape)).encode())
-    digest.update(samples.numpy().tobytes())
+    samples = to_samples(image)
+    digest = hashlib.sha256(repr(samples.shape).encode())
+    digest.update(samples.tobytes())
     return digest.hexdigest()
 
 

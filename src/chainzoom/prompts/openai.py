@@ -227,12 +227,7 @@ def create_openai(argument: str | None, runtime: Runtime, **options: Any) -> Ope
     url, opts = Options.parse("openai", argument, options)
     model = opts.text("model")
     settings: dict[str, Any] = dict(
-        max_tokens=opts.integer("max_tokens", OFFICIAL_MAX_NEW_TOKENS, minimum=1),
-        sample=opts.flag("sample"),
-        temperature=opts.number("temperature", 1.0, minimum=0.0),
-        top_p=opts.number("top_p", 1.0, minimum=1e-6),
-        seed=opts.integer("seed", runtime.seed),
-        text=opts.text("text"),
+        **opts.decoding(runtime.seed, temperature_minimum=0.0),
         timeout=opts.number("timeout", 60.0, minimum=0.001),
         retries=opts.integer("retries", 3, minimum=0),
         backoff=opts.number("backoff", 1.0, minimum=0.0),

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, overload
 
 from chainzoom.errors import ChainZoomError
+from chainzoom.prompts.message import OFFICIAL_MAX_NEW_TOKENS
 from chainzoom.registry import split_options
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -94,6 +95,21 @@ class Options:
         if word in _FALSE:
             return False
         raise ChainZoomError(f"{self.owner}: {key} must be true or false, got {value!r}")
+
+    def decoding(self, seed: int, temperature_minimum: float) -> dict[str, Any]:
+        """The decoding options every model-based prompter shares, under one set of names.
+
+        ``max_tokens`` defaults to the official 32; a local model samples only at a positive
+        temperature, a server accepts 0 (greedy), hence ``temperature_minimum``.
+        """
+        return {
+            "max_tokens": self.integer("max_tokens", OFFICIAL_MAX_NEW_TOKENS, minimum=1),
+            "sample": self.flag("sample"),
+            "temperature": self.number("temperature", 1.0, minimum=temperature_minimum),
+            "top_p": self.number("top_p", 1.0, minimum=1e-6),
+            "seed": self.integer("seed", seed),
+            "text": self.text("text"),
+        }
 
     def finish(self) -> None:
         """Refuse any option nobody asked for (a typo, or an option of another prompter)."""

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from chainzoom.core.vocabulary import DEFAULT_VLM
-from chainzoom.errors import ChainZoomError
+from chainzoom.errors import ChainZoomError, one_line
 from chainzoom.prompts.base import PromptContext, Prompter
 from chainzoom.prompts.message import (
     MULTISCALE_SYSTEM_MESSAGE,
@@ -47,10 +47,9 @@ from chainzoom.prompts.message import (
 )
 from chainzoom.prompts.options import Options
 from chainzoom.prompts.vlm_adapter import adapter_digest
-from chainzoom.runtime import Runtime
+from chainzoom.runtime import DTYPES, Runtime, torch_dtype
 
 DEFAULT_MODEL = DEFAULT_VLM
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def paper_messages() -> list[dict]:
@@ -130,15 +129,15 @@ class VLMPrompter(Prompter):
             try:
                 processor = load_processor(self.source)
                 model = AutoModelForImageTextToText.from_pretrained(
-                    self.source, dtype=_DTYPES[self.dtype], device_map={"": home}
+                    self.source, dtype=torch_dtype(self.dtype), device_map={"": home}
                 )
             except ImportError as exc:
-                raise ChainZoomError(f"vlm {self.source}: needs a missing package ({_first_line(exc)})") from exc
+                raise ChainZoomError(f"vlm {self.source}: needs a missing package ({one_line(exc)})") from exc
             except OSError as exc:
-                raise ChainZoomError(f"vlm {self.source}: cannot load it ({_first_line(exc)})") from exc
+                raise ChainZoomError(f"vlm {self.source}: cannot load it ({one_line(exc)})") from exc
             except ValueError as exc:
                 raise ChainZoomError(
-                    f"vlm {self.source}: not an image-text-to-text chat model ({_first_line(exc)})"
+                    f"vlm {self.source}: not an image-text-to-text chat model ({one_line(exc)})"
                 ) from exc
             if self.adapter:
                 model = merge_adapter(model, self.adapter)
@@ -203,11 +202,6 @@ def _seeded_rng(device: str, seed: int) -> Iterator[None]:
         yield
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def check_source(source: str) -> None:
     """Fail now, not after the first backbone step, when the model cannot be found.
 
@@ -245,17 +239,14 @@ def create_vlm(argument: str | None, runtime: Runtime, **options: Any) -> VLMPro
     source = target or named or DEFAULT_MODEL
     adapter = opts.text("adapter")
     dtype = opts.text("dtype", runtime.dtype)
-    if dtype not in _DTYPES:
-        raise ChainZoomError(f"vlm: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+    if dtype not in DTYPES:
+        raise ChainZoomError(f"vlm: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    decoding = opts.decoding(runtime.seed, temperature_minimum=1e-6)
     settings: dict[str, Any] = dict(
         adapter=str(Path(adapter).expanduser()) if adapter else None,
-        max_new_tokens=opts.integer("max_tokens", OFFICIAL_MAX_NEW_TOKENS, minimum=1),
-        sample=opts.flag("sample"),
-        temperature=opts.number("temperature", 1.0, minimum=1e-6),
-        top_p=opts.number("top_p", 1.0, minimum=1e-6),
+        max_new_tokens=decoding.pop("max_tokens"),
+        **decoding,
         top_k=opts.integer("top_k", 0, minimum=0),
-        seed=opts.integer("seed", runtime.seed),
-        text=opts.text("text"),
         device=opts.text("device", runtime.device),
         dtype=dtype,
         offload=opts.flag("offload"),

@@ -40,7 +40,7 @@ from chainzoom.backbones.base import Backbone
 from chainzoom.core.resample import resize
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.atomic import atomic_write, atomic_write_json
-from chainzoom.io.images import LoadedImage
+from chainzoom.io.images import LoadedImage, from_samples, to_samples
 from chainzoom.pipeline.tiling import axis_weights, free_memory_bytes, tile_starts
 from chainzoom.prompts.base import PromptContext, Prompter
 from chainzoom.runs.local import MANIFEST, RunFolder
@@ -186,7 +186,7 @@ def zoom_full(
     if not manifest["levels"]:
         raw = raw_level(folder.path, 0, sizes[0])
         raw.create()
-        raw.write(0, 0, to_uint8_hwc(image.rgb))
+        raw.write(0, 0, to_samples(image.rgb))
         _finish_level(folder.path, manifest, raw, step, fmt, {"tiles": 0, "seconds": 0.0})
     _remove_spent(folder.path, sizes, len(manifest["levels"]))
     for index in range(len(manifest["levels"]), levels + 1):
@@ -261,13 +261,13 @@ def make_tiles(
                 crop = source.read(x, y, xs.size, ys.size)
                 prompt = tile_prompt(prompter, source, x, y, xs.size, ys.size, crop, level)
                 started = time.perf_counter()
-                result = backbone.upscale(from_uint8_hwc(crop), prompt or "")
+                result = backbone.upscale(from_samples(crop), prompt or "")
                 backbone_seconds += time.perf_counter() - started
                 expected = (3, ys.size * ys.scale, xs.size * xs.scale)
                 if tuple(result.shape) != expected:
                     raise ChainZoomError(f"the backbone returned {tuple(result.shape)} for a tile, not {expected}")
                 (y0, y1), (x0, x1) = _local_keep(ys, iy), _local_keep(xs, ix)
-                kept = to_uint8_hwc(result[:, y0:y1, x0:x1])
+                kept = to_samples(result[:, y0:y1, x0:x1])
                 if prompt is not None:
                     atomic_write(path.with_suffix(".txt"), partial(Path.write_text, data=prompt, encoding="utf-8"))
                 atomic_write(path, partial(np.save, arr=kept))
@@ -299,8 +299,8 @@ def tile_prompt(
     nw, nh = min(width * PROMPT_CONTEXT, source.width), min(height * PROMPT_CONTEXT, source.height)
     nx = min(max(x + width // 2 - nw // 2, 0), source.width - nw)
     ny = min(max(y + height // 2 - nh // 2, 0), source.height - nh)
-    wide = resize(from_uint8_hwc(source.read(nx, ny, nw, nh)), (width, height), "bicubic")
-    return prompter.describe(PromptContext(level, wide, from_uint8_hwc(crop)))
+    wide = resize(from_samples(source.read(nx, ny, nw, nh)), (width, height), "bicubic")
+    return prompter.describe(PromptContext(level, wide, from_samples(crop)))
 
 
 def _collect_prompts(cache: Path, xs: AxisPlan, ys: AxisPlan) -> None:
@@ -332,12 +332,3 @@ def assemble(target: RawLevel, cache: Path, xs: AxisPlan, ys: AxisPlan) -> None:
                     blended[top - r0 : bottom - r0, left - c0 : right - c0] += part * weight[..., None]
                     total[top - r0 : bottom - r0, left - c0 : right - c0, 0] += weight
             target.write(c0, r0, np.rint(blended / total).clip(0, 255).astype(np.uint8))
-
-
-def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
-    """``[3,H,W]`` float in ``[0,1]`` -> ``uint8 [H,W,3]``, rounded half to even as saved states are."""
-    return image.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-
-
-def from_uint8_hwc(pixels: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255.0).contiguous()

@@ -23,13 +23,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from chainzoom.core.geometry import Box
 from chainzoom.core.states import ScaleState
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.atomic import atomic_write
+from chainzoom.io.images import to_pil
 
 __all__ = ["RenderError", "format_magnification", "make_strip", "save_animation", "save_strip", "zoom_frames"]
 
@@ -52,34 +52,6 @@ class RenderError(ChainZoomError, ValueError):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _to_pil(image: torch.Tensor) -> Image.Image:
-    """``[C, H, W]`` float in ``[0, 1]`` -> RGB PIL image (rounded, not truncated)."""
-    t = image.detach()
-    if t.dim() == 4 and t.shape[0] == 1:
-        t = t[0]
-    if t.dim() != 3:
-        raise ValueError(f"expected an image tensor [C, H, W], got shape {tuple(image.shape)}")
-    c = t.shape[0]
-    if c == 1:
-        t = t.expand(3, -1, -1)
-    elif c >= 3:
-        t = t[:3]
-    else:
-        raise ValueError(f"expected 1, 3 or 4 channels, got {c}")
-    arr = (
-        t.to(device="cpu", dtype=torch.float32)
-        .nan_to_num(0.0)
-        .clamp(0.0, 1.0)
-        .mul(255.0)
-        .round()
-        .to(torch.uint8)
-        .permute(1, 2, 0)
-        .contiguous()
-        .numpy()
-    )
-    return Image.fromarray(arr, "RGB")
 
 
 def _region(states: Sequence[ScaleState], k: int) -> Box:
@@ -170,7 +142,7 @@ def make_strip(
     """
     _check_states(states)
     gap = max(0, int(gap))
-    panels = [_to_pil(s.image) for s in states]
+    panels = [to_pil(s.image) for s in states]
     short = min(min(p.size) for p in panels)
     lw = max(2, round(short / 128))
 
@@ -375,7 +347,7 @@ def zoom_frames(
 
     def image(k: int) -> Image.Image:
         if k not in images:
-            images[k] = _to_pil(states[k].image)
+            images[k] = to_pil(states[k].image)
             for old in [j for j in images if j < k - 1]:  # keep memory bounded
                 del images[old]
         return images[k]

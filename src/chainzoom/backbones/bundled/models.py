@@ -24,7 +24,7 @@ from chainzoom.backbones.bundled.rrdbnet import RRDBNet
 from chainzoom.backbones.torch_model import TorchBackbone
 from chainzoom.errors import ModelError, OptionError
 from chainzoom.io.digest import file_sha256
-from chainzoom.runtime import Runtime
+from chainzoom.runtime import Runtime, torch_dtype
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def create_bundled(model_id: str, runtime: Runtime) -> Backbone:
             raise OptionError("engine", "ncnn runs on the CPU only; use device cpu")
         return NcnnBackbone(NcnnModel(param, bin_path, threads=runtime.threads), card)
     return TorchBackbone(
-        model, card, device=runtime.device, dtype=getattr(torch, runtime.dtype), compile=engine == "compile"
+        model, card, device=runtime.device, dtype=torch_dtype(runtime.dtype), compile=engine == "compile"
     )
 
 

@@ -36,18 +36,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chainzoom.backbones.base import Backbone, ModelCard
+from chainzoom.backbones.base import Backbone, ModelCard, count_parameters
 from chainzoom.core.colorfix import METHODS as COLOR_FIX_METHODS
 from chainzoom.core.colorfix import color_fix
 from chainzoom.core.resample import resize
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.digest import file_sha256
-from chainzoom.runtime import Runtime
+from chainzoom.registry import split_options
+from chainzoom.runtime import Runtime, torch_dtype
 
 if TYPE_CHECKING:
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
-PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LATENT_MODES = ("sample", "mode")
 
 
@@ -58,15 +58,13 @@ def resolve_precision(runtime: Runtime) -> tuple[torch.device, torch.dtype]:
     bfloat16 and 6x slower in float16 than in float32 (docs/diffusion.md), so a
     half-precision request on the CPU is a mistake to report.
     """
-    if runtime.dtype not in PRECISIONS:
-        raise ChainZoomError(f"dtype must be one of {', '.join(PRECISIONS)}, got {runtime.dtype!r}")
     device = torch.device(runtime.device)
     if device.type == "cpu" and runtime.dtype != "float32":
         raise ChainZoomError(
             f"dtype {runtime.dtype} runs diffusion models only on a GPU; on the CPU use float32 "
             "(bfloat16 is several times slower there)"
         )
-    return device, PRECISIONS[runtime.dtype]
+    return device, torch_dtype(runtime.dtype)
 
 
 @dataclass(frozen=True)
@@ -215,6 +213,55 @@ def describe_adapters(adapters: dict[str, Path]) -> tuple[dict[str, dict[str, st
     return files, combined
 
 
+@dataclass(frozen=True)
+class Family:
+    """What distinguishes one OSEDiff family from another before its models load."""
+
+    id: str
+    pipeline_class: str
+    #: Adapter files a spec may name (``lora=``, ``vae=``, ``ckpt=``), and those it must.
+    roles: tuple[str, ...]
+    required: tuple[str, ...]
+    default_color_fix: str
+    licence: str
+    timestep: float
+
+    @property
+    def usage(self) -> str:
+        optional = "".join(f"[,{r}=PATH]" for r in self.roles if r not in self.required)
+        return f"{self.id}:BASE" + "".join(f",{r}=PATH" for r in self.required) + optional
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A family's spec and options, checked, with the base model resolved and the precision chosen."""
+
+    base: str
+    adapters: dict[str, Path]
+    options: OneStepOptions
+    device: torch.device
+    dtype: torch.dtype
+
+
+def open_spec(family: Family, argument: str | None, runtime: Runtime, options: dict[str, Any]) -> Opened:
+    """Check ``BASE,role=PATH,...`` and the options, then find the base model (nothing loads yet)."""
+    base, files = split_options(argument)
+    if not base or any(role not in files for role in family.required):
+        what = "a base model and the OSEDiff checkpoint" if family.required else "a base model"
+        raise ChainZoomError(f"{family.id} needs {what}: {family.usage}")
+    unknown = sorted(set(files) - set(family.roles))
+    if unknown:
+        raise ChainZoomError(
+            f"{family.id}: unknown spec option(s) {', '.join(unknown)} (known: {', '.join(family.roles)})"
+        )
+    require_diffusion_packages(family.id)
+    device, dtype = resolve_precision(runtime)
+    settings = OneStepOptions.parse(options, default_color_fix=family.default_color_fix)
+    resolved = resolve_base(base, family.pipeline_class, family.id)
+    adapters = {role: Path(files[role]) for role in family.roles if role in files}
+    return Opened(resolved, adapters, settings, device, dtype)
+
+
 class OneStepDiffusionSR(Backbone):
     """The upscale loop shared by the families; they supply text encoding and the denoising step.
 
@@ -227,27 +274,48 @@ class OneStepDiffusionSR(Backbone):
 
     def __init__(
         self,
+        family: Family,
+        opened: Opened,
+        runtime: Runtime,
         *,
         vae: AutoencoderKL,
-        residency: Residency,
-        options: OneStepOptions,
-        runtime: Runtime,
-        dtype: torch.dtype,
+        groups: dict[str, list[nn.Module]],
+        description: str,
+        architecture: str,
         multiple: int,
         max_side: int | None,
-        card: ModelCard,
-        settings: dict[str, Any],
     ) -> None:
+        options = opened.options
         self.vae = vae
-        self.residency = residency
+        self.residency = Residency(groups, opened.device, options.efficient_memory)
         self.options = options
-        self.device = residency.device
-        self.dtype = dtype
+        self.device = opened.device
+        self.dtype = opened.dtype
         self.seed = runtime.seed
         self.multiple = multiple
         self.max_side = max_side
-        self._card = card
-        self._settings = {**settings, **asdict(options), "dtype": runtime.dtype, "seed": runtime.seed}
+        files, combined = describe_adapters(opened.adapters)
+        modules = [m for group in groups.values() for m in group]
+        self._card = ModelCard(
+            id=family.id,
+            description=description,
+            architecture=architecture,
+            scale=4,
+            text_aware=True,
+            parameters=sum(count_parameters(m) for m in modules),
+            licence=family.licence,
+            source="; ".join([f"base={opened.base}", *(f"{role}={path}" for role, path in opened.adapters.items())]),
+            weights_sha256=combined,
+        )
+        self._settings = {
+            "backbone": family.id,
+            "base": opened.base,
+            "adapters": files,
+            "timestep": family.timestep,
+            **asdict(options),
+            "dtype": runtime.dtype,
+            "seed": runtime.seed,
+        }
         if options.vae_tiling:
             vae.enable_tiling()
 

@@ -20,21 +20,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from chainzoom.backbones.base import ModelCard, count_parameters
 from chainzoom.backbones.diffusion.common import (
+    Family,
     OneStepDiffusionSR,
-    OneStepOptions,
-    Residency,
-    describe_adapters,
+    Opened,
     load_part,
-    require_diffusion_packages,
-    resolve_base,
-    resolve_precision,
+    open_spec,
 )
 from chainzoom.backbones.diffusion.lora_merge import (
     load_base_weights,
@@ -43,7 +39,6 @@ from chainzoom.backbones.diffusion.lora_merge import (
     split_peft_state_dict,
 )
 from chainzoom.errors import ChainZoomError
-from chainzoom.registry import split_options
 from chainzoom.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -51,11 +46,17 @@ if TYPE_CHECKING:
     from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from transformers import PreTrainedTokenizerBase
 
-ID = "osediff-sd21"
-PIPELINE_CLASS = "StableDiffusionPipeline"
 TIMESTEP = 999
 CHECKPOINT_KEYS = ("state_dict_unet", "state_dict_vae", "rank_unet", "rank_vae")
-LICENCE = "set by the base model and the checkpoint (SD 2.1: CreativeML Open RAIL++-M)"
+FAMILY = Family(
+    id="osediff-sd21",
+    pipeline_class="StableDiffusionPipeline",
+    roles=("ckpt",),
+    required=("ckpt",),
+    default_color_fix="adain",
+    licence="set by the base model and the checkpoint (SD 2.1: CreativeML Open RAIL++-M)",
+    timestep=TIMESTEP,
+)
 
 
 @dataclass
@@ -72,64 +73,31 @@ class SD21Parts:
         return [self.unet, self.vae, self.text_encoder]
 
 
-def create(argument: str | None, runtime: Runtime, **options) -> OSEDiffSD21:
+def create(argument: str | None, runtime: Runtime, **options: Any) -> OSEDiffSD21:
     """Factory for ``osediff-sd21:BASE,ckpt=PATH``."""
-    base, files = split_options(argument)
-    if not base or "ckpt" not in files:
-        raise ChainZoomError(f"{ID} needs a base model and the OSEDiff checkpoint: {ID}:BASE,ckpt=PATH")
-    unknown = sorted(set(files) - {"ckpt"})
-    if unknown:
-        raise ChainZoomError(f"{ID}: unknown spec option(s) {', '.join(unknown)} (known: ckpt)")
-    require_diffusion_packages(ID)
-    device, dtype = resolve_precision(runtime)
-    settings = OneStepOptions.parse(options, default_color_fix="adain")
-    base = resolve_base(base, PIPELINE_CLASS, ID)
-    path = Path(files["ckpt"])
+    opened = open_spec(FAMILY, argument, runtime, options)
+    path = opened.adapters["ckpt"]
     checkpoint = read_osediff_checkpoint(path)
-    parts = load_sd21(base, dtype)
+    parts = load_sd21(opened.base, opened.dtype)
     apply_osediff_checkpoint(parts, checkpoint, f"ckpt file {path}")
-    return OSEDiffSD21(parts, base, {"ckpt": path}, settings, runtime, device, dtype)
+    return OSEDiffSD21(parts, opened, runtime)
 
 
 class OSEDiffSD21(OneStepDiffusionSR):
     """One OSEDiff step on SD 2.1: VAE encode, one UNet step at t=999, VAE decode."""
 
-    def __init__(
-        self,
-        parts: SD21Parts,
-        base: str,
-        adapters: dict[str, Path],
-        options: OneStepOptions,
-        runtime: Runtime,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> None:
+    def __init__(self, parts: SD21Parts, opened: Opened, runtime: Runtime) -> None:
         self.parts = parts
-        residency = Residency(
-            {"text": [parts.text_encoder], "sr": [parts.unet, parts.vae]}, device, options.efficient_memory
-        )
-        files, combined = describe_adapters(adapters)
-        card = ModelCard(
-            id=ID,
+        super().__init__(
+            FAMILY,
+            opened,
+            runtime,
+            vae=parts.vae,
+            groups={"text": [parts.text_encoder], "sr": [parts.unet, parts.vae]},
             description="OSEDiff one-step SR on Stable Diffusion 2.1-base",
             architecture="SD 2.1 UNet + 4-channel VAE, one DDPM step at t=999, LoRA merged",
-            scale=4,
-            text_aware=True,
-            parameters=sum(count_parameters(m) for m in parts.modules()),
-            licence=LICENCE,
-            source=f"base={base}; ckpt={adapters['ckpt']}",
-            weights_sha256=combined,
-        )
-        super().__init__(
-            vae=parts.vae,
-            residency=residency,
-            options=options,
-            runtime=runtime,
-            dtype=dtype,
             multiple=2 ** (len(parts.vae.config["block_out_channels"]) - 1),
             max_side=None,
-            card=card,
-            settings={"backbone": ID, "base": base, "adapters": files, "timestep": TIMESTEP},
         )
 
     def _encode_prompt(self, prompt: str) -> tuple[torch.Tensor]:
@@ -154,7 +122,7 @@ def load_sd21(base: str, dtype: torch.dtype) -> SD21Parts:
     scheduler = load_part(DDPMScheduler.from_pretrained, base, "scheduler")
     if scheduler.config.prediction_type != "epsilon":
         raise ChainZoomError(
-            f"{ID}: {base} predicts {scheduler.config.prediction_type!r}; OSEDiff was trained on the "
+            f"{FAMILY.id}: {base} predicts {scheduler.config.prediction_type!r}; OSEDiff was trained on the "
             "epsilon-predicting SD 2.1-base (stabilityai/stable-diffusion-2-1-base)"
         )
     unet = load_part(UNet2DConditionModel.from_pretrained, base, "unet", torch_dtype=dtype)

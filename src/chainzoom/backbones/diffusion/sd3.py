@@ -34,22 +34,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chainzoom.backbones.base import ModelCard, count_parameters
 from chainzoom.backbones.diffusion.common import (
+    Family,
     OneStepDiffusionSR,
-    OneStepOptions,
-    Residency,
-    describe_adapters,
+    Opened,
     load_part,
-    require_diffusion_packages,
-    resolve_base,
-    resolve_precision,
+    open_spec,
 )
 from chainzoom.backbones.diffusion.lora_merge import (
     load_base_weights,
@@ -59,22 +55,27 @@ from chainzoom.backbones.diffusion.lora_merge import (
     split_peft_state_dict,
 )
 from chainzoom.errors import ChainZoomError
-from chainzoom.registry import split_options
 from chainzoom.runtime import Runtime
 
 if TYPE_CHECKING:
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
     from diffusers.models.transformers.transformer_sd3 import SD3Transformer2DModel
 
-ID = "osediff-sd3"
-PIPELINE_CLASS = "StableDiffusion3Pipeline"
 #: t of the one step: ``set_timesteps(1)`` of the flow-matching scheduler gives sigma 1.
 TIMESTEP = 1000.0
 CLIP_TOKENS = 77
 T5_TOKENS = 512
 #: The transformer LoRA of the official code: plain sum, no alpha.
 TRANSFORMER_LORA_SCALE = 1.0
-LICENCE = "set by the base model and the adapter files (SD3 medium: Stability AI Community License)"
+FAMILY = Family(
+    id="osediff-sd3",
+    pipeline_class="StableDiffusion3Pipeline",
+    roles=("lora", "vae"),
+    required=(),
+    default_color_fix="none",
+    licence="set by the base model and the adapter files (SD3 medium: Stability AI Community License)",
+    timestep=TIMESTEP,
+)
 
 
 @dataclass
@@ -90,76 +91,41 @@ class SD3Parts:
         return [self.transformer, self.vae, *self.text_encoders]
 
 
-def create(argument: str | None, runtime: Runtime, **options) -> OSEDiffSD3:
+def create(argument: str | None, runtime: Runtime, **options: Any) -> OSEDiffSD3:
     """Factory for ``osediff-sd3:BASE[,lora=PATH][,vae=PATH]``."""
-    base, files = split_options(argument)
-    if not base:
-        raise ChainZoomError(f"{ID} needs a base model: {ID}:BASE[,lora=PATH][,vae=PATH]")
-    unknown = sorted(set(files) - {"lora", "vae"})
-    if unknown:
-        raise ChainZoomError(f"{ID}: unknown spec option(s) {', '.join(unknown)} (known: lora, vae)")
-    require_diffusion_packages(ID)
-    device, dtype = resolve_precision(runtime)
-    settings = OneStepOptions.parse(options, default_color_fix="none")
-    base = resolve_base(base, PIPELINE_CLASS, ID)
-    adapters: dict[str, Path] = {role: Path(files[role]) for role in ("lora", "vae") if role in files}
+    opened = open_spec(FAMILY, argument, runtime, options)
+    adapters = opened.adapters
     transformer_lora = read_transformer_lora(adapters["lora"]) if "lora" in adapters else None
     encoder_state = read_vae_encoder(adapters["vae"]) if "vae" in adapters else None
 
-    parts = load_sd3(base, dtype)
+    parts = load_sd3(opened.base, opened.dtype)
     if transformer_lora is not None:
         merge_transformer_lora(parts.transformer, transformer_lora, f"lora file {adapters['lora']}")
     if encoder_state is not None:
         load_vae_encoder(parts.vae, encoder_state, f"vae file {adapters['vae']}")
-    return OSEDiffSD3(parts, base, adapters, settings, runtime, device, dtype)
+    return OSEDiffSD3(parts, opened, runtime)
 
 
 class OSEDiffSD3(OneStepDiffusionSR):
     """One OSEDiff step on SD3: VAE encode, one transformer step at t=1000, VAE decode."""
 
-    def __init__(
-        self,
-        parts: SD3Parts,
-        base: str,
-        adapters: dict[str, Path],
-        options: OneStepOptions,
-        runtime: Runtime,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> None:
+    def __init__(self, parts: SD3Parts, opened: Opened, runtime: Runtime) -> None:
         self.parts = parts
-        residency = Residency(
-            {"text": list(parts.text_encoders), "sr": [parts.transformer, parts.vae]},
-            device,
-            options.efficient_memory,
-        )
-        files, combined = describe_adapters(adapters)
         vae_factor = 2 ** (len(parts.vae.config["block_out_channels"]) - 1)
         patch = parts.transformer.config["patch_size"]
         description = "OSEDiff one-step SR on Stable Diffusion 3 medium (Chain-of-Zoom's backbone)"
-        if set(adapters) != {"lora", "vae"}:
+        if set(opened.adapters) != {"lora", "vae"}:
             description += "; without both official adapter files this is not the trained SR model"
-        card = ModelCard(
-            id=ID,
+        super().__init__(
+            FAMILY,
+            opened,
+            runtime,
+            vae=parts.vae,
+            groups={"text": list(parts.text_encoders), "sr": [parts.transformer, parts.vae]},
             description=description,
             architecture="SD3 MMDiT + 16-channel VAE, one flow step at t=1000, LoRA merged",
-            scale=4,
-            text_aware=True,
-            parameters=sum(count_parameters(m) for m in parts.modules()),
-            licence=LICENCE,
-            source="; ".join([f"base={base}", *(f"{role}={path}" for role, path in adapters.items())]),
-            weights_sha256=combined,
-        )
-        super().__init__(
-            vae=parts.vae,
-            residency=residency,
-            options=options,
-            runtime=runtime,
-            dtype=dtype,
             multiple=vae_factor * patch,
             max_side=parts.transformer.config["pos_embed_max_size"] * patch * vae_factor,
-            card=card,
-            settings={"backbone": ID, "base": base, "adapters": files, "timestep": TIMESTEP},
         )
 
     def _encode_prompt(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ from chainzoom.backbones.base import Backbone, ModelCard, count_parameters
 from chainzoom.backbones.spandrel.loader import EXCLUDED, SPANDREL_VERSION, excluded_match, import_spandrel, sr_registry
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.digest import file_sha256
-from chainzoom.runtime import Runtime
+from chainzoom.runtime import Runtime, torch_dtype
 
 if TYPE_CHECKING:
     from spandrel import ImageModelDescriptor
@@ -159,7 +159,7 @@ def check_precision(runtime: Runtime) -> torch.dtype:
     """The dtype to run in; half precision is for GPUs (several times slower on the CPU)."""
     if runtime.dtype != "float32" and torch.device(runtime.device).type == "cpu":
         raise ChainZoomError(f"dtype {runtime.dtype} is for GPUs; on the CPU use float32")
-    return getattr(torch, runtime.dtype)
+    return torch_dtype(runtime.dtype)
 
 
 def check_dtype_support(descriptor: ImageModelDescriptor, dtype: torch.dtype, path: Path) -> None:

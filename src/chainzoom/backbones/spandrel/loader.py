@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import TYPE_CHECKING, NoReturn
 
-from chainzoom.errors import ChainZoomError
+from chainzoom.errors import ChainZoomError, one_line
 
 if TYPE_CHECKING:
     from spandrel import ArchRegistry
@@ -107,9 +107,8 @@ def real_torchvision_available() -> bool:
     except ImportError:
         return False
     except Exception as exc:  # any failure inside a broken install
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ChainZoomError(
-            f"torchvision is installed but does not import ({first}); uninstall it or install the build "
+            f"torchvision is installed but does not import ({one_line(exc)}); uninstall it or install the build "
             "that matches your torch: spandrel works with a working torchvision or with none"
         ) from exc
     return True
