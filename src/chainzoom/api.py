@@ -262,12 +262,13 @@ class ChainZoom:
             return
         from chainzoom.runs.local import RunFolder, iter_run
 
-        request = self.request(image, loaded, config, "zoom")
+        request, source = self.request(image, loaded, config, "zoom")
         yield from iter_run(
             RunFolder(Path(out)),
             loaded,
             plan,
             request,
+            source,
             backbone,
             prompter,
             overwrite=config.overwrite,
@@ -277,8 +278,10 @@ class ChainZoom:
 
     def request(
         self, image: ImageInput, loaded: LoadedImage, config: ZoomConfig | FullConfig, kind: str
-    ) -> dict[str, Any]:
-        """A run's identity: the config's pixel-deciding part, on this machine's device, and the input."""
+    ) -> tuple[dict[str, Any], str]:
+        """A run's identity (the config's pixel-deciding part, on this machine's device, and the
+        input's SHA-256) and where the input came from. The path is provenance, not identity: a
+        run folder stays valid when its input or the folder itself is moved."""
         from chainzoom.io.digest import file_sha256
 
         resolved = dataclasses.replace(config, runtime=self.runtime)
@@ -286,7 +289,7 @@ class ChainZoom:
             source, digest = str(image), file_sha256(image)
         else:
             source, digest = "<in memory>", hashlib.sha256(loaded.rgb.numpy().tobytes()).hexdigest()
-        return identity(resolved, kind=kind, input=source, input_sha256=digest)
+        return identity(resolved, kind=kind, input_sha256=digest), source
 
     # ------------------------------------------------------------------ full image
 
@@ -324,7 +327,7 @@ class ChainZoom:
         backbone = self.backbone
         levels = level_count(config.scale, backbone.scale)
         prompter = self.prompter if self.config.prompter_spec != "null" or self._prompter is not None else None
-        request = self.request(path, image, config, "full")
+        request, source = self.request(path, image, config, "full")
         return zoom_full(
             image,
             Path(config.out),
@@ -335,6 +338,7 @@ class ChainZoom:
             tile=self.runtime.tile or DEFAULT_TILE,
             overlap=self.runtime.overlap,
             request=request,
+            input_path=source,
             backbone_record=backbone_record(backbone),
             overwrite=config.overwrite,
             on_tile=on_tile,

@@ -486,10 +486,11 @@ def read_rerun(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable run manifest ({exc})") from None
     request = manifest.get("request") if isinstance(manifest, dict) else None
-    if not isinstance(request, dict) or request.get("kind") not in ("zoom", "full") or "input" not in request:
+    source = manifest.get("input") if isinstance(manifest, dict) else None
+    if not isinstance(request, dict) or request.get("kind") not in ("zoom", "full") or not isinstance(source, str):
         raise ConfigError(f"{path}: not a chainzoom run manifest (no request of a zoom or full run)")
     data = dict(request)
-    kind, source, digest = data.pop("kind"), data.pop("input"), data.pop("input_sha256", None)
+    kind, digest = data.pop("kind"), data.pop("input_sha256", None)
     try:
         actual = file_sha256(source)
     except OSError as exc:

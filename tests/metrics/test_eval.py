@@ -190,3 +190,32 @@ def test_fidelity_skips_magnifications_the_image_is_too_small_for():
     assert harness.fidelity_problem((512, 512), 64, (512, 512)) is None  # a 32-px comparison
     problem = harness.fidelity_problem((451, 300), 64, (448, 300))
     assert problem == "fidelity at x64 needs an image of at least 512 px a side; 451x300 is too small"
+
+
+def test_an_evaluation_reruns_from_its_config_and_from_toml(finished, tmp_path):
+    """``config.json`` in the report folder makes the same evaluation again; a TOML file does too."""
+    import json
+    import shutil
+
+    saved = json.loads((finished / "config.json").read_text())
+    assert saved["scales"] == [4, 16] and saved["backbone"] == "bicubic" and saved["view"] == 64
+    again = tmp_path / "again"
+    shutil.copytree(finished, again)
+    (again / "results.csv").unlink()
+    config = json.loads((again / "config.json").read_text())
+    (again / "config.json").write_text(json.dumps({**config, "out": str(again)}))
+    args = build_parser().parse_args(["eval", "--rerun", str(again / "config.json")])
+    assert args.handler(args) == 0
+    assert (again / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()
+
+    toml = tmp_path / "eval.toml"
+    images = ", ".join(f'"{i}"' for i in IMAGES)
+    metrics = ", ".join(f'"{m}"' for m in NO_REFERENCE)
+    toml.write_text(
+        f'images = [{images}]\nscales = [4, 16]\nbackbone = "bicubic"\nview = 64\nmetrics = [{metrics}]\n'
+        f'out = "{again}"\nquiet = true\n'
+    )
+    (again / "results.csv").unlink()
+    args = build_parser().parse_args(["eval", "--config", str(toml)])
+    assert args.handler(args) == 0
+    assert (again / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()

@@ -122,7 +122,7 @@ class _Runner:
         config = self.pipeline.job(
             path, mode=mode, scale=float(plan.scale), view=plan.view, overwrite=self.settings.overwrite, animation=False
         )
-        request = self.pipeline.request(path, image, config, "zoom")
+        request, _ = self.pipeline.request(path, image, config, "zoom")
         run_folder = RunFolder(folder)
         previous = run_folder.read_manifest()
         total = len(plan.steps) + 1

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,7 +152,8 @@ def zoom_full(
     fmt: str = "tiff",
     tile: int = DEFAULT_TILE,
     overlap: int = 112,
-    request: dict,
+    request: dict[str, Any],
+    input_path: str = "<in memory>",
     backbone_record: dict | None = None,
     overwrite: bool = False,
     on_tile: TileCallback | None = None,
@@ -174,6 +176,7 @@ def zoom_full(
         "created": (previous or {}).get("created") or datetime.now(UTC).isoformat(),
         "mode": "full",
         "request": request,
+        "input": input_path,
         "backbone": backbone_record,
         "prompter": prompter.settings() if prompter is not None else None,
         "format": fmt,

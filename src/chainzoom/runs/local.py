@@ -133,6 +133,7 @@ def iter_run(
     image: LoadedImage,
     plan: ZoomPlan,
     request: dict[str, Any],
+    source: str,
     backbone: Backbone | None,
     prompter: Prompter | None,
     *,
@@ -141,6 +142,8 @@ def iter_run(
     cache_prompts: bool = False,
 ) -> Iterator[ScaleState]:
     """Make (or finish) the run ``request`` describes in ``folder``, yielding every state.
+
+    ``source`` (the input's path) is recorded beside the request, for ``--rerun``.
 
     States a previous run finished are read back and yielded first; each new state is
     saved, and the manifest rewritten, before it is yielded. The strip and the animation
@@ -156,6 +159,7 @@ def iter_run(
         "chainzoom": __version__,
         "created": (previous or {}).get("created") or datetime.now(UTC).isoformat(),
         "request": request,
+        "input": source,
         "backbone": backbone_record(backbone),
         "prompter": prompter.settings() if prompter is not None else None,
         "plan": plan_record(plan),
