@@ -171,7 +171,43 @@ def zoom_full(
         check_png_fits(level_size(image.size, step, levels), free_memory_bytes(torch.device("cpu")))
     folder = FullRunFolder(out)
     previous = folder.prepare(request, overwrite)
-    manifest = {
+    try:
+        return _make_levels(
+            folder,
+            previous,
+            image,
+            backbone,
+            prompter,
+            levels,
+            fmt,
+            tile,
+            overlap,
+            request,
+            input_path,
+            backbone_record,
+            on_tile,
+        )
+    finally:
+        folder.close()
+
+
+def _make_levels(
+    folder: FullRunFolder,
+    previous: dict[str, Any] | None,
+    image: LoadedImage,
+    backbone: Backbone,
+    prompter: Prompter | None,
+    levels: int,
+    fmt: str,
+    tile: int,
+    overlap: int,
+    request: dict[str, Any],
+    input_path: str,
+    backbone_record: dict[str, Any] | None,
+    on_tile: TileCallback | None,
+) -> dict[str, Any]:
+    step = backbone.scale
+    manifest: dict[str, Any] = {
         "chainzoom": __version__,
         "created": (previous or {}).get("created") or datetime.now(UTC).isoformat(),
         "mode": "full",

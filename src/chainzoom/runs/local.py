@@ -22,10 +22,12 @@ from chainzoom.core.geometry import Box, ZoomPlan
 from chainzoom.core.states import ScaleState
 from chainzoom.errors import InputError, RunFolderError
 from chainzoom.io.atomic import atomic_write_json
+from chainzoom.io.digest import file_sha256
 from chainzoom.io.images import LoadedImage, load_image, save_image
 from chainzoom.pipeline.chain import run_states
 from chainzoom.prompts.base import Prompter
 from chainzoom.prompts.cache import CachedPrompter
+from chainzoom.runs.lock import RunLock
 from chainzoom.runs.render import save_animation, save_strip
 
 MANIFEST = "manifest.json"
@@ -47,23 +49,44 @@ class RunFolder:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.lock = RunLock(self.path)
 
     @property
     def manifest_path(self) -> Path:
         return self.path / MANIFEST
 
-    def read_manifest(self) -> dict | None:
+    def read_manifest(self) -> dict[str, Any] | None:
+        """The folder's manifest, checked (:func:`check_manifest`), or None when there is none."""
         if not self.manifest_path.exists():
             return None
         try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RunFolderError(f"{self.manifest_path} is unreadable ({exc}); rerun with --overwrite") from None
+        problem = check_manifest(data)
+        if problem:
+            raise RunFolderError(
+                f"{self.manifest_path} is not a chainzoom manifest ({problem}); rerun with --overwrite"
+            )
+        return dict(data)
 
-    def prepare(self, request: dict, overwrite: bool) -> dict | None:
-        """Check the folder can take this request; return the previous manifest to resume from."""
+    def prepare(self, request: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
+        """Lock the folder and check it can take this request; return the previous manifest to resume from.
+
+        The lock is held until :meth:`close`; temporary files of killed runs are removed
+        only under it, so another live run's files are never touched.
+        """
         if self.path.exists() and not self.path.is_dir():
             raise RunFolderError(f"output {self.path} exists and is not a folder")
+        try:
+            return self._prepare(request, overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self, request: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
+        if self.path.is_dir():
+            self._lock()
         previous = self.read_manifest()
         if previous is not None and overwrite:
             self.clear()
@@ -80,6 +103,7 @@ class RunFolder:
             )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            self._lock()
             probe = self.path / ".chainzoom-write-test"
             probe.write_bytes(b"")
             probe.unlink()
@@ -89,20 +113,36 @@ class RunFolder:
             stale.unlink()
         return previous
 
+    def _lock(self) -> None:
+        try:
+            self.lock.acquire()
+        except PermissionError as exc:
+            raise RunFolderError(f"cannot write to {self.path}: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        """Release the folder's lock (a no-op when it is not held)."""
+        self.lock.release()
+
     def clear(self) -> None:
         for pattern in RUN_FILE_PATTERNS:
             for path in self.path.glob(pattern):
                 path.unlink()
 
-    def load_states(self, manifest: dict) -> list[ScaleState]:
-        """The states a previous run finished, read back from their PNGs."""
+    def load_states(self, manifest: dict[str, Any]) -> list[ScaleState]:
+        """The states a previous run finished, read back from their PNGs.
+
+        A state whose file is missing, unreadable or not the file the run wrote (its
+        SHA-256 differs) is made again, and so is every state after it.
+        """
         states = []
         for record in manifest.get("states", []):
             path = self.path / record["file"]
             try:
+                if file_sha256(path) != record.get("sha256"):
+                    break
                 loaded = load_image(path)
-            except InputError:
-                break  # a state whose file went missing is simply made again
+            except (OSError, InputError):
+                break
             states.append(
                 ScaleState(
                     record["index"],
@@ -117,10 +157,36 @@ class RunFolder:
         return states
 
 
-def state_record(state: ScaleState) -> dict:
+def check_manifest(data: object) -> str | None:
+    """What makes ``data`` no run manifest, or None: the parts resuming and the viewer read."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    if not isinstance(data.get("request"), dict):
+        return "no request"
+    states = data.get("states", [])
+    if not isinstance(states, list):
+        return "states is not a list"
+    for position, record in enumerate(states):
+        if not isinstance(record, dict):
+            return f"state {position} is not an object"
+        box = record.get("box")
+        checks = (
+            ("index", isinstance(record.get("index"), int)),
+            ("file", isinstance(record.get("file"), str)),
+            ("box", isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)),
+            ("magnification", isinstance(record.get("magnification"), (int, float))),
+        )
+        for key, ok in checks:
+            if not ok:
+                return f"state {position} has no valid {key}"
+    return None
+
+
+def state_record(state: ScaleState, sha256: str) -> dict[str, Any]:
     return {
         "index": state.index,
         "file": step_filename(state.index),
+        "sha256": sha256,
         "box": state.box.as_list(),
         "magnification": state.magnification,
         "prompt": state.prompt,
@@ -152,6 +218,24 @@ def iter_run(
     the folder, so a resumed run never asks a model twice.
     """
     previous = folder.prepare(request, overwrite)
+    try:
+        yield from _run(folder, image, plan, request, source, previous, backbone, prompter, animation, cache_prompts)
+    finally:
+        folder.close()
+
+
+def _run(
+    folder: RunFolder,
+    image: LoadedImage,
+    plan: ZoomPlan,
+    request: dict[str, Any],
+    source: str,
+    previous: dict[str, Any] | None,
+    backbone: Backbone | None,
+    prompter: Prompter | None,
+    animation: bool,
+    cache_prompts: bool,
+) -> Iterator[ScaleState]:
     if prompter is not None and cache_prompts:
         prompter = CachedPrompter(prompter, folder.path / PROMPT_CACHE)
     done = folder.load_states(previous) if previous else []
@@ -163,15 +247,16 @@ def iter_run(
         "backbone": backbone_record(backbone),
         "prompter": prompter.settings() if prompter is not None else None,
         "plan": plan_record(plan),
-        "states": [state_record(s) for s in done],
+        "states": (previous or {}).get("states", [])[: len(done)],
         "complete": False,
     }
     states = list(done)
     yield from done
     for state in run_states(request["mode"], image, plan, backbone, prompter, done):
-        save_image(folder.path / step_filename(state.index), state.image, state.alpha, image.bit_depth)
+        path = folder.path / step_filename(state.index)
+        save_image(path, state.image, state.alpha, image.bit_depth)
         states.append(state)
-        manifest["states"].append(state_record(state))
+        manifest["states"].append(state_record(state, file_sha256(path)))
         atomic_write_json(folder.manifest_path, manifest)
         yield state
     started = time.perf_counter()
