@@ -79,3 +79,25 @@ def test_a_broken_manifest_is_one_line(tmp_path, capsys, content, problem):
     assert err == (
         f"chainzoom: error: {out / 'manifest.json'} is not a chainzoom manifest ({problem}); rerun with --overwrite\n"
     )
+
+
+@pytest.mark.parametrize("name", ["strip.png", "zoom.webp", "manifest.json"])
+def test_a_full_disk_while_rendering_is_one_line(tmp_path, capsys, monkeypatch, name):
+    """A full disk on the strip, the animation or the manifest: one line, exit 2, no temp file."""
+    import errno
+
+    from chainzoom.io import atomic
+
+    real = atomic.os.replace
+
+    def full_disk(src, dst):
+        hit = Path(dst).name == name
+        if hit and (name != "manifest.json" or '"complete": true' in Path(src).read_text()):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", full_disk)
+    out = tmp_path / "run"
+    assert zoom(out) == 2
+    assert capsys.readouterr().err == f"chainzoom: error: cannot write {out / name}: No space left on device\n"
+    assert not list(out.glob(".*.tmp.*"))

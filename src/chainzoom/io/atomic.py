@@ -14,9 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chainzoom.errors import RunFolderError
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` then rename ``tmp_path`` to ``path``.
+
+    An ``OSError`` (a full disk, say) leaves no temporary file and becomes a one-line
+    :class:`~chainzoom.errors.RunFolderError`.
 
     The temporary name keeps the target's suffix, so writers that pick a format
     from the extension (Pillow, pyvips) still do.
@@ -33,6 +38,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
         # mkstemp creates 0600 files; outputs get the permissions any new file would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
+    except OSError as exc:  # disk full, quota, permissions: the user's to fix, in one line
+        tmp.unlink(missing_ok=True)
+        raise RunFolderError(f"cannot write {target}: {exc.strerror or exc}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

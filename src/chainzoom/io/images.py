@@ -404,10 +404,7 @@ def save_image(
         def write(tmp: Path) -> None:
             image.save(tmp, **options)
 
-    try:
-        atomic_write(target, write)
-    except OSError as e:
-        raise ChainZoomError(f"{target}: cannot write the image: {one_line(e)}") from e
+    atomic_write(target, write)  # a full disk becomes one line there
 
 
 def _encode_png16(f: BinaryIO, samples: np.ndarray, rows_per_chunk: int = 256, level: int = 6) -> None:
