@@ -47,6 +47,7 @@ from chainzoom.io.atomic import atomic_write
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_SUFFIXES",
+    "INPUT_SUFFIXES",
     "LoadedImage",
     "collect_inputs",
     "from_pil",
@@ -66,6 +67,8 @@ hold several copies of; beyond that a file is more likely a decompression bomb t
 """
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
+#: What a folder scan picks up: everything we write, and GIF, which is read (first frame) but never written.
+INPUT_SUFFIXES: frozenset[str] = IMAGE_SUFFIXES | {".gif"}
 """Suffixes a folder scan picks up (compared lowercase). Also the formats :func:`save_image` writes."""
 
 _MAX_SAMPLE = {8: 255, 16: 65535}
@@ -125,6 +128,8 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
         raise InputError(f"{p}: no such file")
     if p.is_dir():
         raise InputError(f"{p}: is a folder, not an image file")
+    if not p.is_file():
+        raise InputError(f"{p}: not a regular file (a pipe, a device or a socket); save the image to a file")
     if p.stat().st_size == 0:
         raise InputError(f"{p}: file is empty (0 bytes)")
     with _opened(p, max_pixels) as image:
@@ -457,7 +462,7 @@ def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 def collect_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """The image files to process: files as given, folders scanned for images.
 
-    A folder contributes its files whose suffix is in :data:`IMAGE_SUFFIXES` (any case),
+    A folder contributes its files whose suffix is in :data:`INPUT_SUFFIXES` (any case),
     sorted by name, **not recursively** (outputs are often written into subfolders of the
     input folder; recursing would pick them up again). Hidden files are skipped: they are
     editor or OS debris (``._photo.jpg``) or our own unfinished temporary files. A file
@@ -474,7 +479,7 @@ def collect_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
         if p.is_dir():
             images = sorted((c for c in p.iterdir() if _is_image_name(c) and c.is_file()), key=lambda c: c.name)
             if not images:
-                raise InputError(f"{p}: folder has no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise InputError(f"{p}: folder has no images (looked for {', '.join(sorted(INPUT_SUFFIXES))})")
             found.extend(images)
         elif p.exists():
             found.append(p)
@@ -492,7 +497,7 @@ def collect_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 def _is_image_name(path: Path) -> bool:
     """A folder entry worth loading: an image suffix, and not hidden (see :func:`collect_inputs`)."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    return path.suffix.lower() in INPUT_SUFFIXES and not path.name.startswith(".")
 
 
 def input_names(paths: Sequence[Path]) -> list[str]:

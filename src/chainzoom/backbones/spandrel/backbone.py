@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +91,10 @@ def read_weights(path: Path) -> dict[str, Any]:
         except Exception as exc:  # the Rust reader raises its own error type for every defect
             raise ChainZoomError(f"{path}: not a readable safetensors file ({summary(exc)})") from exc
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns, over two lines, before refusing a TorchScript archive: the error says it all
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise pickle_failure(path, exc) from exc
     except Exception as exc:  # truncated zip, bad pickle stream, TorchScript archive ...
