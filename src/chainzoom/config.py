@@ -35,6 +35,7 @@ from chainzoom.core.vocabulary import DEFAULT_VLM, FORMATS, MODEL_MODES, MODES, 
 from chainzoom.errors import ConfigError, OptionError
 from chainzoom.prompts import PROMPTERS
 from chainzoom.runtime import Runtime
+from chainzoom.secrets import redact_spec
 
 C = TypeVar("C")
 
@@ -62,6 +63,8 @@ PROMPTER_OPTION_FIELDS = {
     "prompter_timeout": "timeout",
     "prompt": "text",
 }
+#: Fields holding component specs, which may carry credentials.
+SPEC_FIELDS = ("backbone", "prompter", "critic", "policy")
 #: Fields that say where and how a run is written or shown, not what its pixels are:
 #: left out of a run's identity (its manifest ``request``).
 NOT_IDENTITY = ("inputs", "out", "overwrite", "quiet", "animation", "prompter_timeout")
@@ -515,8 +518,16 @@ def merged(*layers: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def to_dict(config: object) -> dict[str, Any]:
-    """The config as plain JSON data (tuples as lists); :func:`from_mapping` reads it back."""
+    """The config as plain JSON data (tuples as lists); :func:`from_mapping` reads it back.
+
+    Credentials in component specs (a ``user:password@`` or ``?token=`` in an endpoint's
+    URL) are masked, since this is what manifests and saved configs hold: a rerun takes
+    its credentials from the environment (``OPENAI_API_KEY``), never from a file.
+    """
     data: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(config)))  # type: ignore[call-overload]
+    for name in SPEC_FIELDS:
+        if isinstance(data.get(name), str):
+            data[name] = redact_spec(data[name])
     return data
 
 

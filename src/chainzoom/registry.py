@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from chainzoom.errors import ModelError, OptionError, UnknownComponentError, one_line
 from chainzoom.runtime import DTYPES, Runtime
+from chainzoom.secrets import redact_spec
 
 T = TypeVar("T")
 
@@ -219,6 +220,6 @@ def split_options(argument: str | None) -> tuple[str | None, dict[str, str]]:
     for item in rest:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise OptionError("spec", f"expected key=value in {argument!r}, got {item!r}")
+            raise OptionError("spec", f"expected key=value in {redact_spec(argument)!r}, got {redact_spec(item)!r}")
         options[key.strip()] = value.strip()
     return target or None, options

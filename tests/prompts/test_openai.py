@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import socket
@@ -10,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import BinaryIO
 
 import pytest
 import torch
@@ -20,10 +22,12 @@ from chainzoom.io.images import to_pil
 from chainzoom.prompts import create_prompter
 from chainzoom.prompts.base import PromptContext
 from chainzoom.prompts.message import MULTISCALE_SYSTEM_MESSAGE
+from chainzoom.prompts.openai import prompt_limit, reply_limit
 from chainzoom.runtime import Runtime
 
-#: What the handler answers: (status, content type, body bytes, seconds to wait first).
-Reply = tuple[int, str, bytes, float]
+#: What the handler answers: (status, content type, body bytes, seconds to wait first), or
+#: a function that writes the raw response itself (status line included) to the socket.
+Reply = tuple[int, str, bytes, float] | Callable[[BinaryIO], None]
 
 
 def chat_reply(content: str) -> Reply:
@@ -46,7 +50,13 @@ class ChatServer:
                 server.requests.append(
                     {"path": self.path, "headers": dict(self.headers), "body": json.loads(self.rfile.read(length))}
                 )
-                status, content_type, body, delay = server.script(len(server.requests))
+                reply = server.script(len(server.requests))
+                if callable(reply):
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
+                        reply(self.wfile)
+                    self.close_connection = True
+                    return
+                status, content_type, body, delay = reply
                 time.sleep(delay)
                 try:
                     self.send_response(status)
@@ -201,7 +211,7 @@ def test_nobody_listening():
 def test_settings_keep_secrets_out_and_spec_errors_are_clear():
     chosen = create_prompter("openai:https://user:pw@api.example.com:8443/v1?key=abc,model=gpt", Runtime(device="cpu"))
     settings = chosen.settings()
-    assert settings["url"] == "https://api.example.com:8443/v1/chat/completions"
+    assert settings["url"] == "https://api.example.com:8443/v1/chat/completions?key=***"
     assert "pw" not in json.dumps(settings) and "abc" not in json.dumps(settings)
     with pytest.raises(ChainZoomError, match="model=NAME"):
         create_prompter("openai:http://localhost:8000/v1", Runtime(device="cpu"))
@@ -209,3 +219,125 @@ def test_settings_keep_secrets_out_and_spec_errors_are_clear():
         create_prompter("openai:localhost:8000,model=m", Runtime(device="cpu"))
     with pytest.raises(ChainZoomError, match="unknown option"):
         create_prompter("openai:http://localhost:8000/v1,model=m,api_key=sk", Runtime(device="cpu"))
+
+
+def raw(*parts: bytes, pause: float = 0.0) -> Callable[[BinaryIO], None]:
+    """A raw reply: ``parts`` written in turn, ``pause`` seconds apart, then the socket closes."""
+
+    def write(stream: BinaryIO) -> None:
+        for part in parts:
+            stream.write(part)
+            stream.flush()
+            time.sleep(pause)
+
+    return write
+
+
+def head(content_type: str = "application/json", length: int | None = None) -> bytes:
+    declared = f"Content-Length: {length}\r\n" if length is not None else ""
+    return f"HTTP/1.0 200 OK\r\nContent-Type: {content_type}\r\n{declared}\r\n".encode()
+
+
+def test_an_answer_cut_off_mid_body_is_retried(serve):
+    body = chat_reply("tree bark")[2]
+    cut = raw(head(length=len(body)) + body[:10])  # Content-Length not met: IncompleteRead
+    server = serve(lambda n: cut if n == 1 else chat_reply("tree bark"))
+    assert prompter(server).describe(make_context()) == "tree bark"
+    assert len(server.requests) == 2
+
+    server = serve(lambda n: cut)
+    with pytest.raises(ChainZoomError, match="after 2 tries \\(the connection closed mid-answer after 10 bytes\\)"):
+        prompter(server, retries=1).describe(make_context())
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_trickling_server_is_bounded_by_the_timeout_in_all(serve, where):
+    body = chat_reply("late")[2]
+    message = head(length=len(body)) + body
+    start = len(head(length=len(body))) if where == "body" else 0
+    # One byte every 0.1 s, each well inside the 0.5 s time-out; 40 bytes at most (4 s).
+    parts = [message[:start], *(message[i : i + 1] for i in range(start, min(len(message), start + 40)))]
+    server = serve(lambda n: raw(*parts, pause=0.1))
+    started = time.perf_counter()
+    with pytest.raises(ChainZoomError, match="after 2 tries \\(timed out\\)"):
+        prompter(server, timeout=0.5, retries=1).describe(make_context())
+    assert time.perf_counter() - started < 2.0  # two tries of 0.5 s, a 0.01 s back-off, slack
+    assert len(server.requests) == 2
+
+
+def test_an_answer_longer_than_max_tokens_allows_is_refused(serve):
+    huge = chat_reply("word " * 200_000)  # 1 MB: a server ignoring max_tokens
+    server = serve(lambda n: huge)
+    with pytest.raises(ChainZoomError, match=f"after 2 tries \\(an answer of {len(huge[2])} bytes, over the"):
+        prompter(server, retries=1).describe(make_context())
+    assert len(server.requests) == 2
+
+    undeclared = raw(head(), huge[2])  # no Content-Length: read to the limit, no further
+    server = serve(lambda n: undeclared)
+    with pytest.raises(ChainZoomError, match=f"over the {reply_limit(32)} bytes that max_tokens allows"):
+        prompter(server, retries=0).describe(make_context())
+
+
+def test_a_long_answer_within_the_byte_limit_is_cut_to_max_tokens_worth(serve):
+    server = serve(lambda n: chat_reply("moss " * 200))
+    prompt = prompter(server, max_tokens=4).describe(make_context())
+    assert prompt == ("moss " * 200)[: prompt_limit(4)].strip()
+    assert server.requests[0]["body"]["max_tokens"] == 4
+
+
+def test_an_empty_answer_is_a_failed_try(serve):
+    server = serve(lambda n: chat_reply(" \n ") if n == 1 else chat_reply("sky"))
+    assert prompter(server).describe(make_context()) == "sky"
+    assert len(server.requests) == 2
+
+    server = serve(lambda n: chat_reply(""))
+    with pytest.raises(ChainZoomError, match="after 2 tries \\(empty answer\\)"):
+        prompter(server, retries=1, text="sharp").describe(make_context())
+    assert len(server.requests) == 2
+
+
+def test_url_credentials_are_sent_but_never_shown(serve, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-elsewhere")
+    server = serve(lambda n: chat_reply("gravel"))
+    host = server.url.removeprefix("http://")
+    spec = f"openai:http://alice:s3cr%40t@{host}?token=T0KEN&api-version=2,model=m,retries=0"
+    chosen = create_prompter(spec, Runtime(device="cpu"))
+    assert chosen.describe(make_context()) == "gravel"
+    (request,) = server.requests
+    assert request["path"] == "/v1/chat/completions?token=T0KEN&api-version=2"
+    assert request["headers"]["Authorization"] == "Basic " + base64.b64encode(b"alice:s3cr@t").decode()
+    settings = json.dumps(chosen.settings())
+    assert "/v1/chat/completions?token=***&api-version=2" in settings
+    for secret in ("alice", "s3cr", "T0KEN", "sk-elsewhere"):
+        assert secret not in settings
+
+    echo = serve(lambda n: (401, "application/json", b'{"error": {"message": "bad password s3cr@t"}}', 0.0))
+    spec = f"openai:http://alice:s3cr%40t@{echo.url.removeprefix('http://')}?token=T0KEN,model=m"
+    with pytest.raises(ChainZoomError) as failure:
+        create_prompter(spec, Runtime(device="cpu")).describe(make_context())
+    assert "HTTP 401: bad password ***; are the URL's user name and password right?" in str(failure.value)
+    assert "?token=***" in str(failure.value)
+    for secret in ("alice", "s3cr", "T0KEN"):
+        assert secret not in str(failure.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://alice:pa/SECRET@127.0.0.1/v1",  # a raw "/" in the password: not a valid URL
+        "http://alice:pa#SECRET@127.0.0.1/v1",
+        "http://127.0.0.1:8000/v1?token=SECRET word",  # a blank: http.client would quote the URL
+        "alice:SECRET@127.0.0.1:8000/v1",  # no scheme
+    ],
+)
+def test_a_malformed_url_is_refused_without_quoting_its_credentials(url):
+    with pytest.raises(ChainZoomError, match="expected an http\\(s\\) URL .*\\*\\*\\*") as failure:
+        create_prompter(f"openai:{url},model=m", Runtime(device="cpu"))
+    assert "SECRET" not in str(failure.value) and "alice" not in str(failure.value)
+
+
+@pytest.mark.parametrize("option", ["timeout=inf", "timeout=nan", "timeout=1e300", "backoff=inf", "backoff=nan"])
+def test_an_unbounded_timeout_or_backoff_is_refused(option):
+    with pytest.raises(ChainZoomError, match="must be at most 86400 seconds"):
+        create_prompter(f"openai:http://localhost:8000/v1,model=m,{option}", Runtime(device="cpu"))

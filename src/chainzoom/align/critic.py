@@ -82,7 +82,7 @@ class TransformersCritic(Critic):
     """A local transformers chat VLM, loaded on first use, decoding greedily."""
 
     def __init__(
-        self, source: str, *, device: str = "cpu", dtype: torch.dtype = torch.float32, max_new_tokens: int = 8
+        self, source: str, *, device: str = "cpu", dtype: torch.dtype | str = torch.float32, max_new_tokens: int = 8
     ) -> None:
         self.source, self.device, self.dtype, self.max_new_tokens = source, device, dtype, max_new_tokens
         self._loaded: tuple[Any, Any] | None = None
@@ -222,7 +222,7 @@ class CriticReward(Reward):
         return {"unusable": self.unusable}
 
 
-def create_critic(spec: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Critic:
+def create_critic(spec: str, device: str = "cpu", dtype: torch.dtype | str = torch.float32) -> Critic:
     """``openai:URL,model=NAME`` or a transformers model folder / hub id."""
     if spec.startswith("openai:"):
         return OpenAICritic(spec.removeprefix("openai:"))

@@ -101,7 +101,9 @@ def make_components(
         from chainzoom.align.critic import CriticReward, ScoreCache, TransformersCritic, create_critic
 
         assert critic is not None  # the builder is passed on only when a critic is given
-        model = create_critic(critic, runtime.device, torch_dtype(runtime.dtype))
+        # the critic only scores: in its checkpoint's own dtype on a GPU, float32 on a CPU
+        dtype = torch_dtype("float32") if runtime.device == "cpu" else "auto"
+        model = create_critic(critic, runtime.device, dtype)
         if isinstance(model, TransformersCritic):
             model.load()
         return CriticReward(model, ScoreCache(cache))

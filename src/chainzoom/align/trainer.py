@@ -56,7 +56,7 @@ class TrainSettings:
     seed: int = 0
 
 
-def load_vlm(source: str, device: str, dtype: torch.dtype, role: str) -> tuple[Any, Any]:
+def load_vlm(source: str, device: str, dtype: torch.dtype | str, role: str) -> tuple[Any, Any]:
     """A transformers chat VLM and its image-only processor, or a one-line ChainZoomError."""
     from transformers import AutoModelForImageTextToText
 

@@ -38,7 +38,7 @@ PROMPTERS.register(
         argument="ID_OR_FOLDER[,adapter=LORA_DIR,...]",
         extra="vlm",
         facts=PrompterFacts(
-            options=("model", "adapter", *_DECODING, "top_k", "device", "dtype", "offload"),
+            options=("model", "adapter", *_DECODING, "top_k", "device", "dtype", "offload", "context"),
             uses_model=True,
             licence="the model's",
         ),

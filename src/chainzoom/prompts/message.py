@@ -26,12 +26,19 @@ MULTISCALE_SYSTEM_MESSAGE = (
     "The second image is a zoom-in of the first image. Based on this knowledge, "
     "what is in the second image? Give me a set of words."
 )
+#: The official single-image question (``--rec_type recursive``), also a system message;
+#: the paper's prompt ablation compares it with the multi-scale one.
+SINGLE_SYSTEM_MESSAGE = "What is in this image? Give me a set of words."
+#: What the VLM is shown: both scale-states (the paper's) or the zoomed view alone.
+CONTEXTS = {"multiscale": MULTISCALE_SYSTEM_MESSAGE, "single": SINGLE_SYSTEM_MESSAGE}
 #: The official number of new tokens per prompt (the Aug 2025 code; 128 in May 2025).
 OFFICIAL_MAX_NEW_TOKENS = 32
 
 
-def context_images(context: PromptContext) -> list[Image.Image]:
-    """The two images in the paper's order: [previous full state, zoomed view]."""
+def context_images(context: PromptContext, kind: str = "multiscale") -> list[Image.Image]:
+    """The images in the official order: [previous full state, zoomed view], or the view alone."""
+    if kind == "single":
+        return [to_pil(context.view)]
     return [to_pil(context.wide), to_pil(context.view)]
 
 

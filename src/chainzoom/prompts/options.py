@@ -16,6 +16,7 @@ from typing import Any, overload
 from chainzoom.errors import ChainZoomError
 from chainzoom.prompts.message import OFFICIAL_MAX_NEW_TOKENS
 from chainzoom.registry import split_options
+from chainzoom.secrets import redact_spec
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -32,7 +33,8 @@ class Options:
                 continue
             if key in self._values and str(self._values[key]) != str(value):
                 raise ChainZoomError(
-                    f"{owner}: option {key} is given twice ({self._values[key]!r} in the spec, {value!r} as a flag)"
+                    f"{owner}: option {key} is given twice "
+                    f"({redact_spec(str(self._values[key]))!r} in the spec, {redact_spec(str(value))!r} as a flag)"
                 )
             self._values[key] = value
         self._known: list[str] = []

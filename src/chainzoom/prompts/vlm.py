@@ -39,7 +39,7 @@ from chainzoom.core.vocabulary import DEFAULT_VLM
 from chainzoom.errors import ChainZoomError, one_line
 from chainzoom.prompts.base import PromptContext, Prompter
 from chainzoom.prompts.message import (
-    MULTISCALE_SYSTEM_MESSAGE,
+    CONTEXTS,
     OFFICIAL_MAX_NEW_TOKENS,
     context_images,
     join_user_text,
@@ -52,11 +52,12 @@ from chainzoom.runtime import DTYPES, Runtime, torch_dtype
 DEFAULT_MODEL = DEFAULT_VLM
 
 
-def paper_messages() -> list[dict]:
-    """The official chat: the system instruction, then a user turn of two images and no text."""
+def paper_messages(context: str = "multiscale") -> list[dict[str, Any]]:
+    """The official chat: the system instruction, then a user turn of the images and no text."""
+    images = 1 if context == "single" else 2
     return [
-        {"role": "system", "content": MULTISCALE_SYSTEM_MESSAGE},
-        {"role": "user", "content": [{"type": "image"}, {"type": "image"}]},
+        {"role": "system", "content": CONTEXTS[context]},
+        {"role": "user", "content": [{"type": "image"}] * images},
     ]
 
 
@@ -80,6 +81,7 @@ class VLMPrompter(Prompter):
         device: str = "cpu",
         dtype: str = "float32",
         offload: bool = False,
+        context: str = "multiscale",
     ) -> None:
         self.source = source
         self.adapter = adapter
@@ -92,6 +94,7 @@ class VLMPrompter(Prompter):
         self.device = device
         self.dtype = dtype
         self.offload = offload
+        self.context = context
         self._loaded: tuple[Any, Any] | None = None
 
     def settings(self) -> dict:
@@ -109,7 +112,8 @@ class VLMPrompter(Prompter):
             "model": self.source,
             "adapter": self.adapter,
             "adapter_sha256": self.adapter_sha256,
-            "message": MULTISCALE_SYSTEM_MESSAGE,
+            "message": CONTEXTS[self.context],
+            "context": self.context,
             "max_new_tokens": self.max_new_tokens,
             "decoding": decoding,
             "text": self.text,
@@ -129,7 +133,9 @@ class VLMPrompter(Prompter):
             try:
                 processor = load_processor(self.source)
                 model = AutoModelForImageTextToText.from_pretrained(
-                    self.source, dtype=torch_dtype(self.dtype), device_map={"": home}
+                    self.source,
+                    dtype="auto" if self.dtype == "auto" else torch_dtype(self.dtype),
+                    device_map={"": home},
                 )
             except ImportError as exc:
                 raise ChainZoomError(f"vlm {self.source}: needs a missing package ({one_line(exc)})") from exc
@@ -147,8 +153,9 @@ class VLMPrompter(Prompter):
     def inputs(self, context: PromptContext) -> Any:
         """The processor's tensors for this context: chat text plus the two images, in order."""
         _, processor = self.load()
-        chat = processor.apply_chat_template(paper_messages(), tokenize=False, add_generation_prompt=True)
-        return processor(text=[chat], images=context_images(context), padding=True, return_tensors="pt")
+        chat = processor.apply_chat_template(paper_messages(self.context), tokenize=False, add_generation_prompt=True)
+        images = context_images(context, self.context)
+        return processor(text=[chat], images=images, padding=True, return_tensors="pt")
 
     def describe(self, context: PromptContext) -> str:
         model, processor = self.load()
@@ -238,18 +245,27 @@ def create_vlm(argument: str | None, runtime: Runtime, **options: Any) -> VLMPro
         raise ChainZoomError(f"vlm: two models named ({target!r} and model={named!r})")
     source = target or named or DEFAULT_MODEL
     adapter = opts.text("adapter")
-    dtype = opts.text("dtype", runtime.dtype)
-    if dtype not in DTYPES:
-        raise ChainZoomError(f"vlm: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    device = opts.text("device", runtime.device)
+    # auto: the checkpoint's own dtype on a GPU (bf16 for Qwen2.5-VL, as the official code
+    # loads it), float32 on a CPU, where half precision is several times slower
+    dtype = opts.text("dtype", "auto")
+    if dtype == "auto" and torch.device(device).type == "cpu":
+        dtype = "float32"
+    if dtype not in (*DTYPES, "auto"):
+        raise ChainZoomError(f"vlm: dtype must be auto or one of {', '.join(DTYPES)}, got {dtype!r}")
+    context = opts.text("context", "multiscale")
+    if context not in CONTEXTS:
+        raise ChainZoomError(f"vlm: context must be one of {', '.join(CONTEXTS)}, got {context!r}")
     decoding = opts.decoding(runtime.seed, temperature_minimum=1e-6)
     settings: dict[str, Any] = dict(
         adapter=str(Path(adapter).expanduser()) if adapter else None,
         max_new_tokens=decoding.pop("max_tokens"),
         **decoding,
         top_k=opts.integer("top_k", 0, minimum=0),
-        device=opts.text("device", runtime.device),
+        device=device,
         dtype=dtype,
         offload=opts.flag("offload"),
+        context=context,
     )
     opts.finish()
     check_source(source)

@@ -44,7 +44,8 @@ from chainzoom.io.atomic import atomic_write, atomic_write_json
 from chainzoom.io.images import LoadedImage, from_samples, to_samples
 from chainzoom.pipeline.tiling import axis_weights, free_memory_bytes, tile_starts
 from chainzoom.prompts.base import PromptContext, Prompter
-from chainzoom.runs.local import MANIFEST, RunFolder
+from chainzoom.runs.local import RunFolder
+from chainzoom.runs.manifest import MANIFEST
 from chainzoom.runs.pyramid import FORMATS, PARTIAL, RawLevel, level_path, remove_level, write_level
 
 #: Default tile side in input px: big enough that the overlap (context RRDBNet needs)

@@ -28,9 +28,9 @@ from chainzoom.pipeline.chain import run_states
 from chainzoom.prompts.base import Prompter
 from chainzoom.prompts.cache import CachedPrompter
 from chainzoom.runs.lock import RunLock
+from chainzoom.runs.manifest import MANIFEST, check_manifest
 from chainzoom.runs.render import save_animation, save_strip
 
-MANIFEST = "manifest.json"
 STRIP = "strip.png"
 ANIMATION = "zoom.webp"
 #: Files a run folder may hold; ``overwrite`` removes these and nothing else.
@@ -155,31 +155,6 @@ class RunFolder:
                 )
             )
         return states
-
-
-def check_manifest(data: object) -> str | None:
-    """What makes ``data`` no run manifest, or None: the parts resuming and the viewer read."""
-    if not isinstance(data, dict):
-        return f"a JSON {type(data).__name__}, not an object"
-    if not isinstance(data.get("request"), dict):
-        return "no request"
-    states = data.get("states", [])
-    if not isinstance(states, list):
-        return "states is not a list"
-    for position, record in enumerate(states):
-        if not isinstance(record, dict):
-            return f"state {position} is not an object"
-        box = record.get("box")
-        checks = (
-            ("index", isinstance(record.get("index"), int)),
-            ("file", isinstance(record.get("file"), str)),
-            ("box", isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)),
-            ("magnification", isinstance(record.get("magnification"), (int, float))),
-        )
-        for key, ok in checks:
-            if not ok:
-                return f"state {position} has no valid {key}"
-    return None
 
 
 def state_record(state: ScaleState, sha256: str) -> dict[str, Any]:

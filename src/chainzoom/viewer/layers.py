@@ -13,10 +13,7 @@ import json
 from pathlib import Path
 
 from chainzoom.errors import ChainZoomError
-
-#: The run folder's manifest (``chainzoom.runs.local.MANIFEST``; not imported from there because
-#: that module pulls in torch and the viewer should start in well under a second).
-MANIFEST = "manifest.json"
+from chainzoom.runs.manifest import MANIFEST, check_manifest
 
 #: URL prefixes the server answers: run files as they are, and Deep Zoom made from TIFFs.
 FILES = "/files/"
@@ -42,11 +39,15 @@ def read_manifest(folder: Path) -> dict:
     """The manifest of a run folder, or a clear error when there is none."""
     path = Path(folder) / MANIFEST
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ChainZoomError(f"{folder} holds no chainzoom run ({MANIFEST} is missing)") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ChainZoomError(f"{path} is unreadable ({exc})") from None
+    problem = check_manifest(data)
+    if problem:
+        raise ChainZoomError(f"{path} is not a chainzoom manifest ({problem})")
+    return dict(data)
 
 
 def tile_source(name: str) -> dict | str:

@@ -4,13 +4,19 @@ Routes: ``/`` the page, ``/static/...`` the viewer's own files, ``/layers.json``
 what to show (:mod:`.layers`), ``/files/...`` the run folder's files (nothing
 outside it), ``/tiff/NAME.dzi`` and ``/tiff/NAME_files/L/C_R.jpg`` Deep Zoom cut
 from ``NAME.tif`` on request (:mod:`.tiles`). It binds to the loopback address only:
-a run folder is private data and the server has no access control.
+a run folder is private data and the server has no access control. For the same
+reason it answers only requests addressed to it (``Host`` 127.0.0.1:PORT or
+localhost:PORT): a web page that rebinds its own DNS name to 127.0.0.1 reaches the
+socket, but gets 403. Files are streamed, never read whole. Every reply, an error
+included, is one log line, and so is a client that goes away mid-reply (an aborted
+download): a hostile or odd request costs a line, never a traceback.
 """
 
 from __future__ import annotations
 
 import json
 import mimetypes
+import os
 import re
 import threading
 import webbrowser
@@ -18,17 +24,35 @@ from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TextIO, cast
+from socketserver import BaseServer
+from typing import Any, TextIO, cast
 from urllib.parse import unquote, urlsplit
 
-from chainzoom.errors import ChainZoomError
+from chainzoom.errors import ChainZoomError, OptionError
 from chainzoom.viewer.layers import FILES, TIFF_DZI, describe_run
 from chainzoom.viewer.tiles import TiffDeepZoom
 
 HOST = "127.0.0.1"
+#: The names a browser on this machine gives :data:`HOST` in the ``Host`` header.
+HOST_NAMES = (HOST, "localhost")
+MAX_PORT = 65535
 STATIC = Path(__file__).resolve().parent / "static"
 _TIFF_TILE = re.compile(r"^(?P<name>[\w.-]+)_files/(?P<level>\d+)/(?P<col>\d+)_(?P<row>\d+)\.jpe?g$")
 _TIFF_DZI = re.compile(r"^(?P<name>[\w.-]+)\.dzi$")
+#: C0 controls and DEL as ``\\xNN`` in log lines, so no request can write a line of its own.
+_CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
+
+
+def inside(root: Path, relative: str) -> Path | None:
+    """The file ``root / relative`` once links are resolved, or ``None`` if it is outside ``root`` or no file.
+
+    A name the system refuses (too long, say) is no file either: it comes from a URL.
+    """
+    try:
+        path = (root / relative).resolve()
+        return path if path.is_relative_to(root) and path.is_file() else None
+    except OSError:
+        return None
 
 
 class RunViewer:
@@ -48,10 +72,7 @@ class RunViewer:
 
     def file(self, relative: str) -> Path | None:
         """A file of the run folder, or ``None`` for anything outside it or missing."""
-        path = (self.folder / relative).resolve()
-        if not path.is_relative_to(self.folder) or not path.is_file():
-            return None
-        return path
+        return inside(self.folder, relative)
 
     def tiff(self, name: str) -> TiffDeepZoom | None:
         path = self.file(name + ".tif")
@@ -67,30 +88,57 @@ class ViewerHandler(BaseHTTPRequestHandler):
     """GET-only handler over a :class:`RunViewer`."""
 
     server_version = "chainzoom-view"
+    #: Empty until the connection's first request line is read (the base class sets it per request).
+    requestline = ""
+    #: Why the reply being sent is an error, for its log line (see :meth:`log_request`).
+    _reason: str | None = None
 
     def __init__(self, *args, viewer: RunViewer, log: TextIO | None, **kwargs) -> None:
         self.viewer = viewer
         self.log = log
         super().__init__(*args, **kwargs)
 
+    def handle(self) -> None:
+        """Serve the connection; a client that drops it (an aborted download) is one log line, not a traceback."""
+        try:
+            super().handle()
+        except ConnectionError as exc:  # BrokenPipeError, ConnectionResetError: nobody is left to answer
+            after = f' after "{self.requestline}"' if self.requestline else ""
+            self.log_message("the client closed the connection%s (%s)", after, exc.strerror or type(exc).__name__)
+
     def do_GET(self) -> None:
+        if self._refuse_host():
+            return
         path = unquote(urlsplit(self.path).path)
+        if "\0" in path:  # no file has one in its name; pathlib would raise on it
+            self.send_error(HTTPStatus.BAD_REQUEST, explain="a NUL byte in the path")
+            return
         try:
             if path in ("/", "/index.html"):
                 self._send_file(STATIC / "index.html")
             elif path == "/layers.json":
                 self._send(json.dumps(self.viewer.layers()).encode(), "application/json")
             elif path.startswith("/static/"):
-                target = (STATIC / path[len("/static/") :]).resolve()
-                self._send_file(target if target.is_relative_to(STATIC) else None)
+                self._send_file(inside(STATIC, path[len("/static/") :]))
             elif path.startswith(FILES):
                 self._send_file(self.viewer.file(path[len(FILES) :]))
             elif path.startswith(TIFF_DZI):
                 self._tiff(path[len(TIFF_DZI) :])
             else:
                 self.send_error(HTTPStatus.NOT_FOUND)
-        except ChainZoomError as exc:
-            self.send_error(HTTPStatus.NOT_FOUND, str(exc))
+        except ChainZoomError as exc:  # what the run does not hold (yet), or holds unreadable
+            self.send_error(HTTPStatus.NOT_FOUND, explain=str(exc))
+
+    def _refuse_host(self) -> bool:
+        """Answer 403 to a request whose ``Host`` is not this server (DNS rebinding); ``True`` if it did."""
+        port = bound_address(self.server)[1]
+        allowed = {f"{name}:{port}" for name in HOST_NAMES} | (set(HOST_NAMES) if port == 80 else set())
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) == 1 and hosts[0].strip().lower() in allowed:
+            return False
+        named = ", ".join(hosts) or "(none)"
+        self.send_error(HTTPStatus.FORBIDDEN, explain=f"Host {named} is not this server; open http://{HOST}:{port}/")
+        return True
 
     def _tiff(self, rest: str) -> None:
         descriptor, tile = _TIFF_DZI.match(rest), _TIFF_TILE.match(rest)
@@ -109,27 +157,60 @@ class ViewerHandler(BaseHTTPRequestHandler):
                 self._send(data, "image/jpeg")
 
     def _send_file(self, path: Path | None) -> None:
-        if path is None or not path.is_file():
+        """Stream ``path`` by ``sendfile``, the kernel copying file to socket: no level is held in memory."""
+        if path is None:
             self.send_error(HTTPStatus.NOT_FOUND)
             return
-        kind = "application/xml" if path.suffix == ".dzi" else mimetypes.guess_type(path.name)[0]
-        self._send(path.read_bytes(), kind or "application/octet-stream")
+        try:
+            source = path.open("rb")
+        except OSError as exc:
+            self.send_error(HTTPStatus.NOT_FOUND, explain=f"{path.name}: {exc.strerror or exc}")
+            return
+        with source:
+            size = os.fstat(source.fileno()).st_size
+            kind = "application/xml" if path.suffix == ".dzi" else mimetypes.guess_type(path.name)[0]
+            self._send_headers(kind or "application/octet-stream", size)
+            if size:  # count: a file that grows meanwhile still sends what Content-Length said
+                self.connection.sendfile(source, count=size)
 
     def _send(self, body: bytes, content_type: str) -> None:
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-cache")
-        self.end_headers()
+        self._send_headers(content_type, len(body))
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:
+    def _send_headers(self, content_type: str, length: int) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length))
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Keep the reason for the reply's own log line (:meth:`log_request`).
+
+        Here a reason goes in ``explain``, the page's text: the status line takes latin-1 only.
+        """
+        self._reason = explain or message
+        super().send_error(code, message, explain)
+
+    def log_error(self, format: str, *args: Any) -> None:
+        """Nothing: the base class logs here from :meth:`send_error`, whose reply's line has the reason."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """One line per reply: the request, its status and size, and for an error why."""
+        reason, self._reason = self._reason, None
+        status = code.value if isinstance(code, HTTPStatus) else code
+        self.log_message('"%s" %s %s%s', self.requestline, status, size, f" ({reason})" if reason else "")
+
+    def log_message(self, format: str, *args: Any) -> None:
         if self.log is not None:
-            self.log.write(f"{self.address_string()} {format % args}\n")
+            line = (format % args).translate(_CONTROL)
+            self.log.write(f"{self.address_string()} {line}\n")
 
 
 def make_server(folder: Path, port: int = 0, log: TextIO | None = None) -> ThreadingHTTPServer:
     """A server for ``folder`` bound to 127.0.0.1:``port`` (0: any free port), not yet serving."""
+    if not 0 <= port <= MAX_PORT:
+        raise OptionError("port", f"must be 0..{MAX_PORT}, got {port}")
     viewer = RunViewer(folder)
     try:
         server = ThreadingHTTPServer((HOST, port), partial(ViewerHandler, viewer=viewer, log=log))
@@ -139,9 +220,14 @@ def make_server(folder: Path, port: int = 0, log: TextIO | None = None) -> Threa
     return server
 
 
+def bound_address(server: BaseServer) -> tuple[str, int]:
+    """The server's host and port: bound to an AF_INET address, so the host reads back as a str."""
+    host, port = cast(tuple[str, int], server.server_address)[:2]
+    return host, port
+
+
 def url_of(server: ThreadingHTTPServer) -> str:
-    # bound to an AF_INET address, so the host reads back as a str
-    host, port = cast(tuple[str, int], server.server_address[:2])
+    host, port = bound_address(server)
     return f"http://{host}:{port}/"
 
 
