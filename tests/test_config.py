@@ -143,3 +143,22 @@ def test_the_largest_scale_still_has_exact_boxes(tmp_path):
     last = result[-1].box
     assert len(result) == 21 and last.width == 16 / 4**20 and last.x0 < last.x1
     assert result[-1].magnification == 4**20
+
+
+def test_what_changes_pixels_is_the_identity_and_nothing_else():
+    from chainzoom.config import identity
+
+    spec = "openai:http://127.0.0.1:9/v1,model=m"
+    base = identity(ZoomConfig(prompter=spec, prompter_timeout=5.0))
+    assert identity(ZoomConfig(prompter=spec, prompter_timeout=60.0)) == base  # no pixel changes
+    assert identity(ZoomConfig(prompter=spec, out="elsewhere", quiet=True, animation=False)) == base
+    assert identity(ZoomConfig(prompter=spec, runtime=Runtime(tile=256, tile_overlap=16))) != identity(
+        ZoomConfig(prompter=spec, runtime=Runtime(tile=256, tile_overlap=32))
+    )
+
+
+def test_a_finished_tiled_run_with_another_overlap_is_another_run(tmp_path, capsys):
+    args = [str(SAMPLE), "--scale", "4", "--backbone", "bicubic", "--tile", "64", "--out", str(tmp_path / "r")]
+    assert zoom(*args, "--tile-overlap", "16") == 0
+    assert zoom(*args, "--tile-overlap", "24") == 2
+    assert "holds a run with different arguments (runtime)" in capsys.readouterr().err

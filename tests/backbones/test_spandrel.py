@@ -425,3 +425,16 @@ def test_cuda_matches_cpu(models, dtype: str) -> None:
     out = create_spandrel(str(path), Runtime(device="cuda", dtype=dtype)).upscale(image)
     assert out.device.type == "cpu" and out.dtype == torch.float32
     torch.testing.assert_close(out, expected, rtol=0, atol={"float32": 1e-4, "float16": 4e-3, "bfloat16": 3e-2}[dtype])
+
+
+def test_a_torchscript_file_is_refused_in_one_line_without_torch_warnings(tmp_path: Path, capsys) -> None:
+    """torch printed two warning lines before the (right) error for a TorchScript archive."""
+    from chainzoom.cli import main
+
+    scripted = torch.jit.script(torch.nn.Conv2d(3, 3, 3))
+    path = tmp_path / "scripted.pt"
+    scripted.save(str(path))
+    args = ["zoom", "assets/sample.jpg", "--backbone", f"spandrel:{path}", "--device", "cpu", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"chainzoom: error: {path}: not a readable PyTorch checkpoint")

@@ -12,11 +12,11 @@ from PIL import Image
 from chainzoom.core.geometry import Box
 from chainzoom.core.states import ScaleState
 from chainzoom.errors import ChainZoomError
+from chainzoom.runs.animation import save_animation
 from chainzoom.runs.render import (
     RenderError,
     format_magnification,
     make_strip,
-    save_animation,
     save_strip,
     zoom_frames,
 )
@@ -270,3 +270,31 @@ def test_save_animation_bad_suffix(tmp_path):
         save_animation(chain4(), tmp_path / "zoom.avi", frames_per_step=2)
     assert list(tmp_path.iterdir()) == []
     assert issubclass(RenderError, ValueError)
+
+
+def test_the_animation_written_step_by_step_shows_the_zoom_frames(tmp_path):
+    """zoom.webp, encoded as the states arrive (on a thread), holds every frame of zoom_frames."""
+    from chainzoom.runs.animation import AnimationWriter
+
+    states = chain4()
+    frames = list(zoom_frames(states, frames_per_step=4))
+    writer = AnimationWriter(tmp_path / "zoom.webp", states, frames_per_step=4, fps=10, background=True)
+    for state in states:
+        writer.add(state)
+    written = Image.open(writer.close())
+    assert written.n_frames == len(frames) == 4 * (len(states) - 1) + 1
+    for index in (0, len(frames) // 2, len(frames) - 1):
+        written.seek(index)
+        got = np.asarray(written.convert("RGB"), dtype=np.float32)
+        want = np.asarray(frames[index], dtype=np.float32)
+        assert np.abs(got - want).mean() < 6  # lossy WebP at quality 80
+
+
+def test_an_aborted_animation_writes_nothing(tmp_path):
+    from chainzoom.runs.animation import AnimationWriter
+
+    states = chain4()
+    writer = AnimationWriter(tmp_path / "zoom.webp", states, frames_per_step=2, background=True)
+    writer.add(states[0])
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []

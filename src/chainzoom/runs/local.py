@@ -27,9 +27,10 @@ from chainzoom.io.images import LoadedImage, load_image, save_image
 from chainzoom.pipeline.chain import run_states
 from chainzoom.prompts.base import Prompter
 from chainzoom.prompts.cache import CachedPrompter
+from chainzoom.runs.animation import AnimationWriter
 from chainzoom.runs.lock import RunLock
 from chainzoom.runs.manifest import MANIFEST, check_manifest
-from chainzoom.runs.render import save_animation, save_strip
+from chainzoom.runs.render import plan_placements, save_strip
 
 STRIP = "strip.png"
 ANIMATION = "zoom.webp"
@@ -226,18 +227,30 @@ def _run(
         "complete": False,
     }
     states = list(done)
-    yield from done
-    for state in run_states(request["mode"], image, plan, backbone, prompter, done):
-        path = folder.path / step_filename(state.index)
-        save_image(path, state.image, state.alpha, image.bit_depth)
-        states.append(state)
-        manifest["states"].append(state_record(state, file_sha256(path)))
-        atomic_write_json(folder.manifest_path, manifest)
-        yield state
-    started = time.perf_counter()
-    save_strip(states, folder.path / STRIP)
-    if animation:
-        save_animation(states, folder.path / ANIMATION)
+    # The animation is encoded on a thread, step by step as the states come (runs.animation).
+    writer = AnimationWriter(folder.path / ANIMATION, plan_placements(plan), background=True) if animation else None
+    try:
+        for state in done:
+            if writer is not None:
+                writer.add(state)
+            yield state
+        for state in run_states(request["mode"], image, plan, backbone, prompter, done):
+            path = folder.path / step_filename(state.index)
+            save_image(path, state.image, state.alpha, image.bit_depth)
+            states.append(state)
+            manifest["states"].append(state_record(state, file_sha256(path)))
+            atomic_write_json(folder.manifest_path, manifest)
+            if writer is not None:
+                writer.add(state)
+            yield state
+        started = time.perf_counter()
+        save_strip(states, folder.path / STRIP)
+        if writer is not None:
+            writer.close()
+            writer = None
+    finally:
+        if writer is not None:
+            writer.abort()
     manifest["complete"] = True
     manifest["render_seconds"] = round(time.perf_counter() - started, 3)
     atomic_write_json(folder.manifest_path, manifest)

@@ -9,8 +9,9 @@ input at the view size).
 
 * :func:`make_strip` / :func:`save_strip`: the states side by side, each with a
   rectangle where the next one zooms and a magnification label.
-* :func:`zoom_frames` / :func:`save_animation`: a smooth zoom from state 0 to the
-  last state, as frames or an animated WebP/GIF.
+* :func:`zoom_frames` and :class:`FramePlan`: a smooth zoom from state 0 to the last
+  state, as frames, planned from the states' places so that
+  :mod:`chainzoom.runs.animation` can encode it while the chain runs.
 
 Alpha channels are ignored: panels and frames are RGB.
 """
@@ -20,18 +21,20 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from chainzoom.core.geometry import Box
+from chainzoom.core.geometry import Box, ZoomPlan
 from chainzoom.core.states import ScaleState
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.atomic import atomic_write
 from chainzoom.io.images import to_pil
 
-__all__ = ["RenderError", "format_magnification", "make_strip", "save_animation", "save_strip", "zoom_frames"]
+__all__ = ["FramePlan", "RenderError", "format_magnification", "make_strip", "save_strip", "zoom_frames"]
 
 #: Background of the strip (neutral dark grey).
 STRIP_BACKGROUND = (40, 40, 40)
@@ -54,7 +57,30 @@ class RenderError(ChainZoomError, ValueError):
 # --------------------------------------------------------------------------- helpers
 
 
-def _region(states: Sequence[ScaleState], k: int) -> Box:
+class Placed(Protocol):
+    """Where a state sits: its box in input pixels and its size (a state, or a planned one)."""
+
+    @property
+    def box(self) -> Box: ...
+
+    @property
+    def size(self) -> tuple[int, int]: ...
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A planned state's place, known before its pixels exist."""
+
+    box: Box
+    size: tuple[int, int]
+
+
+def plan_placements(plan: ZoomPlan) -> list[Placement]:
+    """Where every state of ``plan`` will sit: what an animation needs before the states exist."""
+    return [Placement(plan.box(i), plan.view) for i in range(len(plan.steps) + 1)]
+
+
+def _region(states: Sequence[Placed], k: int) -> Box:
     """State ``k``'s region in the pixel coordinates of state ``k-1``'s image."""
     return states[k].box.relative_to(states[k - 1].box, states[k - 1].size)
 
@@ -83,7 +109,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def _check_states(states: Sequence[ScaleState]) -> None:
+def _check_states(states: Sequence[Placed]) -> None:
     if len(states) == 0:
         raise RenderError("no scale-states to render")
 
@@ -184,7 +210,7 @@ def save_strip(states: Sequence[ScaleState], path: str | os.PathLike, **kw) -> P
 # --------------------------------------------------------------------------- zoom
 
 
-def _default_frame_size(states: Sequence[ScaleState]) -> tuple[int, int]:
+def _default_frame_size(states: Sequence[Placed]) -> tuple[int, int]:
     w, h = states[-1].size
     if max(w, h) > MAX_FRAME_SIDE:
         f = MAX_FRAME_SIDE / max(w, h)
@@ -221,7 +247,7 @@ def _geometric(r_lo: float, r_hi: float, full: float, t: float) -> tuple[float, 
     return p * (1.0 - st), p + st * (full - p)
 
 
-def _schedule(states: Sequence[ScaleState], n_frames: int) -> list[tuple[int, float]]:
+def _schedule(states: Sequence[Placed], n_frames: int) -> list[tuple[int, float]]:
     """(step, t) for each frame: the zoom speed is constant over the whole animation.
 
     Steps share the frames in proportion to their log zoom (a 16x step gets twice the
@@ -313,6 +339,43 @@ def _render(
     return frame
 
 
+class FramePlan:
+    """Which frames of the zoom animation each state completes, from the states' places alone.
+
+    The animation of :func:`zoom_frames` can so be made step by step as the states
+    arrive: :meth:`frames` with state ``k`` (and ``k-1``) yields the frames that end
+    with step ``k``; frame 0 comes with state 0 and the last frame with the last state.
+    """
+
+    def __init__(
+        self, placed: Sequence[Placed], frames_per_step: int = 24, size: tuple[int, int] | None = None
+    ) -> None:
+        _check_states(placed)
+        if int(frames_per_step) < 1:
+            raise RenderError(f"frames_per_step must be at least 1, got {frames_per_step}")
+        given = tuple(int(v) for v in size) if size is not None else _default_frame_size(placed)
+        if len(given) != 2 or min(given) < 1:
+            raise RenderError(f"size must be (width, height) with positive sides, got {given}")
+        self.size = (given[0], given[1])
+        self.steps = len(placed) - 1
+        self.total = int(frames_per_step) * self.steps + 1
+        self.schedule = _schedule(placed, self.total) if self.steps else [(0, 1.0)]
+        self.regions = [_region(placed, k) for k in range(1, self.steps + 1)]
+
+    def frames(self, k: int, previous: Image.Image | None, current: Image.Image) -> Iterator[Image.Image]:
+        """The frames that state ``k`` (``current``; ``previous`` is state ``k-1``) completes, in order."""
+        last = self.total - 1
+        if k == 0:
+            yield current.resize(self.size, _RESAMPLE)
+            return
+        assert previous is not None, "a step's frames need the state before it"
+        for i, (step, t) in enumerate(self.schedule):
+            if step == k and 0 < i < last:
+                yield _render(previous, current, self.regions[k - 1], t, self.size)
+        if k == self.steps:
+            yield current.resize(self.size, _RESAMPLE)
+
+
 def zoom_frames(
     states: Sequence[ScaleState],
     frames_per_step: int = 24,
@@ -335,70 +398,9 @@ def zoom_frames(
     steps share the frames in proportion to their log zoom, so the zoom speed is the
     same over the whole animation (a 16x first step gets twice the frames of a 4x one).
     """
-    _check_states(states)
-    if int(frames_per_step) < 1:
-        raise RenderError(f"frames_per_step must be at least 1, got {frames_per_step}")
-    given = tuple(int(v) for v in size) if size is not None else _default_frame_size(states)
-    if len(given) != 2 or min(given) < 1:
-        raise RenderError(f"size must be (width, height) with positive sides, got {given}")
-    size = (given[0], given[1])
-
-    images: dict[int, Image.Image] = {}
-
-    def image(k: int) -> Image.Image:
-        if k not in images:
-            images[k] = to_pil(states[k].image)
-            for old in [j for j in images if j < k - 1]:  # keep memory bounded
-                del images[old]
-        return images[k]
-
-    n = len(states) - 1
-    if n == 0:
-        yield image(0).resize(size, _RESAMPLE)
-        return
-    total = int(frames_per_step) * n + 1
-    for i, (k, t) in enumerate(_schedule(states, total)):
-        if i == total - 1:
-            yield image(n).resize(size, _RESAMPLE)
-        elif i == 0:
-            yield image(0).resize(size, _RESAMPLE)
-        else:
-            yield _render(image(k - 1), image(k), _region(states, k), t, size)
-
-
-def save_animation(
-    states: Sequence[ScaleState],
-    path: str | os.PathLike,
-    frames_per_step: int = 24,
-    fps: int = 24,
-    size: tuple[int, int] | None = None,
-) -> Path:
-    """Write :func:`zoom_frames` as an animation that loops forever, atomically.
-
-    ``.webp``: animated, lossy, quality 80. ``.gif``: palette per frame. Any other
-    suffix raises ``ValueError``. Note that encoders may merge consecutive identical
-    frames (only possible when a step does not zoom at all).
-    """
-    target = Path(path)
-    suffix = target.suffix.lower()
-    if suffix not in (".webp", ".gif"):
-        raise RenderError(f"animation format is chosen by the suffix: use .webp or .gif, got {target.name!r}")
-    if fps <= 0:
-        raise RenderError(f"fps must be positive, got {fps}")
-    if suffix == ".webp":
-        from PIL import features
-
-        if not features.check("webp"):
-            raise RenderError("this Pillow has no WebP support: save the animation as .gif")
-    frames = list(zoom_frames(states, frames_per_step=frames_per_step, size=size))
-    duration = max(1, round(1000 / fps))
-    kw: dict = dict(save_all=True, append_images=frames[1:], duration=duration, loop=0)
-    if suffix == ".webp":
-        # method 2 encodes about twice as fast as the default 4 for a slightly larger file.
-        kw.update(quality=80, lossless=False, method=2)
-    else:
-        # A palette per frame; the fast octree quantizer is ~50x faster than the
-        # default median cut on RGB frames.
-        frames = [f.quantize(255, method=Image.Quantize.FASTOCTREE) for f in frames]
-        kw.update(append_images=frames[1:], optimize=False, disposal=1)
-    return atomic_write(target, lambda tmp: frames[0].save(tmp, **kw))
+    plan = FramePlan(states, frames_per_step, size)
+    previous: Image.Image | None = None
+    for k, state in enumerate(states):
+        current = to_pil(state.image)
+        yield from plan.frames(k, previous, current)
+        previous = current
