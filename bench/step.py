@@ -8,12 +8,13 @@ a reference measured in the same run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
 import tempfile
 import time
-from functools import partial
+from functools import partial, partialmethod
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from chainzoom.backbones.bundled.models import BUNDLED
 from chainzoom.backbones.bundled.ncnn_runtime import NcnnModel
 from chainzoom.io.images import load_image
 from chainzoom.pipeline.chain import zoom_chain
+from chainzoom.runs.animation import AnimationWriter
 from chainzoom.runtime import Runtime
 
 
@@ -77,16 +79,37 @@ def main() -> None:
         f"backbone {in_backbone:.2f} s, overhead {overhead:.3f} s = {100 * overhead / wall:.1f}%"
     )
 
-    with tempfile.TemporaryDirectory() as folder:
+    written_run(pipeline, "assets/sample.jpg", args.repeats)
+
+
+def written_run(pipeline: ChainZoom, path: str, repeats: int) -> None:
+    """A written run's wall time against the bare chain's, variants interleaved (median of ``repeats``)."""
+    config = pipeline.job(path, scale=256.0)
+    image, plan = pipeline.prepare(path, config)
+    list(zoom_chain(image, plan, pipeline.backbone))  # warm-up
+    variants = {
+        "written, animation on a thread (default)": (config, True),
+        "written, animation inline": (config, False),
+        "written, --no-animation": (dataclasses.replace(config, animation=False), True),
+    }
+    times: dict[str, list[float]] = {"compute only": [], **{name: [] for name in variants}}
+    real_init = AnimationWriter.__init__
+    for _ in range(repeats):
         started = time.perf_counter()
-        states = pipeline.run(path, image, plan, config, out=Path(folder)).states
-        wall = time.perf_counter() - started
-    in_backbone = sum(s.seconds.get("backbone", 0.0) for s in states)
-    overhead = wall - in_backbone
-    print(
-        f"same chain written to disk (PNGs, manifest, strip, zoom.webp): wall {wall:.2f} s, "
-        f"overhead {overhead:.3f} s = {100 * overhead / wall:.1f}%"
-    )
+        list(zoom_chain(image, plan, pipeline.backbone))
+        times["compute only"].append(time.perf_counter() - started)
+        for name, (variant, background) in variants.items():
+            AnimationWriter.__init__ = partialmethod(real_init, background=background)  # type: ignore[method-assign]
+            with tempfile.TemporaryDirectory() as folder:
+                started = time.perf_counter()
+                pipeline.run(path, image, plan, variant, out=Path(folder))
+                times[name].append(time.perf_counter() - started)
+    AnimationWriter.__init__ = real_init  # type: ignore[method-assign]
+    compute = statistics.median(times["compute only"])
+    print(f"x256 chain of {path} ({plan.view[0]}x{plan.view[1]}), median of {repeats}:")
+    for name, samples in times.items():
+        wall = statistics.median(samples)
+        print(f"  {name:<42} {wall:7.2f} s  {100 * (wall / compute - 1):+6.1f} % over the compute")
 
 
 if __name__ == "__main__":

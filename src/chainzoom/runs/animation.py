@@ -6,10 +6,8 @@ only that step's frames and the container remain. The frames are those of
 :func:`chainzoom.runs.render.zoom_frames`, planned from the plan's boxes.
 
 ``background=True`` (what run folders use) does the work on a thread, as libwebp's
-calls release the GIL: on a GPU run the CPU would idle meanwhile, and even on a 2-core
-CPU run, where the thread competes with torch's, it came out ahead of encoding inline
-(x256 of the bundled photo with realesrgan, median of 3: +10.0 % over the compute with
-the thread, +13.4 % inline, +2.8 % with no animation; +23 % before, encoding at the end).
+calls release the GIL: on a GPU run the CPU would idle meanwhile. On a 2-core CPU the
+thread competes with torch's and the gain is within the noise (docs/performance.md).
 """
 
 from __future__ import annotations
