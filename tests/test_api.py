@@ -167,3 +167,20 @@ def test_import_chainzoom_and_the_models_listing_import_no_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "osediff-sd3:BASE" in done.stdout and "engines: torch, compile, ncnn" in done.stdout
+
+
+def test_onestep_interpolates_first_and_runs_the_backbone_once(counting):
+    """The official one-step baseline: the box's input region bicubic to a quarter of the view,
+    then one 4x backbone call; at x4 it is the chain's first step."""
+    cz = chainzoom.ChainZoom("counting", runtime=chainzoom.Runtime(device="cpu"))
+    image = torch.rand(3, 64, 48)
+    chain = cz(image, scale=64, center=(0.3, 0.6))
+    calls = cz.backbone.inner.calls
+    onestep = cz(image, scale=64, center=(0.3, 0.6), mode="onestep")
+    assert cz.backbone.inner.calls - calls == 3  # one backbone call per state
+    assert [s.box for s in onestep] == [s.box for s in chain]
+    assert torch.equal(onestep[1].image, chain[1].image)
+    for state in onestep.states[2:]:
+        small = resize(image, (12, 16), "bicubic", state.box)
+        expected = quantize(small.repeat_interleave(4, -1).repeat_interleave(4, -2), 8)
+        assert torch.equal(state.image, expected)

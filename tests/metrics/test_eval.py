@@ -15,7 +15,7 @@ from chainzoom.metrics import harness
 from chainzoom.runs.progress import ZoomProgress
 
 IMAGES = ("assets/photos/chelsea.png", "assets/photos/coffee.png")
-MODES = ["chain", "direct", "bicubic", "nearest"]
+MODES = ["chain", "direct", "onestep", "bicubic", "nearest"]
 NO_REFERENCE = ["niqe", "brisque", "sharpness", "entropy"]
 
 
@@ -72,7 +72,7 @@ def test_results_cover_every_combination(finished):
                 ):
                     assert (image, mode, scale, metric) in keys
                 assert (image, mode, scale, "niqe") not in keys
-    assert len(rows) == len(keys) == 2 * 4 * 2 * 7
+    assert len(rows) == len(keys) == 2 * len(MODES) * 2 * 7
     values = {(r["mode"], r["metric"]): float(r["value"]) for r in rows if r["image"] == "coffee" and r["scale"] == "4"}
     # Interpolation stays closer to the original than nearest neighbour does, and
     # nearest neighbour's blocks are the sharpest edges of all.
@@ -149,7 +149,11 @@ def test_interrupted_evaluation_resumes_to_identical_results(finished, tmp_path,
     ("option", "value", "message"),
     [
         ("--scales", "4,10", "powers of 4"),
-        ("--modes", "chain,zoom", r"modes: must be some of chain, direct, bicubic, nearest, got \['chain', 'zoom'\]"),
+        (
+            "--modes",
+            "chain,zoom",
+            r"modes: must be some of chain, direct, onestep, bicubic, nearest, got \['chain', 'zoom'\]",
+        ),
         ("--metrics", "psnr", "unknown metric psnr"),
     ],
 )

@@ -61,7 +61,10 @@ FLAGS: dict[str, Flag] = {
     "scale": Flag("total magnification relative to the input's pixels, any value > 1"),
     "center": Flag("zoom point: 'X,Y' fractions of width/height, or 'px:X,Y' pixels"),
     "view": Flag("size of every state: N (long side) or WxH; default: the input size up to 1024 px, else 512"),
-    "mode": Flag("chain (Chain-of-Zoom), direct (backbone once, then bicubic), bicubic or nearest"),
+    "mode": Flag(
+        "chain (Chain-of-Zoom), direct (backbone once, then bicubic), onestep (the official baseline: "
+        "bicubic, then the backbone once), bicubic or nearest"
+    ),
     "square": Flag(
         "official preprocessing: centred square resized to 512x512 (for comparisons with the paper)",
         action="store_true",

@@ -4,10 +4,12 @@ Configs validate against these without importing torch; the modules that impleme
 each choice import them from here, so a name list exists once.
 """
 
-#: ``chain`` is Chain-of-Zoom; the others are the paper's baselines at the same boxes.
-MODES = ("chain", "direct", "bicubic", "nearest")
+#: ``chain`` is Chain-of-Zoom; the others are baselines at the same boxes: ``onestep`` is the
+#: official one (interpolate, then the backbone once), ``direct`` ours (the backbone once, then
+#: interpolate), ``bicubic`` and ``nearest`` interpolation alone.
+MODES = ("chain", "direct", "onestep", "bicubic", "nearest")
 #: Modes that run the backbone (and so the prompter).
-MODEL_MODES = ("chain", "direct")
+MODEL_MODES = ("chain", "direct", "onestep")
 #: Full-image output per level: pyramidal BigTIFF, Deep Zoom, or one PNG.
 FORMATS = ("tiff", "dzi", "png")
 #: Colour fixes of the diffusion backbones.
