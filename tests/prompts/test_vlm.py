@@ -199,3 +199,23 @@ def test_offload_generates_on_the_gpu_and_parks_on_the_cpu(tiny_model, monkeypat
     prompter.describe(make_context(56))
     assert devices == [("cuda", "cuda")]
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_single_image_context_asks_the_official_single_question(tiny_model):
+    """``context=single``: one image (the zoomed view) and the official single-image message."""
+    from chainzoom.prompts.message import SINGLE_SYSTEM_MESSAGE
+
+    prompter = create_prompter(f"vlm:{tiny_model},context=single,max_tokens=4", Runtime(device="cpu"))
+    context = PromptContext(1, torch.rand(3, 56, 56), torch.rand(3, 56, 56))
+    inputs = prompter.inputs(context)
+    multi = create_prompter(f"vlm:{tiny_model},max_tokens=4", Runtime(device="cpu")).inputs(context)
+    assert inputs["pixel_values"].shape[0] * 2 == multi["pixel_values"].shape[0]
+    assert prompter.settings()["message"] == SINGLE_SYSTEM_MESSAGE and prompter.settings()["context"] == "single"
+    assert isinstance(prompter.describe(context), str)
+    with pytest.raises(ChainZoomError, match="context must be one of multiscale, single"):
+        create_prompter(f"vlm:{tiny_model},context=triple", Runtime(device="cpu"))
+
+
+def test_dtype_auto_is_float32_on_the_cpu(tiny_model):
+    prompter = create_prompter(f"vlm:{tiny_model}", Runtime(device="cpu"))
+    assert prompter.settings()["dtype"] == "float32"
