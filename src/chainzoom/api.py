@@ -258,7 +258,7 @@ class ChainZoom:
         backbone = self.backbone if uses_model else None
         prompter = self.prompter if uses_model else None
         if out is None:
-            yield from run_states(config.mode, loaded, plan, backbone, prompter)
+            yield from run_states(config.mode, loaded, plan, backbone, prompter, consistency=config.consistency)
             return
         from chainzoom.runs.local import RunFolder, iter_run
 

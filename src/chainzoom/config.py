@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union
 
 from chainzoom.backbones import BACKBONES, DEFAULT_BACKBONE
-from chainzoom.core.vocabulary import DEFAULT_VLM, FORMATS, MODEL_MODES, MODES, PAPER_REWARD_WEIGHTS
+from chainzoom.core.vocabulary import CONSISTENCY, DEFAULT_VLM, FORMATS, MODEL_MODES, MODES, PAPER_REWARD_WEIGHTS
 from chainzoom.errors import ConfigError, OptionError
 from chainzoom.prompts import PROMPTERS
 from chainzoom.runtime import Runtime
@@ -158,6 +158,7 @@ class ZoomConfig(ModelConfig):
     center: Center = (0.5, 0.5)
     view: View = None
     mode: str = "chain"
+    consistency: str = "none"
     square: bool = False
     max_pixels: int | None = None
     overwrite: bool = False
@@ -167,6 +168,10 @@ class ZoomConfig(ModelConfig):
     def check(self) -> None:
         if self.mode not in MODES:
             raise OptionError("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.consistency not in CONSISTENCY:
+            raise OptionError("consistency", f"must be one of {', '.join(CONSISTENCY)}, got {self.consistency!r}")
+        if self.consistency != "none" and self.mode != "chain":
+            raise OptionError("consistency", "applies to mode chain only")
         super().check()
         check_scale(self.scale)
         check_center(self.center)

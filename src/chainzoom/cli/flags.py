@@ -65,6 +65,10 @@ FLAGS: dict[str, Flag] = {
         "chain (Chain-of-Zoom), direct (backbone once, then bicubic), onestep (the official baseline: "
         "bicubic, then the backbone once), bicubic or nearest"
     ),
+    "consistency": Flag(
+        "after each chain step: none, wavelet/adain (colours of the step's input), backprojection "
+        "(downscaled output = the step's input), anchor (colours of the input image's region)"
+    ),
     "square": Flag(
         "official preprocessing: centred square resized to 512x512 (for comparisons with the paper)",
         action="store_true",

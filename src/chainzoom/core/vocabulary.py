@@ -10,6 +10,8 @@ each choice import them from here, so a name list exists once.
 MODES = ("chain", "direct", "onestep", "bicubic", "nearest")
 #: Modes that run the backbone (and so the prompter).
 MODEL_MODES = ("chain", "direct", "onestep")
+#: Corrections after each step of the chain (see chainzoom.pipeline.consistency).
+CONSISTENCY = ("none", "wavelet", "adain", "backprojection", "anchor")
 #: Full-image output per level: pyramidal BigTIFF, Deep Zoom, or one PNG.
 FORMATS = ("tiff", "dzi", "png")
 #: Colour fixes of the diffusion backbones.

@@ -33,6 +33,7 @@ from chainzoom.core.states import ScaleState
 from chainzoom.core.vocabulary import MODES
 from chainzoom.errors import OptionError
 from chainzoom.io.images import LoadedImage, quantize
+from chainzoom.pipeline.consistency import check_method, make_consistent
 from chainzoom.prompts.base import PromptContext, Prompter
 
 #: Input pixels of context kept around the region that ``direct`` mode feeds the
@@ -59,12 +60,16 @@ def zoom_chain(
     backbone: Backbone,
     prompter: Prompter | None = None,
     done: Sequence[ScaleState] = (),
+    consistency: str = "none",
 ) -> Iterator[ScaleState]:
     """Yield the scale-states of a local zoom chain, continuing after ``done``.
 
     ``done`` holds states already made (loaded back from a previous run); the chain
     yields only the missing ones. State 0 is yielded too when ``done`` is empty.
+    ``consistency`` corrects each step's output against its input
+    (:mod:`chainzoom.pipeline.consistency`).
     """
+    check_method(consistency)
     states = list(done)
     if not states:
         states.append(initial_state(image, plan))
@@ -78,7 +83,7 @@ def zoom_chain(
         backbone_started = time.perf_counter()
         upscaled = backbone.upscale(crop, prompt or "")
         backbone_seconds = time.perf_counter() - backbone_started
-        rgb = _fit_view(upscaled, plan.view)
+        rgb = make_consistent(consistency, _fit_view(upscaled, plan.view), crop, image.rgb, step.box)
         alpha = None
         if source_alpha is not None:
             alpha = resize(_crop_step(source_alpha, step), plan.view, ALPHA_METHOD)
@@ -198,6 +203,7 @@ def run_states(
     backbone: Backbone | None,
     prompter: Prompter | None,
     done: Sequence[ScaleState] = (),
+    consistency: str = "none",
 ) -> Iterator[ScaleState]:
     """The state iterator for ``mode`` (see :data:`chainzoom.core.vocabulary.MODES`), after ``done``."""
     if mode not in MODES:
@@ -205,5 +211,7 @@ def run_states(
     if mode == "chain":
         if backbone is None:
             raise OptionError("backbone", "the chain needs a backbone")
-        return zoom_chain(image, plan, backbone, prompter, done)
+        return zoom_chain(image, plan, backbone, prompter, done, consistency)
+    if consistency != "none":
+        raise OptionError("consistency", "applies to mode chain only")
     return zoom_baseline(mode, image, plan, backbone, prompter, done)

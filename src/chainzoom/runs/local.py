@@ -234,7 +234,8 @@ def _run(
             if writer is not None:
                 writer.add(state)
             yield state
-        for state in run_states(request["mode"], image, plan, backbone, prompter, done):
+        consistency = request.get("consistency", "none")
+        for state in run_states(request["mode"], image, plan, backbone, prompter, done, consistency):
             path = folder.path / step_filename(state.index)
             save_image(path, state.image, state.alpha, image.bit_depth)
             states.append(state)
