@@ -240,6 +240,8 @@ class EvalConfig(ModelConfig):
     images: tuple[str, ...] = ()
     scales: tuple[int, ...] = (4, 16, 64, 256)
     modes: tuple[str, ...] = MODES
+    #: The chain once per method (rows ``chain``, ``chain+anchor``...).
+    consistency: tuple[str, ...] = ("none",)
     view: View = None
     metrics: tuple[str, ...] = ("all",)
     fidelity: bool = True
@@ -256,8 +258,31 @@ class EvalConfig(ModelConfig):
         unknown = [m for m in self.modes if m not in MODES]
         if unknown or not self.modes:
             raise OptionError("modes", f"must be some of {', '.join(MODES)}, got {list(self.modes)}")
+        methods = [c for c in self.consistency if c not in CONSISTENCY]
+        if methods or not self.consistency:
+            raise OptionError("consistency", f"must be some of {', '.join(CONSISTENCY)}, got {list(self.consistency)}")
         check_view(self.view)
         check_out(self.out)
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One row of an evaluation: its label, the zoom mode, and the chain's consistency."""
+
+    label: str
+    mode: str
+    consistency: str
+
+
+def eval_rows(config: EvalConfig) -> list[EvalRow]:
+    """The rows ``config`` compares: every mode, the chain once per consistency method."""
+    rows = []
+    for mode in config.modes:
+        methods = config.consistency if mode == "chain" else ("none",)
+        for method in methods:
+            label = mode if method == "none" else f"{mode}+{method}"
+            rows.append(EvalRow(label, mode, method))
+    return rows
 
 
 @dataclass(frozen=True)

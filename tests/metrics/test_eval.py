@@ -223,3 +223,13 @@ def test_an_evaluation_reruns_from_its_config_and_from_toml(finished, tmp_path):
     args = build_parser().parse_args(["eval", "--config", str(toml)])
     assert args.handler(args) == 0
     assert (again / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()
+
+
+def test_the_chain_runs_once_per_consistency_method(tmp_path):
+    out = tmp_path / "report"
+    assert run_eval(out, "--modes", "chain,bicubic", "--consistency", "none,anchor", "--no-fidelity") == 0
+    rows = read_rows(out)
+    assert {r["mode"] for r in rows} == {"chain", "chain+anchor", "bicubic"}
+    assert (out / "runs" / "chelsea" / "chain+anchor" / "manifest.json").is_file()
+    report = (out / "report.md").read_text()
+    assert "chain+anchor" in report

@@ -67,7 +67,8 @@ FLAGS: dict[str, Flag] = {
     ),
     "consistency": Flag(
         "after each chain step: none, wavelet/adain (colours of the step's input), backprojection "
-        "(downscaled output = the step's input), anchor (colours of the input image's region)"
+        "(downscaled output = the step's input), anchor (colours of the input image's region); "
+        "eval: comma-separated, the chain once per method"
     ),
     "square": Flag(
         "official preprocessing: centred square resized to 512x512 (for comparisons with the paper)",
@@ -160,7 +161,8 @@ def _add(parser: Any, name: str, hint: Any, default: Any, dest: str) -> None:
     if flag.action:
         kwargs["action"] = flag.action
     else:
-        kwargs["type"] = flag.parse or _parse_type(hint)
+        listed = typing.get_origin(hint) is tuple and typing.get_args(hint)[1:] == (Ellipsis,)
+        kwargs["type"] = flag.parse or (comma_list if listed and not flag.nargs else _parse_type(hint))
         if flag.nargs:
             kwargs["nargs"] = flag.nargs
         if flag.metavar:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from chainzoom.api import ChainZoom
-from chainzoom.config import EvalConfig, View
+from chainzoom.config import EvalConfig, EvalRow, View, eval_rows
 from chainzoom.core.geometry import Box, ZoomPlan, default_view, plan_zoom, resolve_view
 from chainzoom.core.resample import resize
 from chainzoom.core.states import ScaleState
@@ -112,7 +112,7 @@ class _Runner:
     progress: ZoomProgress
 
     def run(
-        self, folder: Path, label: str, path: Path, image: LoadedImage, plan: ZoomPlan, mode: str
+        self, folder: Path, label: str, path: Path, image: LoadedImage, plan: ZoomPlan, row: EvalRow
     ) -> list[ScaleState]:
         """The states of the run of ``mode`` in ``folder``: read back when finished, else made or resumed.
 
@@ -120,7 +120,13 @@ class _Runner:
         folder means the same to both commands.
         """
         config = self.pipeline.job(
-            path, mode=mode, scale=float(plan.scale), view=plan.view, overwrite=self.settings.overwrite, animation=False
+            path,
+            mode=row.mode,
+            consistency=row.consistency,
+            scale=float(plan.scale),
+            view=plan.view,
+            overwrite=self.settings.overwrite,
+            animation=False,
         )
         request, _ = self.pipeline.request(path, image, config, "zoom")
         run_folder = RunFolder(folder)
@@ -137,7 +143,7 @@ class _Runner:
                 self.progress.start(f"{label} (finished before)", 0)
                 self.progress.finish(folder)
                 return states
-        if mode in MODEL_MODES and self.pipeline.backbone.scale != STEP:
+        if row.mode in MODEL_MODES and self.pipeline.backbone.scale != STEP:
             scale = self.pipeline.backbone.scale
             raise OptionError("backbone", f"chainzoom eval needs a {STEP}x backbone; this one is {scale}x")
         self.progress.start(label, total)
@@ -215,13 +221,15 @@ def evaluate(
         problems = {s: fidelity_problem((w, h), s, view) for s in settings.scales} if settings.fidelity else {}
         plans.append((plan_zoom((w, h), top, (w / 2, h / 2), view, STEP), view, problems))
     runs = sum(1 + sum(p is None for p in problems.values()) for _, _, problems in plans)
-    progress.start_batch(len(settings.modes) * runs)
+    rows_to_make = eval_rows(settings)
+    progress.start_batch(len(rows_to_make) * runs)
     for path, name, (plan, view, problems) in zip(images, input_names(images), plans):
         image = load_image(path)
         samples[name] = {}
-        for mode in settings.modes:
+        for row in rows_to_make:
+            mode = row.label
             folder = out / "runs" / name / mode
-            states = runner.run(folder, f"{name} {mode}", path, image, plan, mode)
+            states = runner.run(folder, f"{name} {mode}", path, image, plan, row)
             samples[name][mode] = {s: thumbnail(states[state_index(s)].image) for s in settings.scales}
             for scale in settings.scales:
                 state = states[state_index(scale)]
@@ -251,8 +259,9 @@ def _fidelity_rows(
     folder = Path(settings.out) / "runs" / name / f"fidelity-x{scale}"
     path, low, plan, reference = prepare_fidelity(image, scale, view, folder)
     rows = []
-    for mode in settings.modes:
-        states = runner.run(folder / mode, f"{name} fidelity x{scale} {mode}", path, low, plan, mode)
+    for row in eval_rows(settings):
+        mode = row.label
+        states = runner.run(folder / mode, f"{name} fidelity x{scale} {mode}", path, low, plan, row)
         final = as_array(states[-1].image)
         rows.append(ResultRow(name, mode, scale, "fidelity_psnr", psnr(final, reference)))
         rows.append(ResultRow(name, mode, scale, "fidelity_ssim", ssim(final, reference)))

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chainzoom import __version__
+from chainzoom.config import eval_rows
 from chainzoom.io.atomic import atomic_write
 from chainzoom.metrics.catalog import NO_REFERENCE
 from chainzoom.metrics.harness import EvalResults, ResultRow
@@ -92,7 +93,7 @@ def _section(results: EvalResults, metric: str, scales: Sequence[int], out: Path
         if min_side <= 1:
             return []
         return [f"### {label}{ARROWS[better]}", "", f"No value: it needs states of at least {min_side} px a side.", ""]
-    modes = results.settings.modes
+    modes = [row.label for row in eval_rows(results.settings)]
     plot = Path("plots") / f"{metric}.png"
     plot_metric(label + ARROWS[better], modes, scales, stats, out / plot)
     table = markdown_table(metric, modes, scales, stats)
@@ -112,7 +113,7 @@ def write_report(results: EvalResults, command: str) -> Path:
         f"`{command}` (chainzoom {__version__})",
         "",
         f"- images ({len(names)}): {', '.join(names)}",
-        f"- modes: {', '.join(settings.modes)}; backbone `{settings.backbone_spec}`, prompter `{settings.prompter_spec}`",
+        f"- rows: {', '.join(row.label for row in eval_rows(settings))}; backbone `{settings.backbone_spec}`, prompter `{settings.prompter_spec}`",
         f"- magnifications: {', '.join(f'x{s}' for s in scales)}, zooming into the centre; "
         f"view: {settings.view or 'the input size (512 px long side above 1024 px)'}",
         "",
