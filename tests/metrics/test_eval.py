@@ -69,10 +69,11 @@ def test_results_cover_every_combination(finished):
                     "fidelity_ssim",
                     "drift_psnr",
                     "drift_delta_e",
+                    "drift_x0_delta_e",
                 ):
                     assert (image, mode, scale, metric) in keys
                 assert (image, mode, scale, "niqe") not in keys
-    assert len(rows) == len(keys) == 2 * len(MODES) * 2 * 7
+    assert len(rows) == len(keys) == 2 * len(MODES) * 2 * 8
     values = {(r["mode"], r["metric"]): float(r["value"]) for r in rows if r["image"] == "coffee" and r["scale"] == "4"}
     # Interpolation stays closer to the original than nearest neighbour does, and
     # nearest neighbour's blocks are the sharpest edges of all.

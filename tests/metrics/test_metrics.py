@@ -223,3 +223,27 @@ def test_drift_compares_the_region_the_state_shows():
     good, bad = drift.step_drift(before, faithful), drift.step_drift(before, elsewhere)
     assert good.psnr > 35 and good.delta_e < 0.5
     assert bad.psnr < 20 and bad.delta_e > 2
+
+
+def test_cumulative_drift_sees_a_cast_that_compounds():
+    """Each step adds a small cast: per-step ΔE stays flat, ΔE against state 0 grows."""
+    import torch
+
+    from chainzoom.core.geometry import Box
+    from chainzoom.core.states import ScaleState
+    from chainzoom.metrics.drift import chain_drift, cumulative_delta_e
+
+    base = torch.full((3, 32, 32), 0.5)
+    states = [
+        ScaleState(
+            k,
+            (base + torch.tensor([0.02 * k, 0.0, -0.02 * k]).view(3, 1, 1)).clamp(0, 1),
+            Box(0, 0, 32 / 4**k, 32 / 4**k),
+            4**k,
+        )
+        for k in range(5)
+    ]
+    per_step = [d.delta_e for d in chain_drift(states)]
+    cumulative = [value for _, value in cumulative_delta_e(states)]
+    assert max(per_step) - min(per_step) < 0.5 * min(per_step)
+    assert all(b > a for a, b in zip(cumulative, cumulative[1:])) and cumulative[-1] > 3 * per_step[-1]

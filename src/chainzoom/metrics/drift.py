@@ -43,6 +43,21 @@ def step_drift(previous: ScaleState, state: ScaleState) -> StepDrift:
     return StepDrift(state.magnification, psnr(ours, reference), mean_color_shift(ours, reference))
 
 
+def cumulative_delta_e(states: list[ScaleState]) -> list[tuple[float, float]]:
+    """(magnification, ΔE of the mean Lab colour of each state vs state 0 at its box): drift compounded.
+
+    Per-step drift can stay small while the colour walks away step after step; against
+    state 0 (x0's region, interpolated to the state's size) the walk shows whole.
+    """
+    first = states[0]
+    out = []
+    for state in states[1:]:
+        region = state.box.relative_to(first.box, first.size)
+        reference = as_array(resize(first.image, state.size, "bicubic", region))
+        out.append((state.magnification, mean_color_shift(as_array(state.image), reference)))
+    return out
+
+
 def chain_drift(states: list[ScaleState]) -> list[StepDrift]:
     """The drift of every step of a run, in order."""
     return [step_drift(previous, state) for previous, state in zip(states, states[1:])]

@@ -46,7 +46,7 @@ from chainzoom.io.atomic import atomic_write_json
 from chainzoom.io.digest import file_sha256
 from chainzoom.io.images import LoadedImage, collect_inputs, input_names, load_image, save_image
 from chainzoom.metrics.catalog import Metric, Unavailable
-from chainzoom.metrics.drift import as_array, chain_drift
+from chainzoom.metrics.drift import as_array, chain_drift, cumulative_delta_e
 from chainzoom.metrics.fidelity import psnr, ssim
 from chainzoom.metrics.plots import thumbnail
 from chainzoom.runs.local import RunFolder, step_filename
@@ -245,6 +245,8 @@ def evaluate(
                     scale = round(step.magnification)
                     rows.append(ResultRow(name, mode, scale, "drift_psnr", step.psnr))
                     rows.append(ResultRow(name, mode, scale, "drift_delta_e", step.delta_e))
+                for magnification, delta_e in cumulative_delta_e(states):
+                    rows.append(ResultRow(name, mode, round(magnification), "drift_x0_delta_e", delta_e))
         for scale, problem in problems.items():
             if problem is None:
                 rows += _fidelity_rows(settings, runner, name, image, scale, view)

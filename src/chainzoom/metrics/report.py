@@ -31,6 +31,7 @@ DERIVED = {
     "fidelity_ssim": ("Fidelity SSIM", "higher"),
     "drift_psnr": ("Drift PSNR (dB): each state vs the state before", "higher"),
     "drift_delta_e": ("Drift ΔE*ab: mean Lab colour shift vs the state before", "lower"),
+    "drift_x0_delta_e": ("Cumulative drift ΔE*ab: mean Lab colour shift vs the input's region", "lower"),
 }
 DECIMALS = {"sharpness": 1, "fidelity_psnr": 2, "drift_psnr": 2, "brisque": 2, "fidelity_ssim": 4}
 ARROWS = {"lower": " ↓", "higher": " ↑", None: ""}
@@ -149,7 +150,7 @@ def write_report(results: EvalResults, command: str) -> Path:
             "and compared with the region of that state it shows.",
             "",
         ]
-        for metric in ("drift_psnr", "drift_delta_e"):
+        for metric in ("drift_psnr", "drift_delta_e", "drift_x0_delta_e"):
             lines += _section(results, metric, drift_scales, out)
     if results.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in results.notes] + [""]
