@@ -417,3 +417,38 @@ def test_a_broken_manifest_is_one_line_in_the_viewer(tmp_path, capsys, content, 
     assert capsys.readouterr().err == (
         f"chainzoom: error: {tmp_path / 'manifest.json'} is not a chainzoom manifest ({problem})\n"
     )
+
+
+def test_a_level_rewritten_while_serving_is_served_anew(tmp_path: Path) -> None:
+    """An ``--overwrite`` run replaces a level the viewer has open: its new size is served, not the old."""
+    import shutil
+
+    rgb = load_image(SAMPLE).rgb[:, :64, :96].contiguous()
+    zoom_full(
+        LoadedImage(rgb, None, 8, None),
+        tmp_path,
+        create_backbone("bicubic", Runtime(device="cpu")),
+        None,
+        levels=1,
+        fmt="tiff",
+        tile=256,
+        overlap=32,
+        request={},
+    )
+    with serving(tmp_path) as url:
+        assert 'Width="384"' in get(url + "tiff/level_01.dzi").decode()
+        other = tmp_path / "other"
+        zoom_full(
+            LoadedImage(rgb[:, :32, :48].contiguous(), None, 8, None),
+            other,
+            create_backbone("bicubic", Runtime(device="cpu")),
+            None,
+            levels=1,
+            fmt="tiff",
+            tile=256,
+            overlap=32,
+            request={},
+        )
+        shutil.copyfile(other / "level_01.tif", tmp_path / "level_01.tif.new")
+        (tmp_path / "level_01.tif.new").replace(tmp_path / "level_01.tif")
+        assert 'Width="192"' in get(url + "tiff/level_01.dzi").decode()

@@ -63,7 +63,9 @@ class RunViewer:
         if not self.folder.is_dir():
             raise ChainZoomError(f"{folder} is not a folder")
         describe_run(self.folder)  # fail now, not in the browser, if it is no run
-        self._tiffs: dict[str, TiffDeepZoom] = {}
+        #: Opened TIFFs by name, with the (mtime, size) they were opened at: a level rewritten by
+        #: an ``--overwrite`` run is opened afresh instead of serving the old file's tiles.
+        self._tiffs: dict[str, tuple[tuple[int, int], TiffDeepZoom]] = {}
         self._lock = threading.Lock()
 
     def layers(self) -> dict:
@@ -78,10 +80,14 @@ class RunViewer:
         path = self.file(name + ".tif")
         if path is None:
             return None
+        stat = path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
         with self._lock:
-            if name not in self._tiffs:
-                self._tiffs[name] = TiffDeepZoom(path)
-            return self._tiffs[name]
+            cached = self._tiffs.get(name)
+            if cached is None or cached[0] != stamp:
+                cached = (stamp, TiffDeepZoom(path))
+                self._tiffs[name] = cached
+            return cached[1]
 
 
 class ViewerHandler(BaseHTTPRequestHandler):
