@@ -99,14 +99,11 @@ class ChainZoom:
         )
         self._runtime: Runtime | None = None
         self._cache_prompts: bool | None = None if self._prompter is None else False
-        self.loads = 0
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> ChainZoom:
         """The pipeline of a command's configuration (only its model part is used)."""
-        model = config.model_config()
-        options = {f.name: getattr(model, f.name) for f in dataclasses.fields(ModelConfig)}
-        return cls(**options)
+        return cls(**config.model_options())
 
     @property
     def runtime(self) -> Runtime:
@@ -121,7 +118,6 @@ class ChainZoom:
             from chainzoom.pipeline.components import build_backbone
 
             self._backbone = build_backbone(self.config.backbone_spec, self.runtime, **self.config.backbone_options())
-            self.loads += 1
         return self._backbone
 
     @property
@@ -157,7 +153,7 @@ class ChainZoom:
         model options: ``scale``, ``center``, ``view``, ``mode``, ``square``,
         ``max_pixels``, ``out``, ``overwrite``, ``animation``.
         """
-        model: dict[str, Any] = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(ModelConfig)}
+        model = self.config.model_options()
         if options.get("mode", "chain") not in MODEL_MODES:
             model = {"runtime": self.config.runtime}  # a baseline of this pipeline uses none of its models
         job: dict[str, Any] = {
@@ -171,7 +167,7 @@ class ChainZoom:
         loaded = self.load_input(image, config)
         return loaded, self.plan(loaded.size, config)
 
-    def load_input(self, image: ImageInput, config: ZoomConfig) -> LoadedImage:
+    def load_input(self, image: ImageInput, config: ZoomConfig | FullConfig) -> LoadedImage:
         """The image, decoded and checked (and square-cropped when ``config.square``)."""
         from chainzoom.io.images import DEFAULT_MAX_PIXELS
         from chainzoom.pipeline.preprocess import square_crop
@@ -307,23 +303,18 @@ class ChainZoom:
         ``options``: ``format`` (tiff, dzi, png), ``square``, ``max_pixels``,
         ``overwrite``. ``on_tile(level, done, total)`` reports progress.
         """
-        model = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(ModelConfig)}
-        config = FullConfig(**model, inputs=(str(image),), out=str(out), scale=scale, **options)
+        config = FullConfig(**self.config.model_options(), inputs=(str(image),), out=str(out), scale=scale, **options)
         return self.run_full(config, on_tile)
 
     def run_full(self, config: FullConfig, on_tile: TileCallback | None = None) -> dict[str, Any]:
         """Run a checked :class:`~chainzoom.config.FullConfig` (one input)."""
-        from chainzoom.io.images import DEFAULT_MAX_PIXELS, load_image
-        from chainzoom.pipeline.preprocess import square_crop
         from chainzoom.runs.full import DEFAULT_TILE, level_count, zoom_full
         from chainzoom.runs.local import backbone_record
 
         if len(config.inputs) != 1:
             raise OptionError("inputs", f"full-image mode takes one input image, got {len(config.inputs)}")
         path = config.inputs[0]
-        image = load_image(path, max_pixels=config.max_pixels or DEFAULT_MAX_PIXELS)
-        if config.square:
-            image = square_crop(image)
+        image = self.load_input(path, config)
         backbone = self.backbone
         levels = level_count(config.scale, backbone.scale)
         prompter = self.prompter if self.config.prompter_spec != "null" or self._prompter is not None else None

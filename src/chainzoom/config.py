@@ -143,9 +143,13 @@ class ModelConfig(BackboneConfig):
         """The prompter options the user set, under the prompter's names."""
         return {option: getattr(self, name) for name, option in PROMPTER_OPTION_FIELDS.items() if _is_set(self, name)}
 
+    def model_options(self) -> dict[str, Any]:
+        """The model part of a command's config as keywords (what :class:`chainzoom.ChainZoom` takes)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig)}
+
     def model_config(self) -> ModelConfig:
-        """Only the model part (what :class:`chainzoom.ChainZoom` takes) of a command's config."""
-        return ModelConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig)})
+        """Only the model part of a command's config."""
+        return ModelConfig(**self.model_options())
 
 
 @dataclass(frozen=True)

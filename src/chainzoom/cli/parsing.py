@@ -34,9 +34,9 @@ def add_config_source(parser: argparse.ArgumentParser, rerun: str | None = None)
         group.add_argument("--rerun", type=Path, default=None, help=rerun)
 
 
-def flags_of(args: argparse.Namespace, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The config keys the user's flags set (``extra``: the command's own keys, left out)."""
-    return given(args, ignore=COMMAND_KEYS + extra)
+def flags_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys the user's flags set (the command's own keys left out)."""
+    return given(args, ignore=COMMAND_KEYS)
 
 
 def file_layer(args: argparse.Namespace) -> tuple[dict[str, Any], str]:

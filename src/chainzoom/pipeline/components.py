@@ -23,10 +23,10 @@ def build_backbone(spec: str, runtime: Runtime, **options: Any) -> Backbone:
     (a registry fact), so an SD3 step is not tiled as if it were RRDBNet.
     """
     runtime = runtime if runtime.resolved else runtime.resolve()
-    entry = BACKBONES.check(spec, options, runtime)
-    inner = BACKBONES.create(spec, runtime, **options)
+    inner = BACKBONES.create(spec, runtime, **options)  # checks spec and options against the facts
+    facts = BACKBONES.entry(spec).facts
     return TiledBackbone(
-        inner, runtime.tile, runtime.overlap, runtime.device, bytes_per_pixel=entry.facts.bytes_per_input_pixel
+        inner, runtime.tile, runtime.overlap, runtime.device, bytes_per_pixel=facts.bytes_per_input_pixel
     )
 
 
