@@ -85,7 +85,7 @@ def test_rerun_refuses_a_changed_input(tmp_path, capsys):
     [
         ("scale = 64\nzoom = 2\n", "unknown key 'zoom'"),
         ('scale = "big"\n', "scale must be a number, got 'big'"),
-        ("square = 1\n", "square must be true or false, got 1"),
+        ("animation = 1\n", "animation must be true or false, got 1"),
         ("[runtime]\ntiles = 64\n", r"\[runtime\]: unknown key 'tiles'"),
         ("runtime = 3\n", "runtime must be a table of runtime options"),
         ("scale = [", "not valid TOML"),

@@ -150,7 +150,7 @@ class ChainZoom:
         """The checked configuration of one zoom of ``image`` with this pipeline's models.
 
         ``options`` are the fields of :class:`~chainzoom.config.ZoomConfig` that are not
-        model options: ``scale``, ``center``, ``view``, ``mode``, ``square``,
+        model options: ``scale``, ``center``, ``view``, ``mode``, ``protocol``, ``process_size``,
         ``max_pixels``, ``out``, ``overwrite``, ``animation``.
         """
         model = self.config.model_options()
@@ -168,18 +168,27 @@ class ChainZoom:
         return loaded, self.plan(loaded.size, config)
 
     def load_input(self, image: ImageInput, config: ZoomConfig | FullConfig) -> LoadedImage:
-        """The image, decoded and checked (and square-cropped when ``config.square``)."""
+        """The image, decoded and checked (under protocol official: its 8-bit centred square)."""
         from chainzoom.io.images import DEFAULT_MAX_PIXELS
-        from chainzoom.pipeline.preprocess import square_crop
 
         loaded = as_loaded(image, config.max_pixels or DEFAULT_MAX_PIXELS)
-        return square_crop(loaded) if config.square else loaded
+        if isinstance(config, ZoomConfig) and config.protocol == "official":
+            from chainzoom.pipeline.official import official_square
+
+            return official_square(loaded, config.process_size)
+        return loaded
 
     def plan(self, size: tuple[int, int], config: ZoomConfig) -> ZoomPlan:
         """Every crop and box of a zoom of an image of ``size``; steps at the backbone's scale."""
         from chainzoom.core.geometry import plan_zoom, resolve_center, resolve_view
 
         step = self.step_factor() if config.mode in MODEL_MODES else 4
+        if config.protocol == "official":
+            from chainzoom.pipeline.official import official_plan
+
+            if step != 4:
+                raise OptionError("backbone", f"protocol official zooms in 4x steps; this backbone is x{step}")
+            return official_plan(config.process_size, config.scale, config.mode)
         view = resolve_view(config.view, size, step)
         return plan_zoom(size, config.scale, resolve_center(config.center, size), view, step)
 
@@ -254,7 +263,9 @@ class ChainZoom:
         backbone = self.backbone if uses_model else None
         prompter = self.prompter if uses_model else None
         if out is None:
-            yield from run_states(config.mode, loaded, plan, backbone, prompter, consistency=config.consistency)
+            yield from run_states(
+                config.mode, loaded, plan, backbone, prompter, consistency=config.consistency, protocol=config.protocol
+            )
             return
         from chainzoom.runs.local import RunFolder, iter_run
 
@@ -300,7 +311,7 @@ class ChainZoom:
     ) -> dict[str, Any]:
         """Super-resolve the whole image at every level into ``out``; return the run's manifest.
 
-        ``options``: ``format`` (tiff, dzi, png), ``square``, ``max_pixels``,
+        ``options``: ``format`` (tiff, dzi, png), ``max_pixels``,
         ``overwrite``. ``on_tile(level, done, total)`` reports progress.
         """
         config = FullConfig(**self.config.model_options(), inputs=(str(image),), out=str(out), scale=scale, **options)
@@ -368,7 +379,7 @@ def zoom(
     """One call: build a :class:`ChainZoom` and zoom once (use the class to zoom many images).
 
     ``options`` are model options (``color_fix``, ``prompter_model``...) and zoom
-    options (``mode``, ``view``, ``square``, ``out``...) alike.
+    options (``mode``, ``view``, ``protocol``, ``out``...) alike.
     """
     model_names = {f.name for f in dataclasses.fields(ModelConfig)}
     model = {k: v for k, v in options.items() if k in model_names}

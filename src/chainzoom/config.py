@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any, TypeVar, Union
 
 from chainzoom.backbones import BACKBONES, DEFAULT_BACKBONE
-from chainzoom.core.vocabulary import CONSISTENCY, DEFAULT_VLM, FORMATS, MODEL_MODES, MODES, PAPER_REWARD_WEIGHTS
+from chainzoom.core.vocabulary import (
+    CONSISTENCY,
+    DEFAULT_VLM,
+    FORMATS,
+    MODEL_MODES,
+    MODES,
+    PAPER_REWARD_WEIGHTS,
+    PROTOCOLS,
+)
 from chainzoom.errors import ConfigError, OptionError
 from chainzoom.prompts import PROMPTERS
 from chainzoom.runtime import Runtime
@@ -163,7 +171,10 @@ class ZoomConfig(ModelConfig):
     view: View = None
     mode: str = "chain"
     consistency: str = "none"
-    square: bool = False
+    #: ``official``: the official implementation's 8-bit arithmetic on its centred square.
+    protocol: str = "chainzoom"
+    #: The side of the official square (``--process_size``); protocol official only.
+    process_size: int = 512
     max_pixels: int | None = None
     overwrite: bool = False
     animation: bool = True
@@ -180,8 +191,29 @@ class ZoomConfig(ModelConfig):
         check_scale(self.scale)
         check_center(self.center)
         check_view(self.view)
+        self._check_protocol()
         check_max_pixels(self.max_pixels)
         check_out(self.out)
+
+    def _check_protocol(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise OptionError("protocol", f"must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        if self.protocol == "chainzoom":
+            _refuse_set(self, ("process_size",), "applies only to protocol official")
+            return
+        if self.mode == "direct":
+            raise OptionError("mode", "direct is chainzoom's baseline; protocol official has onestep (see docs/parity.md)")
+        if self.consistency != "none":
+            raise OptionError("consistency", "does not apply to protocol official (its colour fix is color_fix)")
+        if tuple(self.center) != (0.5, 0.5):
+            raise OptionError("center", "protocol official zooms the centre of its square, as inference_coz.py does")
+        if self.view is not None:
+            raise OptionError("view", "protocol official makes process_size squares; set that instead")
+        if not 4 <= self.process_size <= 8192:
+            raise OptionError("process_size", f"must be between 4 and 8192 px, got {self.process_size}")
+        from chainzoom.pipeline.official import official_plan
+
+        official_plan(self.process_size, self.scale, self.mode)
 
     @property
     def uses_models(self) -> bool:
@@ -200,7 +232,6 @@ class FullConfig(ModelConfig):
     out: str = "out"
     scale: float = 16.0
     format: str = "tiff"
-    square: bool = False
     max_pixels: int | None = None
     overwrite: bool = False
     quiet: bool = False

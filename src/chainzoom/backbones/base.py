@@ -48,5 +48,24 @@ class Backbone(ABC):
         """Describe this backbone for listings and manifests."""
 
 
+class Restorer(Backbone):
+    """A backbone that upscales by bicubic first and then restores at the output size.
+
+    The one-step diffusion models work this way. :meth:`restore` is that second half on
+    its own, so a caller that must make the bicubic picture itself (the official
+    protocol, in 8 bits) can hand it over; :meth:`upscale` is both halves plus the
+    backbone's colour fix.
+    """
+
+    @abstractmethod
+    def restore(self, view: torch.Tensor, prompt: str = "") -> torch.Tensor:
+        """The model's output for ``view`` (already at the output size), in ``[0, 1]``, before any colour fix."""
+
+    @property
+    @abstractmethod
+    def color_fix_method(self) -> str:
+        """The colour fix :meth:`upscale` applies against the bicubic view (``none``, ``wavelet``, ``adain``)."""
+
+
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -70,10 +70,11 @@ FLAGS: dict[str, Flag] = {
         "(downscaled output = the step's input), anchor (colours of the input image's region); "
         "eval: comma-separated, the chain once per method"
     ),
-    "square": Flag(
-        "official preprocessing: centred square resized to 512x512 (for comparisons with the paper)",
-        action="store_true",
+    "protocol": Flag(
+        "chainzoom (float, full resolution, any point; default) or official (inference_coz.py's 8-bit "
+        "arithmetic on its centred --process-size square: to reproduce the paper's outputs)"
     ),
+    "process_size": Flag("protocol official: the side of its square and of every state (default 512)"),
     "format": Flag(
         "--full output per level: tiff (pyramidal BigTIFF), dzi (Deep Zoom), png (only when a level fits in memory)"
     ),

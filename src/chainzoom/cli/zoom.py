@@ -25,6 +25,14 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         description="Zoom SCALE times into each INPUT around a point, in 4x steps of one backbone.",
     )
     add_config_flags(parser, ZoomConfig)
+    parser.add_argument(
+        "--square",
+        dest="protocol",
+        action="store_const",
+        const="official",
+        default=argparse.SUPPRESS,
+        help="the same as --protocol official (its centred square)",
+    )
     full = parser.add_argument_group("full-image mode")
     full.add_argument(
         "--full",

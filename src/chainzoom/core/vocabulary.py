@@ -12,6 +12,9 @@ MODES = ("chain", "direct", "onestep", "bicubic", "nearest")
 MODEL_MODES = ("chain", "direct", "onestep")
 #: Corrections after each step of the chain (see chainzoom.pipeline.consistency).
 CONSISTENCY = ("none", "wavelet", "adain", "backprojection", "anchor")
+#: ``chainzoom`` (float resampling, full resolution, any point; the default) or ``official``
+#: (``inference_coz.py``'s 8-bit arithmetic on its centred square; chainzoom.pipeline.official).
+PROTOCOLS = ("chainzoom", "official")
 #: Full-image output per level: pyramidal BigTIFF, Deep Zoom, or one PNG.
 FORMATS = ("tiff", "dzi", "png")
 #: Colour fixes of the diffusion backbones.

@@ -34,6 +34,7 @@ from chainzoom.core.vocabulary import MODES
 from chainzoom.errors import OptionError
 from chainzoom.io.images import LoadedImage, quantize
 from chainzoom.pipeline.consistency import check_method, make_consistent
+from chainzoom.pipeline.official import official_states
 from chainzoom.prompts.base import PromptContext, Prompter
 
 #: Input pixels of context kept around the region that ``direct`` mode feeds the
@@ -204,10 +205,21 @@ def run_states(
     prompter: Prompter | None,
     done: Sequence[ScaleState] = (),
     consistency: str = "none",
+    protocol: str = "chainzoom",
 ) -> Iterator[ScaleState]:
-    """The state iterator for ``mode`` (see :data:`chainzoom.core.vocabulary.MODES`), after ``done``."""
+    """The state iterator for ``mode`` (see :data:`chainzoom.core.vocabulary.MODES`), after ``done``.
+
+    ``protocol="official"`` runs the official implementation's arithmetic instead
+    (:mod:`chainzoom.pipeline.official`; ``image`` and ``plan`` are then its square's).
+    """
     if mode not in MODES:
         raise OptionError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    if protocol == "official":
+        if mode == "direct":
+            raise OptionError("mode", "direct is chainzoom's baseline; the official protocol has onestep")
+        if consistency != "none":
+            raise OptionError("consistency", "does not apply to protocol official (its colour fix is --color-fix)")
+        return official_states(mode, image, plan, backbone, prompter, done)
     if mode == "chain":
         if backbone is None:
             raise OptionError("backbone", "the chain needs a backbone")

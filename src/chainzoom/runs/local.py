@@ -234,8 +234,8 @@ def _run(
             if writer is not None:
                 writer.add(state)
             yield state
-        consistency = request.get("consistency", "none")
-        for state in run_states(request["mode"], image, plan, backbone, prompter, done, consistency):
+        consistency, protocol = request.get("consistency", "none"), request.get("protocol", "chainzoom")
+        for state in run_states(request["mode"], image, plan, backbone, prompter, done, consistency, protocol):
             path = folder.path / step_filename(state.index)
             save_image(path, state.image, state.alpha, image.bit_depth)
             states.append(state)

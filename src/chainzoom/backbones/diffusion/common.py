@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chainzoom.backbones.base import Backbone, ModelCard, count_parameters
+from chainzoom.backbones.base import ModelCard, Restorer, count_parameters
 from chainzoom.core.colorfix import METHODS as COLOR_FIX_METHODS
 from chainzoom.core.colorfix import color_fix
 from chainzoom.core.resample import resize
@@ -262,7 +262,7 @@ def open_spec(family: Family, argument: str | None, runtime: Runtime, options: d
     return Opened(resolved, adapters, settings, device, dtype)
 
 
-class OneStepDiffusionSR(Backbone):
+class OneStepDiffusionSR(Restorer):
     """The upscale loop shared by the families; they supply text encoding and the denoising step.
 
     Subclasses set ``vae``, ``residency`` (groups ``"text"`` and ``"sr"``), and implement
@@ -330,13 +330,22 @@ class OneStepDiffusionSR(Backbone):
     def upscale(self, image: torch.Tensor, prompt: str = "") -> torch.Tensor:
         if image.dim() != 3 or image.shape[0] != 3:
             raise ValueError(f"expected an RGB image [3,H,W], got shape {tuple(image.shape)}")
-        height, width = image.shape[1] * self.scale, image.shape[2] * self.scale
+        view = resize(image, (image.shape[2] * self.scale, image.shape[1] * self.scale), "bicubic")
+        return color_fix(self.restore(view, prompt), view, self.options.color_fix)
+
+    @property
+    def color_fix_method(self) -> str:
+        return self.options.color_fix
+
+    def restore(self, view: torch.Tensor, prompt: str = "") -> torch.Tensor:
+        if view.dim() != 3 or view.shape[0] != 3:
+            raise ValueError(f"expected an RGB image [3,H,W], got shape {tuple(view.shape)}")
+        height, width = view.shape[1], view.shape[2]
         if self.max_side is not None and max(height, width) > self.max_side:
             raise ChainZoomError(
                 f"{self._card.id}: a {width}x{height} output exceeds the base model's largest size "
                 f"({self.max_side} px a side); use a smaller --view"
             )
-        view = resize(image, (width, height), "bicubic")
         padded = _pad_to_multiple(view, self.multiple)
         with torch.inference_mode(), explain_out_of_memory(self.device, self.dtype, self.options.efficient_memory):
             with self.residency.use("text"):
@@ -345,8 +354,7 @@ class OneStepDiffusionSR(Backbone):
                 latent = self._encode_image(padded)
                 latent = self._denoise(latent, condition)
                 decoded = self._decode_latent(latent)
-        output = (decoded[:, :height, :width].float().cpu().clamp(-1.0, 1.0) + 1.0) / 2.0
-        return color_fix(output, view, self.options.color_fix)
+        return (decoded[:, :height, :width].float().cpu().clamp(-1.0, 1.0) + 1.0) / 2.0
 
     def _encode_image(self, image: torch.Tensor) -> torch.Tensor:
         pixels = (image * 2.0 - 1.0).unsqueeze(0).to(self.device, self.dtype)
