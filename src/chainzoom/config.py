@@ -60,7 +60,7 @@ MAX_SCALE = 4.0**20
 DEFAULT_PROMPTER = "null"
 
 #: Config fields that set a backbone option, and that option's name.
-BACKBONE_OPTION_FIELDS = {"efficient_memory": "efficient_memory", "color_fix": "color_fix"}
+BACKBONE_OPTION_FIELDS = {"efficient_memory": "efficient_memory", "color_fix": "color_fix", "numerics": "numerics"}
 #: Config fields that set a prompter option, and that option's name.
 PROMPTER_OPTION_FIELDS = {
     "prompter_model": "model",
@@ -85,6 +85,8 @@ class BackboneConfig:
     backbone: str | None = None
     efficient_memory: bool = False
     color_fix: str | None = None
+    #: Diffusion backbones: ``official`` reproduces the official inference's precisions.
+    numerics: str | None = None
     runtime: Runtime = field(default_factory=Runtime)
 
     def __post_init__(self) -> None:
@@ -195,6 +197,15 @@ class ZoomConfig(ModelConfig):
         check_max_pixels(self.max_pixels)
         check_out(self.out)
 
+    def model_options(self) -> dict[str, Any]:
+        """As :meth:`ModelConfig.model_options`; protocol official also picks the official numerics
+        of a backbone that has them (osediff-sd3), unless numerics was set."""
+        options = super().model_options()
+        official = self.protocol == "official" and self.numerics is None and self.uses_models
+        if official and "numerics" in BACKBONES.entry(self.backbone_spec).facts.options:
+            options["numerics"] = "official"
+        return options
+
     def _check_protocol(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise OptionError("protocol", f"must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
@@ -202,7 +213,9 @@ class ZoomConfig(ModelConfig):
             _refuse_set(self, ("process_size",), "applies only to protocol official")
             return
         if self.mode == "direct":
-            raise OptionError("mode", "direct is chainzoom's baseline; protocol official has onestep (see docs/parity.md)")
+            raise OptionError(
+                "mode", "direct is chainzoom's baseline; protocol official has onestep (see docs/parity.md)"
+            )
         if self.consistency != "none":
             raise OptionError("consistency", "does not apply to protocol official (its colour fix is color_fix)")
         if tuple(self.center) != (0.5, 0.5):

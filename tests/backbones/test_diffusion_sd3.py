@@ -253,3 +253,69 @@ def test_out_of_memory_names_the_flags_that_help(files, monkeypatch):
     monkeypatch.setattr(model, "_denoise", exhausted)
     with pytest.raises(ChainZoomError, match="out of memory on cpu.*smaller --view"):
         model.upscale(image(), "a cat")
+
+
+# ------------------------------------------------------------------ numerics="official"
+
+
+@pytest.fixture(scope="module")
+def official(files):
+    return make(files, numerics="official")
+
+
+def test_official_numerics_keep_the_official_precisions(files, official):
+    """fp16 text encoders; transformer and VAE in float32 holding float16-rounded weights."""
+    parts = official.parts
+    # both CLIPs in float16; T5 too, but for the layers transformers keeps in float32 (as it does officially)
+    assert {p.dtype for encoder in parts.text_encoders[:2] for p in encoder.parameters()} == {torch.float16}
+    t5 = parts.text_encoders[2]
+    assert {n for n, p in t5.named_parameters() if p.dtype != torch.float16} == {
+        n for n, _ in t5.named_parameters() if any(keep in n for keep in t5._keep_in_fp32_modules or ())
+    }
+    bare = make(files, adapters="")
+    plain = dict(bare.parts.transformer.named_parameters())
+    for name, weight in parts.transformer.named_parameters():
+        if name.endswith((".up", ".down")):
+            continue
+        assert weight.dtype == torch.float32
+        assert torch.equal(weight, plain[name.replace(".linear.linear.", ".linear.")].half().float()), name
+    assert "official precisions" in official.card().architecture
+
+
+def test_official_numerics_apply_the_transformer_lora_unmerged_with_a_half_output(files, official):
+    norms = {n: m for n, m in official.parts.transformer.named_modules() if type(m).__name__ == "AdaLayerNormZero"}
+    assert len(norms) == len(files["pairs"])
+    for name, up, down in files["pairs"]:
+        layer = norms[name.removesuffix(".linear")].linear
+        x = torch.randn(2, layer.linear.in_features)
+        out = layer(x)
+        expected = (layer.linear(x) + (x @ down.float().T) @ up.float().T).half()
+        assert out.dtype == torch.float16 and torch.equal(out, expected)
+
+
+def test_official_numerics_use_peft_layers_on_the_vae_encoder(official, files):
+    assert any("lora_A" in name for name, _ in official.parts.vae.encoder.named_parameters())
+    pixels = image(64, 64).unsqueeze(0) * 2 - 1
+    with torch.no_grad():
+        ours = official.parts.vae.encoder(pixels)
+        reference = files["reference_vae"].encoder(pixels)
+    torch.testing.assert_close(ours, reference, rtol=1e-3, atol=1e-3)
+
+
+def test_official_numerics_change_the_output_by_at_most_a_few_levels(backbone, official):
+    view = resize(image(), (64, 64), "bicubic")
+    ours, theirs = backbone.restore(view, "a red cat"), official.restore(view, "a red cat")
+    levels = (ours - theirs).abs() * 255
+    assert levels.max() > 0 and levels.mean() < 2.0
+
+
+def test_numerics_official_is_refused_where_it_has_no_meaning(files, tmp_path):
+    with pytest.raises(ChainZoomError, match="numerics must be one of chainzoom, official"):
+        make(files, numerics="exact")
+    sd21 = build_sd21(tmp_path / "sd21")
+    ckpt = tmp_path / "osediff.pkl"
+    write_osediff_checkpoint(sd21, ckpt)
+    from chainzoom.backbones.diffusion import sd21 as osediff_sd21
+
+    with pytest.raises(ChainZoomError, match="defined for osediff-sd3 only"):
+        osediff_sd21.create(f"{sd21},ckpt={ckpt}", Runtime(device="cpu"), numerics="official")

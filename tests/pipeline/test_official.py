@@ -278,3 +278,14 @@ def test_options_the_official_protocol_cannot_honour_are_one_line_and_exit_2(
 def test_process_size_without_the_official_protocol_is_refused(wide_photo, capsys) -> None:
     assert main(["zoom", str(wide_photo), "--backbone", "bicubic", "--process-size", "64"]) == 2
     assert "--process-size: applies only to protocol official" in capsys.readouterr().err
+
+
+def test_the_official_protocol_picks_the_official_numerics_of_osediff_sd3() -> None:
+    from chainzoom.config import ZoomConfig
+
+    official = ZoomConfig(backbone="osediff-sd3:/models/sd3", protocol="official")
+    assert official.model_options()["numerics"] == "official"
+    assert ZoomConfig(backbone="osediff-sd3:/models/sd3").model_options()["numerics"] is None
+    chosen = ZoomConfig(backbone="osediff-sd3:/models/sd3", protocol="official", numerics="chainzoom")
+    assert chosen.model_options()["numerics"] == "chainzoom"
+    assert ZoomConfig(backbone="bicubic", protocol="official").model_options()["numerics"] is None

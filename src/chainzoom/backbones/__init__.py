@@ -57,7 +57,7 @@ BACKBONES.register(
         facts=BackboneFacts(scale=None, licence="the model file's"),
     )
 )
-for _name, _module, _description, _argument, _multiple, _licence in (
+for _name, _module, _description, _argument, _multiple, _licence, _options in (
     (
         "osediff-sd3",
         "sd3",
@@ -65,6 +65,8 @@ for _name, _module, _description, _argument, _multiple, _licence in (
         "BASE[,lora=model_20001.pkl][,vae=vae_encoder_20001.pt]",
         16,
         "SD3 medium: Stability AI Community License",
+        # numerics=official: the official inference's precisions (--protocol official sets it)
+        (*DIFFUSION_OPTIONS, "numerics"),
     ),
     (
         "osediff-sd21",
@@ -73,6 +75,7 @@ for _name, _module, _description, _argument, _multiple, _licence in (
         "BASE,ckpt=osediff.pkl",
         8,
         "SD 2.1: CreativeML Open RAIL++-M",
+        DIFFUSION_OPTIONS,
     ),
 ):
     BACKBONES.register(
@@ -85,7 +88,7 @@ for _name, _module, _description, _argument, _multiple, _licence in (
             extra="diffusion",
             facts=BackboneFacts(
                 text_aware=True,
-                options=DIFFUSION_OPTIONS,
+                options=_options,
                 bytes_per_input_pixel=DIFFUSION_BYTES_PER_INPUT_PIXEL,
                 size_multiple=_multiple,
                 licence=f"the base model's ({_licence})",

@@ -84,6 +84,10 @@ FLAGS: dict[str, Flag] = {
         "diffusion backbones: the official 24 GB mode, components on the GPU only while they run",
         action="store_true",
     ),
+    "numerics": Flag(
+        "diffusion backbones: chainzoom (one dtype, LoRAs merged; default) or official (the official "
+        "inference's precisions: fp16 text encoders and weights, LoRAs applied unmerged; for --protocol official)"
+    ),
     "color_fix": Flag(
         "diffusion backbones: keep the view's colours (wavelet, adain, none; default: the backbone's choice)"
     ),

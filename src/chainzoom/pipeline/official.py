@@ -82,7 +82,9 @@ def steps_for(scale: float) -> int:
     """The official ``--rec_num`` for a total magnification: ``scale`` must be ``4**k``."""
     k = round(math.log(scale, STEP)) if scale > 1 else 0
     if k < 1 or STEP**k != scale:
-        raise OptionError("scale", f"protocol official zooms in 4x steps: the scale must be 4, 16, 64, ..., got {scale:g}")
+        raise OptionError(
+            "scale", f"protocol official zooms in 4x steps: the scale must be 4, 16, 64, ..., got {scale:g}"
+        )
     return k
 
 

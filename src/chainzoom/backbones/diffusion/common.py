@@ -49,6 +49,9 @@ if TYPE_CHECKING:
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 LATENT_MODES = ("sample", "mode")
+#: ``chainzoom``: one dtype, adapters merged into the weights. ``official``: the official
+#: inference's precisions, to reproduce its outputs (see each family's module).
+NUMERICS = ("chainzoom", "official")
 
 
 def resolve_precision(runtime: Runtime) -> tuple[torch.device, torch.dtype]:
@@ -79,11 +82,13 @@ class OneStepOptions:
     latent: str = "sample"
     #: diffusers VAE tiling; it only acts on images larger than the VAE's ``sample_size``.
     vae_tiling: bool = True
+    #: ``chainzoom`` or ``official`` (:data:`NUMERICS`).
+    numerics: str = "chainzoom"
 
     @classmethod
     def parse(cls, options: dict[str, Any], default_color_fix: str) -> OneStepOptions:
         """Check keyword options from the CLI or the API; unknown names are errors."""
-        known = {"efficient_memory", "color_fix", "latent", "vae_tiling"}
+        known = {"efficient_memory", "color_fix", "latent", "vae_tiling", "numerics"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ChainZoomError(f"unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -93,11 +98,15 @@ class OneStepOptions:
         latent = options.get("latent", "sample")
         if latent not in LATENT_MODES:
             raise ChainZoomError(f"latent must be one of {', '.join(LATENT_MODES)}, got {latent!r}")
+        numerics = options.get("numerics") or "chainzoom"
+        if numerics not in NUMERICS:
+            raise ChainZoomError(f"numerics must be one of {', '.join(NUMERICS)}, got {numerics!r}")
         return cls(
             efficient_memory=bool(options.get("efficient_memory", False)),
             color_fix=color,
             latent=latent,
             vae_tiling=bool(options.get("vae_tiling", True)),
+            numerics=numerics,
         )
 
 

@@ -76,6 +76,11 @@ class SD21Parts:
 def create(argument: str | None, runtime: Runtime, **options: Any) -> OSEDiffSD21:
     """Factory for ``osediff-sd21:BASE,ckpt=PATH``."""
     opened = open_spec(FAMILY, argument, runtime, options)
+    if opened.options.numerics == "official":
+        raise ChainZoomError(
+            "osediff-sd21: numerics official reproduces Chain-of-Zoom's SD3 inference; it is defined "
+            "for osediff-sd3 only"
+        )
     path = opened.adapters["ckpt"]
     checkpoint = read_osediff_checkpoint(path)
     parts = load_sd21(opened.base, opened.dtype)

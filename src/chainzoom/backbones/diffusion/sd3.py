@@ -24,10 +24,14 @@ What the official inference does, and so what this does:
   weights in float16 plus ``lora_A/lora_B.default_encoder`` pairs, alpha 8), loaded
   strictly: its base weights replace the base model's encoder weights, as officially.
 
-The official code keeps the LoRA separate (a ``LoraInjectedLinear``); here it is
-merged into the weights, which gives the same function at no run-time cost. (Its
-training-time hook that rounds the LoRA's rank-4 activations to float16 is not used
-by its inference classes, so it is not reproduced.)
+The official code keeps the LoRAs separate (a ``LoraInjectedLinear``, PEFT layers on the
+VAE encoder); by default they are merged into the weights here, which gives the same
+function at no run-time cost but may flip a pixel by one level. ``numerics="official"``
+reproduces the official inference's precisions instead, for ``--protocol official``:
+the whole pipeline loaded in float16 (so every weight is rounded to float16) with the
+transformer and VAE then cast to float32, the text encoders left in float16, the
+transformer LoRA applied unmerged as ``(linear(x) + up(down(x)) * scale).half()``, and
+the VAE-encoder LoRA as PEFT layers.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from chainzoom.backbones.diffusion.common import (
     open_spec,
 )
 from chainzoom.backbones.diffusion.lora_merge import (
+    PEFT_DEFAULT_LORA_ALPHA,
     load_base_weights,
     load_checkpoint,
     merge_low_rank,
@@ -98,11 +103,25 @@ def create(argument: str | None, runtime: Runtime, **options: Any) -> OSEDiffSD3
     transformer_lora = read_transformer_lora(adapters["lora"]) if "lora" in adapters else None
     encoder_state = read_vae_encoder(adapters["vae"]) if "vae" in adapters else None
 
-    parts = load_sd3(opened.base, opened.dtype)
+    official = opened.options.numerics == "official"
+    if official and opened.dtype != torch.float32:
+        raise ChainZoomError(
+            "osediff-sd3: numerics official runs the transformer and VAE in float32, as the official "
+            "inference does; use --dtype float32"
+        )
+    parts = load_sd3(opened.base, opened.dtype, official)
     if transformer_lora is not None:
-        merge_transformer_lora(parts.transformer, transformer_lora, f"lora file {adapters['lora']}")
+        source = f"lora file {adapters['lora']}"
+        if official:
+            inject_transformer_lora(parts.transformer, transformer_lora, source)
+        else:
+            merge_transformer_lora(parts.transformer, transformer_lora, source)
     if encoder_state is not None:
-        load_vae_encoder(parts.vae, encoder_state, f"vae file {adapters['vae']}")
+        source = f"vae file {adapters['vae']}"
+        if official:
+            inject_vae_encoder(parts.vae, encoder_state, source)
+        else:
+            load_vae_encoder(parts.vae, encoder_state, source)
     return OSEDiffSD3(parts, opened, runtime)
 
 
@@ -123,7 +142,8 @@ class OSEDiffSD3(OneStepDiffusionSR):
             vae=parts.vae,
             groups={"text": list(parts.text_encoders), "sr": [parts.transformer, parts.vae]},
             description=description,
-            architecture="SD3 MMDiT + 16-channel VAE, one flow step at t=1000, LoRA merged",
+            architecture="SD3 MMDiT + 16-channel VAE, one flow step at t=1000, "
+            + ("official precisions, LoRAs unmerged" if opened.options.numerics == "official" else "LoRA merged"),
             multiple=vae_factor * patch,
             max_side=parts.transformer.config["pos_embed_max_size"] * patch * vae_factor,
         )
@@ -171,8 +191,12 @@ def encode_prompt_official(
     return sequence.to(dtype), torch.cat(pooled, dim=-1).to(dtype)
 
 
-def load_sd3(base: str, dtype: torch.dtype) -> SD3Parts:
-    """Load the SD3 components from a diffusers folder (or hub id) on the CPU, frozen."""
+def load_sd3(base: str, dtype: torch.dtype, official: bool = False) -> SD3Parts:
+    """Load the SD3 components from a diffusers folder (or hub id) on the CPU, frozen.
+
+    ``official``: everything loads in float16 (the official ``StableDiffusion3Base``) and
+    the transformer and VAE are then cast to float32; the text encoders stay in float16.
+    """
     from diffusers import AutoencoderKL, SD3Transformer2DModel
     from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
 
@@ -184,9 +208,14 @@ def load_sd3(base: str, dtype: torch.dtype) -> SD3Parts:
         "t5": (T5EncoderModel, "text_encoder_3"),
     }
     loaded = {
-        key: load_part(cls.from_pretrained, base, folder, torch_dtype=dtype).eval().requires_grad_(False)
+        key: load_part(cls.from_pretrained, base, folder, torch_dtype=torch.float16 if official else dtype)
+        .eval()
+        .requires_grad_(False)
         for key, (cls, folder) in models.items()
     }
+    if official:
+        loaded["transformer"].to(torch.float32)
+        loaded["vae"].to(torch.float32)
     tokenizers = tuple(
         load_part(AutoTokenizer.from_pretrained, base, folder) for folder in ("tokenizer", "tokenizer_2", "tokenizer_3")
     )
@@ -226,14 +255,51 @@ def read_transformer_lora(path: Path) -> list[torch.Tensor]:
 def merge_transformer_lora(transformer: nn.Module, tensors: list[torch.Tensor], source: str) -> None:
     """Merge the official ``[up, down]`` pairs into the AdaLayerNormZero linears."""
     linears = adaln_zero_linears(transformer)
-    if len(tensors) != 2 * len(linears):
-        raise ChainZoomError(
-            f"{source} holds {len(tensors) // 2} LoRA pairs, but the base transformer has {len(linears)} "
-            "AdaLayerNormZero layers (SD3 medium has 47): a LoRA for another base model?"
-        )
+    _check_pair_count(tensors, len(linears), source)
     for index, linear in enumerate(linears):
         up, down = tensors[2 * index], tensors[2 * index + 1]
         merge_low_rank(linear, up, down, TRANSFORMER_LORA_SCALE, f"{source}: pair {index}")
+
+
+class InjectedLoraLinear(nn.Module):
+    """The official ``LoraInjectedLinear`` at inference: ``(linear(x) + up(down(x)) * scale).half()``.
+
+    Kept unmerged, in that order of operations, because merging flips a few pixels by one
+    level, which a chain then amplifies (measured: docs/parity.md).
+    """
+
+    def __init__(self, linear: nn.Linear, up: torch.Tensor, down: torch.Tensor, scale: float) -> None:
+        super().__init__()
+        self.linear = linear
+        self.up = nn.Parameter(up.float(), requires_grad=False)
+        self.down = nn.Parameter(down.float(), requires_grad=False)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.linear(x) + F.linear(F.linear(x, self.down), self.up) * self.scale).half()
+
+
+def inject_transformer_lora(transformer: nn.Module, tensors: list[torch.Tensor], source: str) -> None:
+    """Wrap each AdaLayerNormZero linear with its official ``[up, down]`` pair, unmerged."""
+    norms = [module for module in transformer.modules() if type(module).__name__ == "AdaLayerNormZero"]
+    _check_pair_count(tensors, len(norms), source)
+    for index, norm in enumerate(norms):
+        linear = cast(nn.Linear, norm.linear)
+        up, down = tensors[2 * index], tensors[2 * index + 1]
+        if up.shape != (linear.out_features, down.shape[0]) or down.shape[1] != linear.in_features:
+            raise ChainZoomError(
+                f"{source}: pair {index}: LoRA shapes up {tuple(up.shape)} / down {tuple(down.shape)} do not fit "
+                f"a {linear.in_features}->{linear.out_features} layer (LoRA made for another base model?)"
+            )
+        norm.linear = InjectedLoraLinear(linear, up, down, TRANSFORMER_LORA_SCALE)
+
+
+def _check_pair_count(tensors: list[torch.Tensor], layers: int, source: str) -> None:
+    if len(tensors) != 2 * layers:
+        raise ChainZoomError(
+            f"{source} holds {len(tensors) // 2} LoRA pairs, but the base transformer has {layers} "
+            "AdaLayerNormZero layers (SD3 medium has 47): a LoRA for another base model?"
+        )
 
 
 def read_vae_encoder(path: Path) -> dict[str, torch.Tensor]:
@@ -255,3 +321,32 @@ def load_vae_encoder(vae: AutoencoderKL, state_dict: dict[str, torch.Tensor], so
     weights = split_peft_state_dict(state_dict, source)
     load_base_weights(vae.encoder, weights.base, source, strict=True)
     merge_peft_loras(vae.encoder, weights.loras, source)
+
+
+def inject_vae_encoder(vae: AutoencoderKL, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """The official way: PEFT LoRA layers on the encoder (alpha 8), then the file loaded strictly."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    weights = split_peft_state_dict(state_dict, source)
+    adapters = {key.split(".lora_A.")[1].split(".")[0] for key in state_dict if ".lora_A." in key}
+    ranks = {pairs[0][0].shape[0] for pairs in weights.loras.values()}
+    if len(adapters) != 1 or len(ranks) != 1:
+        raise ChainZoomError(
+            f"{source}: expected one LoRA adapter of one rank on the VAE encoder, found adapters "
+            f"{sorted(adapters)} with ranks {sorted(ranks)}"
+        )
+    layers = {name for name, m in vae.encoder.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    unknown = sorted(set(weights.loras) - layers)
+    if unknown:
+        raise ChainZoomError(f"{source} does not match the base model: LoRA on layers it lacks ({unknown[:3]})")
+    config = LoraConfig(
+        r=ranks.pop(), lora_alpha=int(PEFT_DEFAULT_LORA_ALPHA), target_modules=sorted(weights.loras), lora_dropout=0.0
+    )
+    inject_adapter_in_model(config, vae.encoder, adapter_name=adapters.pop())
+    result = vae.encoder.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ChainZoomError(
+            f"{source} does not match the base model: missing {result.missing_keys[:3]}, "
+            f"unknown {result.unexpected_keys[:3]}"
+        )
+    vae.encoder.requires_grad_(False)
