@@ -38,6 +38,7 @@ from chainzoom.core.vocabulary import (
     MODEL_MODES,
     MODES,
     PAPER_REWARD_WEIGHTS,
+    PROMPT_CONTEXTS,
     PROTOCOLS,
 )
 from chainzoom.errors import ConfigError, OptionError
@@ -290,6 +291,9 @@ class EvalConfig(ModelConfig):
     modes: tuple[str, ...] = MODES
     #: The chain once per method (rows ``chain``, ``chain+anchor``...).
     consistency: tuple[str, ...] = ("none",)
+    #: The model modes once per VLM context (rows ``chain@multiscale``, ``chain@single``: the
+    #: paper's prompt ablation); empty: the prompter as configured, one row per mode.
+    contexts: tuple[str, ...] = ()
     view: View = None
     metrics: tuple[str, ...] = ("all",)
     fidelity: bool = True
@@ -309,27 +313,39 @@ class EvalConfig(ModelConfig):
         methods = [c for c in self.consistency if c not in CONSISTENCY]
         if methods or not self.consistency:
             raise OptionError("consistency", f"must be some of {', '.join(CONSISTENCY)}, got {list(self.consistency)}")
+        if self.contexts:
+            if any(c not in PROMPT_CONTEXTS for c in self.contexts):
+                raise OptionError(
+                    "contexts", f"must be some of {', '.join(PROMPT_CONTEXTS)}, got {list(self.contexts)}"
+                )
+            if "context" not in PROMPTERS.entry(self.prompter_spec).facts.options:
+                raise OptionError("contexts", f"needs a prompter that has contexts (vlm), not {self.prompter_spec!r}")
         check_view(self.view)
         check_out(self.out)
 
 
 @dataclass(frozen=True)
 class EvalRow:
-    """One row of an evaluation: its label, the zoom mode, and the chain's consistency."""
+    """One row of an evaluation: its label, the zoom mode, the chain's consistency, the VLM's context."""
 
     label: str
     mode: str
     consistency: str
+    #: ``None``: the prompter as configured.
+    context: str | None = None
 
 
 def eval_rows(config: EvalConfig) -> list[EvalRow]:
-    """The rows ``config`` compares: every mode, the chain once per consistency method."""
+    """The rows ``config`` compares: every mode, the chain once per consistency method, and the
+    model modes once per VLM context when ``contexts`` names some."""
     rows = []
     for mode in config.modes:
         methods = config.consistency if mode == "chain" else ("none",)
+        contexts: tuple[str | None, ...] = config.contexts if config.contexts and mode in MODEL_MODES else (None,)
         for method in methods:
-            label = mode if method == "none" else f"{mode}+{method}"
-            rows.append(EvalRow(label, mode, method))
+            for context in contexts:
+                label = mode if method == "none" else f"{mode}+{method}"
+                rows.append(EvalRow(label if context is None else f"{label}@{context}", mode, method, context))
     return rows
 
 

@@ -234,3 +234,48 @@ def test_the_chain_runs_once_per_consistency_method(tmp_path):
     assert (out / "runs" / "chelsea" / "chain+anchor" / "manifest.json").is_file()
     report = (out / "report.md").read_text()
     assert "chain+anchor" in report
+
+
+def test_the_model_modes_run_once_per_vlm_context_sharing_one_model(tmp_path, monkeypatch):
+    """The paper's prompt ablation: the multi-scale message against the single-image one."""
+    from chainzoom.prompts.vlm import VLMPrompter
+
+    from ..tiny_vlm import build_tiny_qwen25vl
+
+    tiny = build_tiny_qwen25vl(tmp_path / "tiny-qwen")
+    loads = []
+    original = VLMPrompter.load
+
+    def counting(self):
+        if self._loaded is None:
+            loads.append(self.context)
+        return original(self)
+
+    monkeypatch.setattr(VLMPrompter, "load", counting)
+    out = tmp_path / "report"
+    extra = ["--modes", "chain,bicubic", "--contexts", "multiscale,single", "--no-fidelity"]
+    assert run_eval(out, "--prompter", f"vlm:{tiny}", "--prompter-max-tokens", "4", *extra) == 0
+    assert {r["mode"] for r in read_rows(out)} == {"chain@multiscale", "chain@single", "bicubic"}
+    assert len(loads) == 1
+    import json
+
+    runs = out / "runs" / "chelsea"
+    messages = {
+        c: json.loads((runs / f"chain@{c}" / "manifest.json").read_text())["prompter"]["context"]
+        for c in ("multiscale", "single")
+    }
+    assert messages == {"multiscale": "multiscale", "single": "single"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--contexts", "wide"], r"contexts: must be some of multiscale, single, got \['wide'\]"),
+        (["--contexts", "single"], "contexts: needs a prompter that has contexts"),
+    ],
+)
+def test_contexts_are_checked_before_any_run(tmp_path, extra, message):
+    out = tmp_path / "report"
+    with pytest.raises(ChainZoomError, match=message):
+        run_eval(out, *extra)
+    assert not out.exists()

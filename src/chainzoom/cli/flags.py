@@ -65,6 +65,10 @@ FLAGS: dict[str, Flag] = {
         "chain (Chain-of-Zoom), direct (backbone once, then bicubic), onestep (the official baseline: "
         "bicubic, then the backbone once), bicubic or nearest"
     ),
+    "contexts": Flag(
+        "eval: the model modes once per VLM context, comma-separated (multiscale,single: the paper's "
+        "prompt ablation); default: the prompter as configured"
+    ),
     "consistency": Flag(
         "after each chain step: none, wavelet/adain (colours of the step's input), backprojection "
         "(downscaled output = the step's input), anchor (colours of the input image's region); "

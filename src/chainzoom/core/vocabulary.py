@@ -15,6 +15,9 @@ CONSISTENCY = ("none", "wavelet", "adain", "backprojection", "anchor")
 #: ``chainzoom`` (float resampling, full resolution, any point; the default) or ``official``
 #: (``inference_coz.py``'s 8-bit arithmetic on its centred square; chainzoom.pipeline.official).
 PROTOCOLS = ("chainzoom", "official")
+#: What a VLM prompter is shown: both scale-states (the paper's) or the zoomed view alone
+#: (the official ``--rec_type recursive``, the paper's prompt ablation).
+PROMPT_CONTEXTS = ("multiscale", "single")
 #: Full-image output per level: pyramidal BigTIFF, Deep Zoom, or one PNG.
 FORMATS = ("tiff", "dzi", "png")
 #: Colour fixes of the diffusion backbones.

@@ -30,7 +30,7 @@ import contextlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +110,7 @@ class _Runner:
     settings: EvalConfig
     pipeline: ChainZoom
     progress: ZoomProgress
+    by_context: dict[str, ChainZoom] = field(default_factory=dict)
 
     def run(
         self, folder: Path, label: str, path: Path, image: LoadedImage, plan: ZoomPlan, row: EvalRow
@@ -119,7 +120,8 @@ class _Runner:
         Each run is the ``chainzoom zoom`` run of the same image, mode and view, so its
         folder means the same to both commands.
         """
-        config = self.pipeline.job(
+        pipeline = self.pipeline_for(row)
+        config = pipeline.job(
             path,
             mode=row.mode,
             consistency=row.consistency,
@@ -128,7 +130,7 @@ class _Runner:
             overwrite=self.settings.overwrite,
             animation=False,
         )
-        request, _ = self.pipeline.request(path, image, config, "zoom")
+        request, _ = pipeline.request(path, image, config, "zoom")
         run_folder = RunFolder(folder)
         previous = run_folder.read_manifest()
         total = len(plan.steps) + 1
@@ -147,9 +149,24 @@ class _Runner:
             scale = self.pipeline.backbone.scale
             raise OptionError("backbone", f"chainzoom eval needs a {STEP}x backbone; this one is {scale}x")
         self.progress.start(label, total)
-        result = self.pipeline.run(path, image, plan, config, on_state=self.progress.advance, out=folder)
+        result = pipeline.run(path, image, plan, config, on_state=self.progress.advance, out=folder)
         self.progress.finish(folder)
         return result.states
+
+    def pipeline_for(self, row: EvalRow) -> ChainZoom:
+        """The pipeline of ``row``: the configured one, or one whose VLM shows ``row.context``
+        (the same backbone and the same loaded VLM, so nothing loads twice)."""
+        if row.context is None or row.mode not in MODEL_MODES:
+            return self.pipeline
+        if row.context not in self.by_context:
+            prompter = self.pipeline.prompter
+            with_context = getattr(prompter, "with_context", None)
+            if with_context is None:
+                raise OptionError("contexts", f"prompter {prompter.id} has no contexts")
+            self.by_context[row.context] = ChainZoom(
+                self.pipeline.backbone, with_context(row.context), runtime=self.pipeline.runtime
+            )
+        return self.by_context[row.context]
 
 
 def image_view(image: LoadedImage, view: View) -> tuple[int, int]:

@@ -18,6 +18,7 @@ import hashlib
 
 from PIL import Image
 
+from chainzoom.core.vocabulary import PROMPT_CONTEXTS
 from chainzoom.io.images import to_pil
 from chainzoom.prompts.base import PromptContext
 
@@ -30,7 +31,7 @@ MULTISCALE_SYSTEM_MESSAGE = (
 #: the paper's prompt ablation compares it with the multi-scale one.
 SINGLE_SYSTEM_MESSAGE = "What is in this image? Give me a set of words."
 #: What the VLM is shown: both scale-states (the paper's) or the zoomed view alone.
-CONTEXTS = {"multiscale": MULTISCALE_SYSTEM_MESSAGE, "single": SINGLE_SYSTEM_MESSAGE}
+CONTEXTS = dict(zip(PROMPT_CONTEXTS, (MULTISCALE_SYSTEM_MESSAGE, SINGLE_SYSTEM_MESSAGE)))
 #: The official number of new tokens per prompt (the Aug 2025 code; 128 in May 2025).
 OFFICIAL_MAX_NEW_TOKENS = 32
 

@@ -27,6 +27,7 @@ tokens. Beyond the official code:
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -120,6 +121,15 @@ class VLMPrompter(Prompter):
             "dtype": self.dtype,
             "device": torch.device(self.device).type,
         }
+
+    def with_context(self, context: str) -> VLMPrompter:
+        """This prompter showing ``context`` instead, sharing the loaded model (eval's context rows)."""
+        if context not in CONTEXTS:
+            raise ChainZoomError(f"vlm: context must be one of {', '.join(CONTEXTS)}, got {context!r}")
+        self.load()
+        other = copy.copy(self)
+        other.context = context
+        return other
 
     def load(self) -> tuple[Any, Any]:
         """Load (once) and return ``(model, processor)``; the adapter, if any, is merged."""
