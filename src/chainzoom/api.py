@@ -98,6 +98,7 @@ class ChainZoom:
             **options,
         )
         self._runtime: Runtime | None = None
+        self._placed = False
         self._cache_prompts: bool | None = None if self._prompter is None else False
 
     @classmethod
@@ -138,6 +139,16 @@ class ChainZoom:
             if scale is not None:
                 return scale
         return self.backbone.scale
+
+    def place(self, plan: ZoomPlan) -> None:
+        """Put the backbone's and the VLM's weights under one memory plan (``--memory``), once."""
+        if self._placed:
+            return
+        from chainzoom.pipeline.components import share_device
+
+        s = self.backbone.scale
+        share_device(self.backbone, self.prompter, (plan.view[0] // s) * (plan.view[1] // s))
+        self._placed = True
 
     def load(self) -> ChainZoom:
         """Load both models now (a bad model file then fails before any work starts)."""
@@ -262,6 +273,8 @@ class ChainZoom:
         uses_model = config.mode in MODEL_MODES
         backbone = self.backbone if uses_model else None
         prompter = self.prompter if uses_model else None
+        if uses_model:
+            self.place(plan)
         if out is None:
             yield from run_states(
                 config.mode, loaded, plan, backbone, prompter, consistency=config.consistency, protocol=config.protocol

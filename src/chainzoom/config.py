@@ -628,4 +628,6 @@ def to_dict(config: object) -> dict[str, Any]:
 def identity(config: object, **extra: Any) -> dict[str, Any]:
     """The part of a config that decides a run's pixels, plus ``extra`` (input, hashes, kind)."""
     data = {k: v for k, v in to_dict(config).items() if k not in NOT_IDENTITY}
+    if isinstance(data.get("runtime"), dict):  # where the weights sit between uses changes no pixel
+        data["runtime"] = {k: v for k, v in data["runtime"].items() if k != "memory"}
     return {**extra, **data}

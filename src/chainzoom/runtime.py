@@ -20,6 +20,8 @@ DTYPES = ("float32", "float16", "bfloat16")
 #: How a backbone runs: plain torch, ``torch.compile``, or the ncnn runtime (bundled models).
 ENGINES = ("torch", "compile", "ncnn")
 DEVICE_KINDS = ("cpu", "cuda", "mps")
+#: Which models stay on the device between uses (chainzoom.memory): ``auto`` picks from free memory.
+MEMORY_PLANS = ("auto", "resident", "text-offload", "sequential")
 #: Smallest tile side in input px.
 MIN_TILE = 32
 #: Input pixels shared by neighbouring tiles: about half is context each side needs
@@ -44,6 +46,7 @@ class Runtime:
     engine: str = "torch"
     tile: int | None = None
     tile_overlap: int | None = None
+    memory: str = "auto"
 
     def __post_init__(self) -> None:
         kind = self.device.split(":", 1)[0]
@@ -53,6 +56,8 @@ class Runtime:
             raise OptionError("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.engine not in ENGINES:
             raise OptionError("engine", f"must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.memory not in MEMORY_PLANS:
+            raise OptionError("memory", f"must be one of {', '.join(MEMORY_PLANS)}, got {self.memory!r}")
         if self.threads is not None and self.threads < 1:
             raise OptionError("threads", f"must be at least 1, got {self.threads}")
         if self.tile is not None and self.tile < MIN_TILE:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from chainzoom.backbones.diffusion.common import OneStepOptions, Residency, explain_out_of_memory, resolve_precision
+from chainzoom.backbones.diffusion.common import OneStepOptions, explain_out_of_memory, resolve_precision
 from chainzoom.backbones.diffusion.lora_merge import load_checkpoint, merge_low_rank
 from chainzoom.errors import ChainZoomError
 from chainzoom.runtime import Runtime
@@ -38,24 +38,6 @@ def test_out_of_memory_hints_depend_on_what_is_already_set():
         explain_out_of_memory(cuda, torch.float16, efficient_memory=True),
     ):
         raise RuntimeError("shape mismatch")
-
-
-def test_residency_moves_groups_only_while_used_in_efficient_mode():
-    groups = {"text": [nn.Linear(2, 2)], "sr": [nn.Linear(2, 2)]}
-    efficient = Residency(groups, torch.device("cpu"), efficient=True)
-    assert efficient.resident == set()
-    with efficient.use("text"):
-        assert efficient.resident == {"text"}
-    with efficient.use("sr"):
-        assert efficient.resident == {"sr"}
-    assert efficient.resident == set()
-    normal = Residency(groups, torch.device("cpu"), efficient=False)
-    with normal.use("text"):
-        assert normal.resident == {"text", "sr"}
-    normal.offload()
-    with normal.use("sr"):
-        assert normal.resident == {"sr"}
-    assert normal.resident == {"sr"}
 
 
 def test_options_are_checked():

@@ -112,6 +112,11 @@ FLAGS: dict[str, Flag] = {
         "how the backbone runs: torch, compile (torch.compile: slow start, faster steps) or ncnn (bundled models)",
         names=("--engine", "--runtime"),
     ),
+    "memory": Flag(
+        "which models stay on the GPU between uses: auto (default: the most resident plan that fits the "
+        "free memory), resident, text-offload (the SR model stays; text encoders and VLM take turns), "
+        "sequential (each model only while it runs: the official --efficient_memory)"
+    ),
     "tile": Flag("upscale in tiles of N input px (default: chosen from free memory)"),
     "tile_overlap": Flag("input px shared by neighbouring tiles (default 160, or half a smaller tile)"),
     # prompts

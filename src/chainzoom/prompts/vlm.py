@@ -38,6 +38,7 @@ import torch
 
 from chainzoom.core.vocabulary import DEFAULT_VLM
 from chainzoom.errors import ChainZoomError, one_line
+from chainzoom.memory import Placement
 from chainzoom.prompts.base import PromptContext, Prompter
 from chainzoom.prompts.message import (
     CONTEXTS,
@@ -97,6 +98,7 @@ class VLMPrompter(Prompter):
         self.offload = offload
         self.context = context
         self._loaded: tuple[Any, Any] | None = None
+        self.placement: Placement | None = None
 
     def settings(self) -> dict:
         decoding: dict[str, Any] = {"mode": "greedy"}
@@ -121,6 +123,15 @@ class VLMPrompter(Prompter):
             "dtype": self.dtype,
             "device": torch.device(self.device).type,
         }
+
+    def attach(self, placement: Placement) -> None:
+        """Put the model under ``placement`` (shared with the SR backbone), as group ``vlm``.
+
+        From then on the memory plan, not ``offload``, decides when the model leaves the device.
+        """
+        model, _ = self.load()
+        placement.add("vlm", [model], resident=not self.offload)
+        self.placement = placement
 
     def with_context(self, context: str) -> VLMPrompter:
         """This prompter showing ``context`` instead, sharing the loaded model (eval's context rows)."""
@@ -191,6 +202,10 @@ class VLMPrompter(Prompter):
     @contextmanager
     def _placed(self, model: torch.nn.Module) -> Iterator[str]:
         """Yield the device to generate on; with offload, the model visits it only meanwhile."""
+        if self.placement is not None:
+            with self.placement.use("vlm"):
+                yield self.device
+            return
         if not self.offload:
             yield self.device
             return

@@ -42,6 +42,7 @@ from chainzoom.core.colorfix import color_fix
 from chainzoom.core.resample import resize
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.digest import file_sha256
+from chainzoom.memory import Placement, initial_plan
 from chainzoom.registry import split_options
 from chainzoom.runtime import Runtime, torch_dtype
 
@@ -108,61 +109,6 @@ class OneStepOptions:
             vae_tiling=bool(options.get("vae_tiling", True)),
             numerics=numerics,
         )
-
-
-class Residency:
-    """Which groups of modules sit on the compute device, and moving them there.
-
-    In the normal mode every group is moved to the device once and stays. In the
-    efficient mode (the official 24 GB mode) groups live on the CPU, where the factory
-    loads them, and a group is moved to the device only while it runs: the text
-    encoders and the denoiser/VAE are never resident together, and nothing is left on
-    the device between steps, so a VLM prompter can then be resident alone.
-    """
-
-    def __init__(self, groups: dict[str, list[nn.Module]], device: torch.device, efficient: bool) -> None:
-        self.groups = groups
-        self.device = device
-        self.efficient = efficient
-        self.resident: set[str] = set()
-        self.onload()
-
-    @contextmanager
-    def use(self, name: str) -> Iterator[None]:
-        """Have group ``name`` on the device for the duration of the block."""
-        if self.efficient:
-            for other in self.resident - {name}:
-                self._move(other, resident=False)
-        if name not in self.resident:
-            self._move(name, resident=True)
-        try:
-            yield
-        finally:
-            if self.efficient:
-                self._move(name, resident=False)
-
-    def onload(self) -> None:
-        """Normal mode: move every group to the device. Efficient mode loads per use instead."""
-        if not self.efficient:
-            for name in self.groups:
-                if name not in self.resident:
-                    self._move(name, resident=True)
-
-    def offload(self) -> None:
-        """Move every group to the CPU and give the device memory back."""
-        for name in list(self.resident):
-            self._move(name, resident=False)
-
-    def _move(self, name: str, resident: bool) -> None:
-        target = self.device if resident else torch.device("cpu")
-        for module in self.groups[name]:
-            module.to(target)
-        if resident:
-            self.resident.add(name)
-            return
-        self.resident.discard(name)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
 
 
 @contextmanager
@@ -274,7 +220,8 @@ def open_spec(family: Family, argument: str | None, runtime: Runtime, options: d
 class OneStepDiffusionSR(Restorer):
     """The upscale loop shared by the families; they supply text encoding and the denoising step.
 
-    Subclasses set ``vae``, ``residency`` (groups ``"text"`` and ``"sr"``), and implement
+    ``residency`` places the groups ``"text"`` and ``"sr"`` (:mod:`chainzoom.memory`); the
+    pipeline may add the VLM's group to it and choose the plan. Subclasses set ``vae`` and implement
     :meth:`_encode_prompt` and :meth:`_denoise`.
     """
 
@@ -296,7 +243,11 @@ class OneStepDiffusionSR(Restorer):
     ) -> None:
         options = opened.options
         self.vae = vae
-        self.residency = Residency(groups, opened.device, options.efficient_memory)
+        automatic = runtime.memory == "auto" and not options.efficient_memory
+        self.residency = Placement(opened.device, initial_plan(runtime, options.efficient_memory), automatic)
+        for name, modules in groups.items():
+            self.residency.add(name, modules)
+        self.residency.onload()
         self.options = options
         self.device = opened.device
         self.dtype = opened.dtype
@@ -393,8 +344,9 @@ class OneStepDiffusionSR(Restorer):
         return self._card
 
     def settings(self) -> dict[str, Any]:
-        """Base model, adapter files with their SHA-256, and every option that changes the output."""
-        return dict(self._settings)
+        """Base model, adapter files with their SHA-256, every option that changes the output, and
+        the memory plan in effect (which changes none)."""
+        return {**self._settings, "memory": self.residency.plan.name}
 
 
 def _pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
