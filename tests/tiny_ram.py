@@ -38,7 +38,7 @@ class TinyRam:
     image_size: int = 32
 
     def spec(self, *, dape: bool = True, **options: object) -> str:
-        parts = [f"dape:{self.ram}", f"tags={self.tags}", f"image_size={self.image_size}"]
+        parts = [f"dape:{self.ram}", f"tags={self.tags}", f"image_size={self.image_size}", "window=4"]
         if dape:
             parts.append(f"dape={self.dape}")
         parts += [f"{key}={value}" for key, value in options.items()]

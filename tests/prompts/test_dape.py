@@ -45,18 +45,18 @@ def view(seed: int = 0, size: int = 48) -> PromptContext:
 def test_the_tagger_has_exactly_rams_keys_and_reads_vision_multi(tiny, tmp_path):
     official = tiny_ram.ram_state()
     expected = {k for k in official if k.startswith(TAGGER_PARTS) and not k.endswith(("_index", "attn_mask"))}
-    model, _ = load_tagger(tiny.ram, None, image_size=32)
+    model, _ = load_tagger(tiny.ram, None, image_size=32, window=4)
     assert set(model.state_dict()) == expected
     for key in expected:
         assert torch.equal(model.state_dict()[key], official[key]), key
     older = build_tiny_ram(tmp_path / "older", vision_multi=True)
-    renamed, _ = load_tagger(older.ram, None, image_size=32)
+    renamed, _ = load_tagger(older.ram, None, image_size=32, window=4)
     assert torch.equal(renamed(torch.zeros(1, 3, 32, 32)), model(torch.zeros(1, 3, 32, 32)))
 
 
 def test_dape_lora_is_merged_as_loralib_eval_merges_it_tied_layers_included(tiny):
-    ram, _ = load_tagger(tiny.ram, None, image_size=32)
-    merged, counts = load_tagger(tiny.ram, tiny.dape, image_size=32)
+    ram, _ = load_tagger(tiny.ram, None, image_size=32, window=4)
+    merged, counts = load_tagger(tiny.ram, tiny.dape, image_size=32, window=4)
     lora = torch.load(tiny.dape, weights_only=True)
     r = tiny_ram.RANK
     # Swin qkv (loralib MergedLinear, enable_lora=[q, k, v] = [True, False, True]): q and v rows only
@@ -210,6 +210,17 @@ def test_swin_encoder_matches_transformers_swin():
     torch.testing.assert_close(out[:, 0], expected.pooler_output, rtol=1e-4, atol=1e-5)
 
 
+def test_the_settings_change_with_the_weights(tiny, tmp_path):
+    other = build_tiny_ram(tmp_path / "other", seed=3)
+    first, second = create_prompter(tiny.spec(), CPU), create_prompter(other.spec(), CPU)
+    changed = {key for key in first.settings() if first.settings()[key] != second.settings()[key]}
+    assert {"ram", "ram_fingerprint", "dape", "dape_sha256"} <= changed
+    moved = tmp_path / "moved.pth"
+    moved.write_bytes(other.ram.read_bytes())
+    copy = create_prompter(tiny.spec().replace(str(tiny.ram), str(moved)), CPU)
+    assert copy.settings()["ram_fingerprint"] == second.settings()["ram_fingerprint"]
+
+
 def test_registered_with_its_facts():
     entry = PROMPTERS.entry("dape")
     assert entry.required and entry.facts.uses_model and entry.facts.licence.startswith("Apache-2.0")
@@ -229,6 +240,7 @@ def test_cli_prompts_and_zoom_use_the_dape_spec(tiny, tmp_path, capsys):
     prompts = [state["prompt"] for state in manifest["states"]][1:]
     assert len(prompts) == 2 and all(p.endswith(", sharp,") or p == ", sharp," for p in prompts), prompts
     assert manifest["prompter"]["id"] == "dape" and manifest["prompter"]["dape_sha256"]
+    assert manifest["prompter"]["ram_fingerprint"]
 
 
 def _truncate(path, target):
@@ -310,8 +322,14 @@ def test_tag_lists_and_thresholds_that_do_not_fit_are_refused(tiny, tmp_path):
         create_prompter(tiny.spec().replace(str(tiny.tags), str(lonely)), CPU)
     with pytest.raises(ChainZoomError, match="not both"):
         create_prompter(tiny.spec(thresholds=thresholds, threshold=0.5), CPU)
-    with pytest.raises(ChainZoomError, match="does not fit a 64 px input"):
+    with pytest.raises(
+        ChainZoomError, match="has position tables for 2x2 windows, a 64 px input with window=4 needs 4x4"
+    ):
         create_prompter(tiny.spec().replace("image_size=32", "image_size=64"), CPU)
+    with pytest.raises(ChainZoomError, match="has position tables for 4x4 windows, a 32 px input with window=2"):
+        create_prompter(tiny.spec().replace("window=4", "window=2"), CPU)
+    with pytest.raises(ChainZoomError, match="do not tile stage 0's 9x9 map at a 36 px input"):
+        create_prompter(tiny.spec().replace("image_size=32", "image_size=36"), CPU)
     with pytest.raises(ChainZoomError, match="is for GPUs"):
         create_prompter(tiny.spec(dtype="float16"), CPU)
     with pytest.raises(ChainZoomError, match="unknown option"):

@@ -22,7 +22,8 @@ as in cswry/OSEDiff and cswry/SeeSR) and from running it (``official-coz.md`` §
 
 The architecture is read from the tensors' shapes (widths, depths, window sizes, heads
 of the Swin stages, classes, layers); what no shape shows (the input size, the head's
-number of attention heads) comes from the caller, defaulting to RAM's configs.
+number of attention heads) and the window size RAM's configs fix come from the caller,
+defaulting to RAM's configs.
 """
 
 from __future__ import annotations
@@ -94,9 +95,13 @@ def _shape(state: Mapping[str, torch.Tensor], key: str, path: str | os.PathLike[
 
 
 def read_config(
-    state: Mapping[str, torch.Tensor], path: str | os.PathLike[str], *, image_size: int, head_heads: int
+    state: Mapping[str, torch.Tensor], path: str | os.PathLike[str], *, image_size: int, window: int, head_heads: int
 ) -> RamConfig:
-    """The tagger's sizes from the tensors' shapes, plus the two that no shape shows."""
+    """The tagger's sizes from the tensors' shapes, plus those RAM takes from its configs.
+
+    The input size, the window size and the tagging head's heads come from the caller (RAM's
+    configs: 384, 12, 4), as the official code takes them from its configs, not from the file.
+    """
     embed_dim, _, patch, _ = _shape(state, "visual_encoder.patch_embed.proj.weight", path)
     blocks: dict[int, int] = {}
     for key in state:
@@ -123,14 +128,24 @@ def read_config(
         embed_dim=embed_dim,
         depths=depths,
         num_heads=tuple(heads),
-        window_size=windows[0],
+        window_size=window,
         mlp_ratio=max(1, hidden // embed_dim),
     )
-    for stage, window in enumerate(windows):
-        if swin.stage_window(stage)[0] != window:
+    tokens = patch * 2 ** (len(depths) - 1)
+    for stage, found in enumerate(windows):
+        side = swin.resolution(stage)
+        expected = swin.stage_window(stage)[0]
+        if found != expected:
+            # the official loader would resize such tables to its configured window; we do not
             raise ModelError(
-                f"dape: stage {stage} of {Path(path).expanduser()} has {window}x{window} windows, which does not fit "
-                f"a {image_size} px input (image_size=; RAM's Swin-L is 384)"
+                f"dape: stage {stage} of {Path(path).expanduser()} has position tables for {found}x{found} windows, "
+                f"a {image_size} px input with window={window} needs {expected}x{expected} (RAM's Swin-L: 384, 12)"
+            )
+        # no padding in RAM's Swin: the windows must tile every map
+        if image_size % tokens or side % expected:
+            raise ModelError(
+                f"dape: {expected}x{expected} windows do not tile stage {stage}'s {side}x{side} map at a "
+                f"{image_size} px input (image_size=; RAM's Swin-L is 384)"
             )
     layers = 1 + max((int(m[1]) for key in state if (m := _HEAD_LAYER.match(key))), default=-1)
     classes, width = _shape(state, "label_embed", path)
@@ -234,11 +249,12 @@ def load_tagger(
     dape_path: str | os.PathLike[str] | None,
     *,
     image_size: int = 384,
+    window: int = 12,
     head_heads: int = 4,
 ) -> tuple[RamTagger, dict[str, int]]:
     """RAM (and DAPE's LoRA, merged) as a float32 tagger on the CPU, plus the LoRA counts."""
     state = ram_state_dict(read_file(ram_path, "RAM checkpoint"), ram_path)
-    config = read_config(state, ram_path, image_size=image_size, head_heads=head_heads)
+    config = read_config(state, ram_path, image_size=image_size, window=window, head_heads=head_heads)
     state = {key: value for key, value in state.items() if not key.startswith(("tag_encoder.", "text_decoder."))}
     used = {"visual_encoder": 0, "tagging_head": 0, "tag_encoder": 0}
     if dape_path is not None:

@@ -18,6 +18,7 @@ does the same here, float32 is the default (and the only choice on a CPU).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,20 @@ def read_thresholds(path: str | os.PathLike[str]) -> list[float]:
     return values
 
 
+def tail_fingerprint(path: str | os.PathLike[str], tail: int = 1 << 20) -> str:
+    """sha256 of a file's size and last MiB: for a torch.save zip, its directory with every tensor's CRC-32.
+
+    Hashing all of RAM's several GB would cost seconds at every start; the zip directory
+    changes with any tensor, so it identifies the weights for manifests and prompt caches.
+    """
+    size = os.path.getsize(path)
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        handle.seek(max(0, size - tail))
+        digest.update(handle.read())
+    return digest.hexdigest()
+
+
 class DapePrompter(Prompter):
     """RAM (with DAPE's LoRA) tags of the zoomed view, joined with ", "."""
 
@@ -89,6 +104,7 @@ class DapePrompter(Prompter):
         device: str = "cpu",
         dtype: str = "float32",
         image_size: int = 384,
+        window: int = 12,
         heads: int = 4,
     ) -> None:
         self.ram = str(Path(ram).expanduser())
@@ -100,9 +116,11 @@ class DapePrompter(Prompter):
         self.device = device
         self.dtype = dtype
         self.image_size = image_size
+        self.window = window
         self.heads = heads
         self.tag_list = read_tag_list(tags)
         self._digests = {
+            "ram_fingerprint": tail_fingerprint(self.ram) if Path(self.ram).is_file() else None,
             "dape_sha256": file_sha256(self.dape) if self.dape and Path(self.dape).is_file() else None,
             "tags_sha256": file_sha256(self.tags_path),
             "thresholds_sha256": file_sha256(self.thresholds_path) if self.thresholds_path else None,
@@ -121,6 +139,7 @@ class DapePrompter(Prompter):
             "thresholds": self.thresholds_path,
             "threshold": self.threshold,
             "image_size": self.image_size,
+            "window": self.window,
             "heads": self.heads,
             "text": self.text,
             "dtype": self.dtype,
@@ -131,7 +150,7 @@ class DapePrompter(Prompter):
         """Read RAM (and DAPE) once, check the tag list and thresholds against the model."""
         if self.model is None:
             model, self.lora_counts = load_tagger(
-                self.ram, self.dape, image_size=self.image_size, head_heads=self.heads
+                self.ram, self.dape, image_size=self.image_size, window=self.window, head_heads=self.heads
             )
             classes = model.config.head.num_classes
             if len(self.tag_list) != classes:
@@ -191,6 +210,7 @@ def create_dape(argument: str | None, runtime: Runtime, **options: Any) -> DapeP
     settings: dict[str, Any] = dict(
         text=opts.text("text"),
         image_size=opts.integer("image_size", 384, minimum=1),
+        window=opts.integer("window", 12, minimum=1),
         heads=opts.integer("heads", 4, minimum=1),
     )
     opts.finish()
