@@ -49,6 +49,9 @@ def test_the_tagger_has_exactly_rams_keys_and_reads_vision_multi(tiny, tmp_path)
     assert set(model.state_dict()) == expected
     for key in expected:
         assert torch.equal(model.state_dict()[key], official[key]), key
+    legacy = tmp_path / "legacy.pth"  # the pre-zip torch.save format, which cannot be memory-mapped
+    torch.save({"model": official}, legacy, _use_new_zipfile_serialization=False)
+    assert load_tagger(legacy, None, image_size=32, window=4)[0].state_dict().keys() == expected
     older = build_tiny_ram(tmp_path / "older", vision_multi=True)
     renamed, _ = load_tagger(older.ram, None, image_size=32, window=4)
     assert torch.equal(renamed(torch.zeros(1, 3, 32, 32)), model(torch.zeros(1, 3, 32, 32)))

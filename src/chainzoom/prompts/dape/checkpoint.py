@@ -20,10 +20,11 @@ as in cswry/OSEDiff and cswry/SeeSR) and from running it (``official-coz.md`` §
   tag encoder's and the tagging head's ``query``/``key`` LoRA are merged into the same
   shared tensor, the tag encoder's first (module order). We merge both, in that order.
 
-The architecture is read from the tensors' shapes (widths, depths, window sizes, heads
-of the Swin stages, classes, layers); what no shape shows (the input size, the head's
-number of attention heads) and the window size RAM's configs fix come from the caller,
-defaulting to RAM's configs.
+The architecture is read from the tensors' shapes (widths, depths and heads of the Swin
+stages, number of tags, head layers and widths); what RAM takes from its configs and no
+shape shows (the input size, the window size, the tagging head's attention heads) comes
+from the caller, defaulting to RAM's values, and every stage's position table is checked
+against the window.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def read_file(path: str | os.PathLike[str], what: str) -> object:
     if not file.is_file():
         raise ModelError(f"dape: {what} {file} does not exist")
     try:
-        # RAM's file is several GB, of which the tagger needs a third: map it, do not read it
+        # RAM's file is large and the tagger needs only part of it: map it, do not read it all
         return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as exc:
         if "mmap" not in str(exc):
