@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 
 import pytest
 import torch
@@ -22,6 +21,7 @@ from chainzoom.prompts.base import PromptContext
 from chainzoom.prompts.dape.checkpoint import load_tagger
 from chainzoom.prompts.dape.prompter import DapePrompter
 from chainzoom.prompts.dape.swin import SwinConfig, SwinEncoder
+from chainzoom.prompts.dape.tagging import RamConfig
 from chainzoom.runtime import Runtime
 
 from .. import tiny_ram
@@ -347,8 +347,12 @@ def test_a_bad_file_through_the_cli_exits_2_with_one_line(tiny, tmp_path, capsys
 
 
 def test_the_default_sizes_are_rams_swin_l_at_384():
-    """RAM's Swin-L at 384 px: four stages of 96, 48, 24 and 12 tokens; the last uses one 12x12 window."""
-    config = SwinConfig()
-    assert [config.resolution(s) for s in range(4)] == [96, 48, 24, 12]
-    assert [config.stage_window(s) for s in range(4)] == [(12, 6), (12, 6), (12, 6), (12, 0)]
-    assert config.num_features == 1536 and math.prod(config.depths) == 2 * 2 * 18 * 2
+    """RAM's config_swinL_384.json and q2l_config.json: the last Swin stage (12x12) is one unshifted window."""
+    config = RamConfig()
+    swin, head = config.swin, config.head
+    assert (swin.image_size, swin.patch_size, swin.embed_dim, swin.window_size) == (384, 4, 192, 12)
+    assert swin.depths == (2, 2, 18, 2) and swin.num_heads == (6, 12, 24, 48) and swin.num_features == 1536
+    assert [swin.resolution(s) for s in range(4)] == [96, 48, 24, 12]
+    assert [swin.stage_window(s) for s in range(4)] == [(12, 6), (12, 6), (12, 6), (12, 0)]
+    assert (head.hidden_size, head.num_layers, head.num_heads, head.intermediate_size) == (768, 2, 4, 3072)
+    assert (head.embed_width, head.num_classes) == (512, 4585)
