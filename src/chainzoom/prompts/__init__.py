@@ -69,6 +69,33 @@ PROMPTERS.register(
     )
 )
 
+PROMPTERS.register(
+    PrompterEntry(
+        "dape",
+        "chainzoom.prompts.dape.prompter:create_dape",
+        "RAM tags of the view with DAPE's LoRA (the official default prompt), from the official "
+        "ram_swin_large_14m.pth, DAPE.pth and tag list",
+        argument="RAM_PTH,dape=DAPE_PTH,tags=TAG_LIST",
+        required=True,
+        facts=PrompterFacts(
+            options=(
+                "text",
+                "dape",
+                "tags",
+                "thresholds",
+                "threshold",
+                "device",
+                "dtype",
+                "image_size",
+                "window",
+                "heads",
+            ),
+            uses_model=True,
+            licence="Apache-2.0 (RAM)",
+        ),
+    )
+)
+
 
 def create_prompter(spec: str, runtime: Runtime | None = None, **options: Any) -> Prompter:
     """Build a prompter from a spec string such as ``null`` or ``fixed:"text"``."""
