@@ -14,6 +14,7 @@ box is an exact binary fraction and composes back to input coordinates exactly.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chainzoom.errors import OptionError
@@ -211,13 +212,30 @@ def plan_zoom(
     its source that will fill the view after this step's factor, centred on the zoom
     point and clamped inside the source, so the point stays in view to the end.
     """
-    w, h = input_size
     view = view or default_view(input_size, step)
+    return plan_factors(input_size, step_factors(scale, step), center, view, scale, step)
+
+
+def plan_factors(
+    input_size: tuple[int, int],
+    factors: Sequence[float],
+    center: tuple[float, float] | None,
+    view: tuple[int, int],
+    scale: float | None = None,
+    multiple: int = 4,
+) -> ZoomPlan:
+    """Plan a chain of the given step ``factors`` (each at most the backbone's scale).
+
+    :func:`plan_zoom` splits a magnification into factors; the adaptive policy chooses
+    them step by step and replans with the factors chosen so far. ``scale`` defaults
+    to their product; ``multiple`` is what the view was rounded to (the backbone's scale).
+    """
+    w, h = input_size
     center = center if center is not None else (w / 2, h / 2)
     vw, vh = view
     # State 0 shows the whole input; when the view was rounded down it shows the
     # centred part of the input that keeps the view's aspect.
-    if (vw, vh) == (w - w % step, h - h % step) and max(w, h) <= MAX_NATIVE_VIEW:
+    if (vw, vh) == (w - w % multiple, h - h % multiple) and max(w, h) <= MAX_NATIVE_VIEW:
         left, top = (w - vw) // 2, (h - vh) // 2
         state0_box = Box(left, top, left + vw, top + vh)
     else:
@@ -225,7 +243,7 @@ def plan_zoom(
 
     steps: list[StepPlan] = []
     src_box, src_size = Box(0.0, 0.0, float(w), float(h)), (w, h)
-    for i, factor in enumerate(step_factors(scale, step), start=1):
+    for i, factor in enumerate(factors, start=1):
         # Every crop fills the view after this step's factor. For step 1 the source is
         # the input at native resolution, whatever the size of state 0, so magnification
         # stays relative to the input's own pixels.
@@ -246,4 +264,4 @@ def plan_zoom(
         )
         steps.append(StepPlan(i, "input" if i == 1 else "previous", crop, box, factor))
         src_box, src_size = box, view
-    return ZoomPlan((w, h), view, state0_box, tuple(steps), center, scale)
+    return ZoomPlan((w, h), view, state0_box, tuple(steps), center, math.prod(factors) if scale is None else scale)

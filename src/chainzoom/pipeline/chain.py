@@ -24,35 +24,21 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 
-import torch
-
 from chainzoom.backbones.base import Backbone
-from chainzoom.core.geometry import Box, StepPlan, ZoomPlan
+from chainzoom.core.geometry import Box, ZoomPlan
 from chainzoom.core.resample import resize
 from chainzoom.core.states import ScaleState
 from chainzoom.core.vocabulary import MODES
 from chainzoom.errors import OptionError
-from chainzoom.io.images import LoadedImage, quantize
+from chainzoom.io.images import LoadedImage
 from chainzoom.pipeline.consistency import check_method, make_consistent
 from chainzoom.pipeline.official import official_states
-from chainzoom.prompts.base import PromptContext, Prompter
+from chainzoom.pipeline.steps import ALPHA_METHOD, ask_prompt, crop_box, crop_step, fit_view, initial_state, make_state
+from chainzoom.prompts.base import Prompter
 
 #: Input pixels of context kept around the region that ``direct`` mode feeds the
 #: backbone, so the region's border is not the model's border.
 DIRECT_MARGIN = 2
-ALPHA_METHOD = "bicubic"
-
-
-def initial_state(image: LoadedImage, plan: ZoomPlan) -> ScaleState:
-    """State 0: the input's view-sized picture (the input itself when it fits)."""
-    box = plan.state0_box
-    same = (box.width, box.height) == plan.view and box.x0.is_integer() and box.y0.is_integer()
-    rgb = _crop(image.rgb, box) if same else resize(image.rgb, plan.view, "bicubic", box)
-    alpha = None
-    if image.alpha is not None:
-        alpha = _crop(image.alpha, box) if same else resize(image.alpha, plan.view, ALPHA_METHOD, box)
-        alpha = quantize(alpha, image.bit_depth)
-    return ScaleState(0, quantize(rgb, image.bit_depth), box, plan.magnification(0), None, alpha)
 
 
 def zoom_chain(
@@ -79,16 +65,18 @@ def zoom_chain(
         previous = states[-1]
         source, source_alpha = (image.rgb, image.alpha) if step.source == "input" else (previous.image, previous.alpha)
         started = time.perf_counter()
-        crop = _crop_step(source, step)
-        prompt, prompt_seconds = _prompt(prompter, step.index, previous.image, crop)
+        crop = crop_step(source, step)
+        prompt, prompt_seconds = ask_prompt(prompter, step.index, previous.image, crop)
         backbone_started = time.perf_counter()
         upscaled = backbone.upscale(crop, prompt or "")
         backbone_seconds = time.perf_counter() - backbone_started
-        rgb = make_consistent(consistency, _fit_view(upscaled, plan.view), crop, image.rgb, step.box)
+        rgb = make_consistent(consistency, fit_view(upscaled, plan.view), crop, image.rgb, step.box)
         alpha = None
         if source_alpha is not None:
-            alpha = resize(_crop_step(source_alpha, step), plan.view, ALPHA_METHOD)
-        state = _state(step.index, plan, image.bit_depth, rgb, alpha, prompt, prompt_seconds, backbone_seconds, started)
+            alpha = resize(crop_step(source_alpha, step), plan.view, ALPHA_METHOD)
+        state = make_state(
+            step.index, plan, image.bit_depth, rgb, alpha, prompt, prompt_seconds, backbone_seconds, started
+        )
         states.append(state)
         yield state
 
@@ -113,8 +101,8 @@ def zoom_baseline(
         if mode == "direct":
             assert backbone is not None, "direct mode needs a backbone"
             region, inner = _padded_region(step.box, image.size)
-            crop = _crop(image.rgb, region)
-            prompt, prompt_seconds = _prompt(prompter, step.index, state0.image, crop)
+            crop = crop_box(image.rgb, region)
+            prompt, prompt_seconds = ask_prompt(prompter, step.index, state0.image, crop)
             backbone_started = time.perf_counter()
             upscaled = backbone.upscale(crop, prompt or "")
             backbone_seconds = time.perf_counter() - backbone_started
@@ -126,58 +114,17 @@ def zoom_baseline(
             assert backbone is not None, "onestep mode needs a backbone"
             s = backbone.scale
             small = resize(image.rgb, (plan.view[0] // s, plan.view[1] // s), "bicubic", step.box)
-            prompt, prompt_seconds = _prompt(prompter, step.index, state0.image, small)
+            prompt, prompt_seconds = ask_prompt(prompter, step.index, state0.image, small)
             backbone_started = time.perf_counter()
             upscaled = backbone.upscale(small, prompt or "")
             backbone_seconds = time.perf_counter() - backbone_started
-            rgb = _fit_view(upscaled, plan.view)
+            rgb = fit_view(upscaled, plan.view)
         else:
             rgb = resize(image.rgb, plan.view, mode, step.box)
         alpha = resize(image.alpha, plan.view, ALPHA_METHOD, step.box) if image.alpha is not None else None
-        yield _state(step.index, plan, image.bit_depth, rgb, alpha, prompt, prompt_seconds, backbone_seconds, started)
-
-
-def _state(
-    index: int,
-    plan: ZoomPlan,
-    bit_depth: int,
-    rgb: torch.Tensor,
-    alpha: torch.Tensor | None,
-    prompt: str | None,
-    prompt_seconds: float,
-    backbone_seconds: float,
-    started: float,
-) -> ScaleState:
-    """A finished state, quantized as it will be saved, with its timings."""
-    return ScaleState(
-        index,
-        quantize(rgb, bit_depth),
-        plan.box(index),
-        plan.magnification(index),
-        prompt,
-        quantize(alpha, bit_depth) if alpha is not None else None,
-        {"prompt": prompt_seconds, "backbone": backbone_seconds, "total": time.perf_counter() - started},
-    )
-
-
-def _prompt(prompter: Prompter | None, step: int, wide: torch.Tensor, crop: torch.Tensor) -> tuple[str | None, float]:
-    """Ask the prompter about the crop, shown at the wide state's size as the paper does."""
-    if prompter is None:
-        return None, 0.0
-    started = time.perf_counter()
-    view = resize(crop, (wide.shape[-1], wide.shape[-2]), "bicubic")
-    text = prompter.describe(PromptContext(step, wide, view))
-    return text, time.perf_counter() - started
-
-
-def _crop_step(source: torch.Tensor, step: StepPlan) -> torch.Tensor:
-    c = step.crop
-    return source[:, c.top : c.top + c.height, c.left : c.left + c.width].contiguous()
-
-
-def _crop(image: torch.Tensor, box: Box) -> torch.Tensor:
-    x0, y0, x1, y1 = (int(v) for v in box.as_list())
-    return image[:, y0:y1, x0:x1].contiguous()
+        yield make_state(
+            step.index, plan, image.bit_depth, rgb, alpha, prompt, prompt_seconds, backbone_seconds, started
+        )
 
 
 def _padded_region(box: Box, size: tuple[int, int]) -> tuple[Box, Box]:
@@ -188,13 +135,6 @@ def _padded_region(box: Box, size: tuple[int, int]) -> tuple[Box, Box]:
     y1 = min(math.ceil(box.y1) + DIRECT_MARGIN, size[1])
     region = Box(x0, y0, x1, y1)
     return region, Box(box.x0 - x0, box.y0 - y0, box.x1 - x0, box.y1 - y0)
-
-
-def _fit_view(image: torch.Tensor, view: tuple[int, int]) -> torch.Tensor:
-    """A fractional last step upscales past the view; bring it back with antialiasing."""
-    if (image.shape[-1], image.shape[-2]) == view:
-        return image
-    return resize(image, view, "bicubic")
 
 
 def run_states(
