@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from chainzoom.core.geometry import ZoomPlan
     from chainzoom.core.states import ScaleState
     from chainzoom.io.images import LoadedImage
+    from chainzoom.pipeline.adaptive import AdaptivePolicy
     from chainzoom.prompts.base import Prompter
 
     ImageInput = str | Path | Image.Image | LoadedImage | torch.Tensor
@@ -99,6 +100,7 @@ class ChainZoom:
         )
         self._runtime: Runtime | None = None
         self._placed = False
+        self._candidates: dict[str, Backbone] = {}
         self._cache_prompts: bool | None = None if self._prompter is None else False
 
     @classmethod
@@ -201,13 +203,21 @@ class ChainZoom:
                 raise OptionError("backbone", f"protocol official zooms in 4x steps; this backbone is x{step}")
             return official_plan(config.process_size, config.scale, config.mode)
         view = resolve_view(config.view, size, step)
+        if config.policy == "adaptive":
+            from chainzoom.metrics.niqe import MIN_SIDE
+
+            if min(view) < MIN_SIDE:
+                raise OptionError(
+                    "view",
+                    f"{view[0]}x{view[1]}: the adaptive policy scores with NIQE, which needs {MIN_SIDE} px a side",
+                )
         return plan_zoom(size, config.scale, resolve_center(config.center, size), view, step)
 
     def iter_zoom(self, image: ImageInput, scale: float = 256.0, **options: Any) -> Iterator[ScaleState]:
         """Yield every scale-state as it is made (state 0 first); see :meth:`__call__`."""
         config = self.job(image, scale=scale, **options)
         loaded, plan = self.prepare(image, config)
-        yield from self._states(image, loaded, plan, config, options.get("out"))
+        yield from self._states(image, loaded, plan, config, options.get("out"), self.adaptive_policy(config))
 
     def __call__(
         self,
@@ -243,7 +253,8 @@ class ChainZoom:
         started = time.perf_counter()
         out = Path(out) if out is not None else None
         states = []
-        for state in self._states(image, loaded, plan, config, out):
+        policy = self.adaptive_policy(config)
+        for state in self._states(image, loaded, plan, config, out, policy):
             states.append(state)
             if on_state is not None:
                 on_state(state)
@@ -257,7 +268,7 @@ class ChainZoom:
 
         return ZoomResult(
             states,
-            plan,
+            policy.plan if policy is not None and policy.plan is not None else plan,
             config,
             backbone_record(self.backbone) if uses_model else None,
             self.prompter.settings() if uses_model else None,
@@ -265,8 +276,34 @@ class ChainZoom:
             out,
         )
 
+    def adaptive_policy(self, config: ZoomConfig) -> AdaptivePolicy | None:
+        """A fresh adaptive policy over ``config``'s candidates (loaded once each), or ``None`` when fixed."""
+        if config.policy != "adaptive":
+            return None
+        from chainzoom.metrics.niqe import score_niqe
+        from chainzoom.pipeline.adaptive import AdaptivePolicy
+
+        candidates = {spec: self.candidate(spec) for spec in config.candidate_backbones}
+        return AdaptivePolicy(candidates, config.step_factors, score_niqe, "niqe", config.stop_below)
+
+    def candidate(self, spec: str) -> Backbone:
+        """The backbone ``spec`` for the adaptive policy: this pipeline's own, or one built once for it."""
+        if spec == self.config.backbone_spec:
+            return self.backbone
+        if spec not in self._candidates:
+            from chainzoom.pipeline.components import build_backbone
+
+            self._candidates[spec] = build_backbone(spec, self.runtime)
+        return self._candidates[spec]
+
     def _states(
-        self, image: ImageInput, loaded: LoadedImage, plan: ZoomPlan, config: ZoomConfig, out: str | Path | None
+        self,
+        image: ImageInput,
+        loaded: LoadedImage,
+        plan: ZoomPlan,
+        config: ZoomConfig,
+        out: str | Path | None,
+        policy: AdaptivePolicy | None = None,
     ) -> Iterator[ScaleState]:
         from chainzoom.pipeline.chain import run_states
 
@@ -277,7 +314,14 @@ class ChainZoom:
             self.place(plan)
         if out is None:
             yield from run_states(
-                config.mode, loaded, plan, backbone, prompter, consistency=config.consistency, protocol=config.protocol
+                config.mode,
+                loaded,
+                plan,
+                backbone,
+                prompter,
+                consistency=config.consistency,
+                protocol=config.protocol,
+                policy=policy,
             )
             return
         from chainzoom.runs.local import RunFolder, iter_run
@@ -294,6 +338,7 @@ class ChainZoom:
             overwrite=config.overwrite,
             animation=config.animation,
             cache_prompts=bool(self._cache_prompts),
+            policy=policy,
         )
 
     def request(

@@ -38,10 +38,11 @@ from chainzoom.core.vocabulary import (
     MODEL_MODES,
     MODES,
     PAPER_REWARD_WEIGHTS,
+    POLICIES,
     PROMPT_CONTEXTS,
     PROTOCOLS,
 )
-from chainzoom.errors import ConfigError, OptionError
+from chainzoom.errors import ChainZoomError, ConfigError, OptionError, one_line
 from chainzoom.prompts import PROMPTERS
 from chainzoom.runtime import Runtime
 from chainzoom.secrets import redact_spec
@@ -74,6 +75,9 @@ PROMPTER_OPTION_FIELDS = {
 }
 #: Fields holding component specs, which may carry credentials.
 SPEC_FIELDS = ("backbone", "prompter", "critic", "policy")
+#: The adaptive policy's step factors unless ``factors`` says otherwise: a 4x step, or a 2x one
+#: where half the zoom scores better.
+DEFAULT_FACTORS = (2.0, 4.0)
 #: Fields that say where and how a run is written or shown, not what its pixels are:
 #: left out of a run's identity (its manifest ``request``).
 NOT_IDENTITY = ("inputs", "out", "overwrite", "quiet", "animation", "prompter_timeout")
@@ -178,6 +182,15 @@ class ZoomConfig(ModelConfig):
     protocol: str = "chainzoom"
     #: The side of the official square (``--process_size``); protocol official only.
     process_size: int = 512
+    #: ``adaptive``: each step's backbone and factor chosen by NIQE (chainzoom.pipeline.adaptive).
+    policy: str = "fixed"
+    #: The adaptive policy's candidate backbones (default: ``backbone`` alone).
+    backbones: tuple[str, ...] = ()
+    #: The step factors the adaptive policy may choose from (each at most the backbone's
+    #: scale); empty: :data:`DEFAULT_FACTORS`.
+    factors: tuple[float, ...] = ()
+    #: The adaptive policy stops when the best step improves NIQE over bicubic by less.
+    stop_below: float | None = 0.0
     max_pixels: int | None = None
     overwrite: bool = False
     animation: bool = True
@@ -195,6 +208,7 @@ class ZoomConfig(ModelConfig):
         check_center(self.center)
         check_view(self.view)
         self._check_protocol()
+        self._check_policy()
         check_max_pixels(self.max_pixels)
         check_out(self.out)
 
@@ -206,6 +220,40 @@ class ZoomConfig(ModelConfig):
         if official and "numerics" in BACKBONES.entry(self.backbone_spec).facts.options:
             options["numerics"] = "official"
         return options
+
+    def _check_policy(self) -> None:
+        if self.policy not in POLICIES:
+            raise OptionError("policy", f"must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        if self.policy == "fixed":
+            _refuse_set(self, ("backbones", "factors", "stop_below"), "applies only to policy adaptive")
+            return
+        if self.mode != "chain" or self.protocol != "chainzoom":
+            raise OptionError("policy", "adaptive applies to mode chain under protocol chainzoom")
+        if any(not (1.0 < f <= 4.0) for f in self.factors):
+            raise OptionError("factors", f"must be step factors in (1, 4], such as 2,4; got {list(self.factors)}")
+        if self.stop_below is not None and not math.isfinite(self.stop_below):
+            raise OptionError("stop_below", f"must be a number of NIQE points, got {self.stop_below}")
+        for spec in self.backbones:
+            try:
+                BACKBONES.check(spec, {}, self.runtime)
+            except ChainZoomError as exc:
+                raise OptionError("backbones", one_line(exc)) from None
+        import importlib.util
+
+        if importlib.util.find_spec("scipy") is None:
+            raise OptionError(
+                "policy", "adaptive scores each step with NIQE, which needs: pip install 'chainzoom[eval]'"
+            )
+
+    @property
+    def step_factors(self) -> tuple[float, ...]:
+        """The adaptive policy's factors: ``factors``, or :data:`DEFAULT_FACTORS`."""
+        return self.factors or DEFAULT_FACTORS
+
+    @property
+    def candidate_backbones(self) -> tuple[str, ...]:
+        """The adaptive policy's candidates: ``backbones``, or the backbone alone."""
+        return self.backbones or (self.backbone_spec,)
 
     def _check_protocol(self) -> None:
         if self.protocol not in PROTOCOLS:

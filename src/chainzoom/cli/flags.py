@@ -47,6 +47,22 @@ def comma_ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected whole numbers such as 4,16,64, got {text!r}") from None
 
 
+def comma_floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in comma_list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers such as 2,4, got {text!r}") from None
+
+
+def number_or_none(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
+
+
 FLAGS: dict[str, Flag] = {
     # inputs and outputs
     "inputs": Flag("image files or folders of images", positional=True, nargs="*", metavar="INPUT"),
@@ -68,6 +84,18 @@ FLAGS: dict[str, Flag] = {
     "contexts": Flag(
         "eval: the model modes once per VLM context, comma-separated (multiscale,single: the paper's "
         "prompt ablation); default: the prompter as configured"
+    ),
+    "policy": Flag(
+        "zoom: fixed (one backbone, 4x steps; default) or adaptive (each step's backbone and factor chosen "
+        "by NIQE among --backbones and --factors, with an early stop when a step adds no detail); "
+        "align: the prompt VLM to align, a folder or hub id"
+    ),
+    "backbones": Flag("adaptive: candidate backbones, comma-separated (default: --backbone alone)", parse=comma_list),
+    "factors": Flag("adaptive: the step factors to choose from, comma-separated (default 2,4)", parse=comma_floats),
+    "stop_below": Flag(
+        "adaptive: stop when the best step improves NIQE over bicubic by less than this (default 0: no "
+        "better than interpolation); none never stops early",
+        parse=number_or_none,
     ),
     "consistency": Flag(
         "after each chain step: none, wavelet/adain (colours of the step's input), backprojection "
@@ -135,7 +163,6 @@ FLAGS: dict[str, Flag] = {
     "fidelity": Flag("skip the downscale-and-zoom-back fidelity runs", names=("--no-fidelity",), action="store_false"),
     "drift": Flag("skip drift across steps", names=("--no-drift",), action="store_false"),
     # align
-    "policy": Flag("prompt VLM to align: folder or hub id"),
     "steps": Flag("optimizer steps"),
     "group_size": Flag("prompts sampled per pair and compared"),
     "batch_size": Flag("pairs per step"),

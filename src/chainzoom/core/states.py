@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -19,6 +20,8 @@ class ScaleState:
     ``magnification`` its output pixels per input pixel. ``prompt`` is the text that
     guided the step that made it (``None`` for state 0 and for interpolation).
     ``seconds`` holds timings by phase (``backbone``, ``prompt``, ``total``).
+    ``decision`` is what an adaptive policy chose for the step that made it (backbone,
+    factor, the scores it compared), ``None`` in a fixed chain.
     """
 
     index: int
@@ -28,6 +31,7 @@ class ScaleState:
     prompt: str | None = None
     alpha: torch.Tensor | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    decision: dict[str, Any] | None = None
 
     @property
     def size(self) -> tuple[int, int]:

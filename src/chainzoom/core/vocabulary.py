@@ -18,6 +18,9 @@ PROTOCOLS = ("chainzoom", "official")
 #: What a VLM prompter is shown: both scale-states (the paper's) or the zoomed view alone
 #: (the official ``--rec_type recursive``, the paper's prompt ablation).
 PROMPT_CONTEXTS = ("multiscale", "single")
+#: How the chain chooses each step: ``fixed`` (one backbone, 4x steps) or ``adaptive``
+#: (backbone and factor chosen per step by a no-reference score; chainzoom.pipeline.adaptive).
+POLICIES = ("fixed", "adaptive")
 #: Full-image output per level: pyramidal BigTIFF, Deep Zoom, or one PNG.
 FORMATS = ("tiff", "dzi", "png")
 #: Colour fixes of the diffusion backbones.

@@ -18,14 +18,17 @@ twice instead of left and right (the model itself has equal entries 12/13 and
 from __future__ import annotations
 
 import importlib.util
+import math
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from scipy.ndimage import correlate1d
 from scipy.special import gamma
 
+from chainzoom.errors import OptionError
 from chainzoom.metrics.color import BT601, grey
 
 PATCH = 96
@@ -138,3 +141,17 @@ def niqe(rgb: np.ndarray) -> float:
     difference = features.mean(axis=0) - mu
     pooled = (cov + np.cov(features.T)) / 2.0
     return float(np.sqrt(difference @ np.linalg.pinv(pooled) @ difference))
+
+
+def score_niqe(image: torch.Tensor) -> float:
+    """NIQE of a chainzoom ``[3, H, W]`` tensor: the adaptive zoom policy's score.
+
+    A view smaller than :data:`MIN_SIDE` cannot be scored; that is a one-line error naming
+    the view, not a ``nan`` that would make every comparison false.
+    """
+    value = niqe(image.permute(1, 2, 0).numpy())
+    if math.isnan(value):
+        raise OptionError(
+            "view", f"the adaptive policy scores each step with NIQE, which needs a view of at least {MIN_SIDE} px"
+        )
+    return value

@@ -31,6 +31,7 @@ from chainzoom.core.states import ScaleState
 from chainzoom.core.vocabulary import MODES
 from chainzoom.errors import OptionError
 from chainzoom.io.images import LoadedImage
+from chainzoom.pipeline.adaptive import AdaptivePolicy, zoom_adaptive
 from chainzoom.pipeline.consistency import check_method, make_consistent
 from chainzoom.pipeline.official import official_states
 from chainzoom.pipeline.steps import ALPHA_METHOD, ask_prompt, crop_box, crop_step, fit_view, initial_state, make_state
@@ -146,14 +147,21 @@ def run_states(
     done: Sequence[ScaleState] = (),
     consistency: str = "none",
     protocol: str = "chainzoom",
+    policy: AdaptivePolicy | None = None,
 ) -> Iterator[ScaleState]:
     """The state iterator for ``mode`` (see :data:`chainzoom.core.vocabulary.MODES`), after ``done``.
 
     ``protocol="official"`` runs the official implementation's arithmetic instead
     (:mod:`chainzoom.pipeline.official`; ``image`` and ``plan`` are then its square's).
+    A ``policy`` chooses the chain's backbone and factor per step
+    (:mod:`chainzoom.pipeline.adaptive`).
     """
     if mode not in MODES:
         raise OptionError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    if policy is not None:
+        if mode != "chain" or protocol != "chainzoom":
+            raise OptionError("policy", "adaptive applies to mode chain under protocol chainzoom")
+        return zoom_adaptive(image, plan, policy, prompter, done, consistency)
     if protocol == "official":
         if mode == "direct":
             raise OptionError("mode", "direct is chainzoom's baseline; the official protocol has onestep")

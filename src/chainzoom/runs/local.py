@@ -24,10 +24,11 @@ from chainzoom.errors import InputError, RunFolderError
 from chainzoom.io.atomic import atomic_write_json
 from chainzoom.io.digest import file_sha256
 from chainzoom.io.images import LoadedImage, load_image, save_image
+from chainzoom.pipeline.adaptive import AdaptivePolicy
 from chainzoom.pipeline.chain import run_states
 from chainzoom.prompts.base import Prompter
 from chainzoom.prompts.cache import CachedPrompter
-from chainzoom.runs.animation import AnimationWriter
+from chainzoom.runs.animation import AnimationWriter, save_animation
 from chainzoom.runs.lock import RunLock
 from chainzoom.runs.manifest import MANIFEST, check_manifest
 from chainzoom.runs.render import plan_placements, save_strip
@@ -153,6 +154,7 @@ class RunFolder:
                     record.get("prompt"),
                     loaded.alpha,
                     record.get("seconds", {}),
+                    record.get("decision"),
                 )
             )
         return states
@@ -167,6 +169,7 @@ def state_record(state: ScaleState, sha256: str) -> dict[str, Any]:
         "magnification": state.magnification,
         "prompt": state.prompt,
         "seconds": {k: round(v, 4) for k, v in state.seconds.items()},
+        **({"decision": state.decision} if state.decision is not None else {}),
     }
 
 
@@ -182,6 +185,7 @@ def iter_run(
     overwrite: bool = False,
     animation: bool = True,
     cache_prompts: bool = False,
+    policy: AdaptivePolicy | None = None,
 ) -> Iterator[ScaleState]:
     """Make (or finish) the run ``request`` describes in ``folder``, yielding every state.
 
@@ -195,7 +199,9 @@ def iter_run(
     """
     previous = folder.prepare(request, overwrite)
     try:
-        yield from _run(folder, image, plan, request, source, previous, backbone, prompter, animation, cache_prompts)
+        yield from _run(
+            folder, image, plan, request, source, previous, backbone, prompter, animation, cache_prompts, policy
+        )
     finally:
         folder.close()
 
@@ -211,6 +217,7 @@ def _run(
     prompter: Prompter | None,
     animation: bool,
     cache_prompts: bool,
+    policy: AdaptivePolicy | None,
 ) -> Iterator[ScaleState]:
     if prompter is not None and cache_prompts:
         prompter = CachedPrompter(prompter, folder.path / PROMPT_CACHE)
@@ -227,15 +234,19 @@ def _run(
         "complete": False,
     }
     states = list(done)
-    # The animation is encoded on a thread, step by step as the states come (runs.animation).
-    writer = AnimationWriter(folder.path / ANIMATION, plan_placements(plan), background=True) if animation else None
+    # The animation is encoded on a thread, step by step as the states come (runs.animation);
+    # an adaptive policy decides the boxes as it goes, so its animation is made at the end.
+    writer = None
+    if animation and policy is None:
+        writer = AnimationWriter(folder.path / ANIMATION, plan_placements(plan), background=True)
     try:
         for state in done:
             if writer is not None:
                 writer.add(state)
             yield state
         consistency, protocol = request.get("consistency", "none"), request.get("protocol", "chainzoom")
-        for state in run_states(request["mode"], image, plan, backbone, prompter, done, consistency, protocol):
+        states_made = run_states(request["mode"], image, plan, backbone, prompter, done, consistency, protocol, policy)
+        for state in states_made:
             path = folder.path / step_filename(state.index)
             save_image(path, state.image, state.alpha, image.bit_depth)
             states.append(state)
@@ -249,6 +260,11 @@ def _run(
         if writer is not None:
             writer.close()
             writer = None
+        elif animation and len(states) > 1:
+            save_animation(states, folder.path / ANIMATION)
+        if policy is not None:
+            manifest["policy"] = policy.record()
+            manifest["plan"] = plan_record(policy.plan or plan)
     finally:
         if writer is not None:
             writer.abort()

@@ -102,6 +102,14 @@ def format_magnification(m: float) -> str:
     return f"x{text}"
 
 
+def state_label(state: ScaleState) -> str:
+    """A state's strip label: its magnification, and what an adaptive policy chose for it."""
+    text = format_magnification(state.magnification)
+    if state.decision is not None:
+        text += f" {state.decision['backbone']} {state.decision['factor']:g}x"
+    return text
+
+
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)  # Pillow >= 10.1 (FreeType)
@@ -179,7 +187,7 @@ def make_strip(
 
     font = _font(max(10, round(short / 32))) if label else None
     label_h = 0
-    texts = [format_magnification(s.magnification) for s in states]
+    texts = [state_label(s) for s in states]
     if font is not None:
         scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
         # whole pixels: the box of text placed at (0, 0), though Pillow types it as float
