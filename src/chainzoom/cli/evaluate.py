@@ -38,10 +38,10 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from chainzoom.errors import ConfigError
+    from chainzoom.evaluation.harness import evaluate
+    from chainzoom.evaluation.report import write_report
     from chainzoom.io.atomic import atomic_write_json
     from chainzoom.metrics.catalog import load_metrics, parse_metric_names
-    from chainzoom.metrics.harness import evaluate
-    from chainzoom.metrics.report import write_report
     from chainzoom.runs.progress import ZoomProgress
 
     layer, source = file_layer(args)

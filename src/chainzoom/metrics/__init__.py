@@ -1,4 +1,4 @@
-"""Image-quality metrics and the evaluation harness behind ``chainzoom eval``.
+"""Image-quality metrics: what ``chainzoom eval`` (:mod:`chainzoom.evaluation`) and the adaptive policy score with.
 
 Every metric takes images as ``float [H, W, 3]`` numpy arrays in ``[0, 1]`` (RGB) and
 returns a float; each module implements one family and names the reference it follows:
@@ -11,7 +11,7 @@ returns a float; each module implements one family and names the reference it fo
 - :mod:`.fidelity`: PSNR and SSIM against a reference;
 - :mod:`.color`: sRGB to CIE Lab and the colour shift used by :mod:`.drift`;
 - :mod:`.catalog`: which no-reference metrics exist and which are available here;
-- :mod:`.harness`, :mod:`.report`, :mod:`.plots`: the evaluation runs and their report.
+- :func:`.niqe.score_niqe`: NIQE of a chainzoom tensor, the adaptive zoom policy's score.
 
 Nothing here is imported by ``import chainzoom``; optional dependencies are imported
 inside the functions that need them.

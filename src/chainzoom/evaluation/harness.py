@@ -42,13 +42,13 @@ from chainzoom.core.resample import resize
 from chainzoom.core.states import ScaleState
 from chainzoom.core.vocabulary import MODEL_MODES
 from chainzoom.errors import OptionError
+from chainzoom.evaluation.plots import thumbnail
 from chainzoom.io.atomic import atomic_write_json
 from chainzoom.io.digest import file_sha256
 from chainzoom.io.images import LoadedImage, collect_inputs, input_names, load_image, save_image
 from chainzoom.metrics.catalog import Metric, Unavailable
 from chainzoom.metrics.drift import as_array, chain_drift, cumulative_delta_e
 from chainzoom.metrics.fidelity import psnr, ssim
-from chainzoom.metrics.plots import thumbnail
 from chainzoom.runs.local import RunFolder, step_filename
 from chainzoom.runs.progress import ZoomProgress
 

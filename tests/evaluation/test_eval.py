@@ -11,7 +11,7 @@ import pytest
 
 from chainzoom.cli import build_parser
 from chainzoom.errors import ChainZoomError
-from chainzoom.metrics import harness
+from chainzoom.evaluation import harness
 from chainzoom.runs.progress import ZoomProgress
 
 IMAGES = ("assets/photos/chelsea.png", "assets/photos/coffee.png")

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from chainzoom import __version__
 from chainzoom.config import eval_rows
+from chainzoom.evaluation.harness import EvalResults, ResultRow
+from chainzoom.evaluation.plots import plot_metric, sample_grid
 from chainzoom.io.atomic import atomic_write
 from chainzoom.metrics.catalog import NO_REFERENCE
-from chainzoom.metrics.harness import EvalResults, ResultRow
-from chainzoom.metrics.plots import plot_metric, sample_grid
 
 RESULTS_CSV = "results.csv"
 REPORT_MD = "report.md"
