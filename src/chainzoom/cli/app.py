@@ -25,11 +25,24 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         help=f"where the app keeps its inputs and run folders (default ./{DEFAULT_FOLDER})",
     )
     parser.add_argument("--max-upload-mb", type=int, default=50, help="largest upload accepted, in MB (default 50)")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="largest image accepted, in pixels (default 40,000,000: larger ones are refused as likely bombs)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from chainzoom.app.jobs import DEFAULT_MAX_PIXELS
     from chainzoom.app.server import launch
 
-    launch(args.folder, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+    launch(
+        args.folder,
+        host=args.host,
+        port=args.port,
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+    )
     return 0
