@@ -68,6 +68,16 @@ def open_page(browser, url: str):
     return page
 
 
+def click_at(page, selector: str, x: float, y: float) -> None:
+    """Click the point (x, y), in fractions, of the picture an ``<img>`` draws (Gradio's object-fit: scale-down)."""
+    box = page.locator(selector).bounding_box()
+    natural = page.locator(selector).evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    scale = min(1.0, box["width"] / natural[0], box["height"] / natural[1])
+    width, height = natural[0] * scale, natural[1] * scale
+    left, top = box["x"] + (box["width"] - width) / 2, box["y"] + (box["height"] - height) / 2
+    page.mouse.click(left + width * x, top + height * y)
+
+
 def test_upload_click_zoom_x16_and_download(app, browser, artifacts: Path) -> None:
     demo, url = app
     folder = demo.chainzoom_folder
@@ -75,9 +85,7 @@ def test_upload_click_zoom_x16_and_download(app, browser, artifacts: Path) -> No
     page.locator("#upload input[type=file]").set_input_files(str(SAMPLE))
     page.wait_for_selector("#picture img")
     assert "sample.jpg: 451x300" in page.inner_text("#message")
-    picture = page.locator("#picture img")
-    box = picture.bounding_box()
-    page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.6)
+    click_at(page, "#picture img", 0.3, 0.6)
     page.wait_for_function("document.querySelector('#center textarea').value !== '0.5,0.5'")
     x, y = (float(v) for v in page.input_value("#center textarea").split(","))
     assert x == pytest.approx(0.3, abs=0.01) and y == pytest.approx(0.6, abs=0.01)

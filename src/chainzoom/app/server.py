@@ -81,7 +81,7 @@ def build_app(folder: Path, max_pixels: int = DEFAULT_MAX_PIXELS, device: str = 
     def panel(prefix: str) -> dict[str, Any]:
         """The outputs of a run: states as they come, before/after, strip, animation, zip, viewer."""
         parts: dict[str, Any] = {"status": gr.Markdown(elem_id=f"{prefix}-status")}
-        parts["gallery"] = gr.Gallery(label="States", columns=4, height="auto", elem_id=f"{prefix}-gallery")
+        parts["gallery"] = gr.Gallery(label="States", columns=5, height="auto", elem_id=f"{prefix}-gallery")
         with gr.Row():
             parts["step"] = gr.Slider(1, 2, value=1, step=1, label="Before/after of step", elem_id=f"{prefix}-step")
         parts["slider"] = gr.ImageSlider(label="Resized parent (left) / the step's output (right)", type="pil")
@@ -216,27 +216,41 @@ def build_app(folder: Path, max_pixels: int = DEFAULT_MAX_PIXELS, device: str = 
         with gr.Tab("Zoom"):
             with gr.Row():
                 with gr.Column():
-                    upload = gr.File(label="Upload a photo", file_types=["image"], type="filepath", elem_id="upload")
+                    upload = gr.File(
+                        label="Upload a photo", file_types=["image"], type="filepath", height=110, elem_id="upload"
+                    )
                     bundled = gr.Dropdown(bundled_photos(), value=None, label="or a bundled photo", elem_id="bundled")
                     message = gr.Markdown(elem_id="message")
                     picture = gr.Image(
-                        label="Click where to zoom", type="pil", format="png", interactive=False, elem_id="picture"
+                        label="Click where to zoom",
+                        type="pil",
+                        format="png",
+                        interactive=False,
+                        height=320,
+                        elem_id="picture",
                     )
                     center = gr.Textbox("0.5,0.5", label="Zoom centre (fractions of width,height)", elem_id="center")
                 with gr.Column():
                     scale = gr.Radio(list(SCALES), value=256, label="Magnification", elem_id="scale")
                     mode = gr.Radio(list(MODES), value="chain", label="Mode", elem_id="mode")
-                    backbone = gr.Dropdown(
-                        [(c.label, c.name) for c in backbones], value="realesrgan", label="Backbone", elem_id="backbone"
-                    )
-                    backbone_argument = gr.Textbox(label="Backbone argument (spandrel: a model file)", elem_id="barg")
-                    prompter = gr.Dropdown(
-                        [(c.label, c.name) for c in prompters], value="null", label="Prompter", elem_id="prompter"
-                    )
-                    prompter_argument = gr.Textbox(
-                        label="Prompter argument (fixed: the text; vlm: a model id or folder; openai: URL,model=NAME)",
-                        elem_id="parg",
-                    )
+                    with gr.Row():
+                        backbone = gr.Dropdown(
+                            [(c.label, c.name) for c in backbones],
+                            value="realesrgan",
+                            label="Backbone",
+                            elem_id="backbone",
+                        )
+                        prompter = gr.Dropdown(
+                            [(c.label, c.name) for c in prompters], value="null", label="Prompter", elem_id="prompter"
+                        )
+                    with gr.Row():
+                        backbone_argument = gr.Textbox(
+                            label="Backbone argument (spandrel: a model file)", elem_id="barg"
+                        )
+                        prompter_argument = gr.Textbox(
+                            label="Prompter argument (fixed: the text; vlm: model id or folder; openai: URL,model=NAME)",
+                            elem_id="parg",
+                        )
                     with gr.Row():
                         run_button = gr.Button("Zoom", variant="primary", elem_id="run")
                         cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
