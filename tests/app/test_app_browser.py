@@ -9,12 +9,15 @@ import json
 import os
 import shutil
 import socket
+import time
 import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.app.fakes import PAUSE
 
 gradio = pytest.importorskip("gradio", reason="the app needs the [app] extra (gradio)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright ([test] extra)")
@@ -35,7 +38,11 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     from chainzoom.app.server import launch
+    from chainzoom.backbones import BACKBONES
+    from tests.app.fakes import SLOW
 
+    if SLOW.name not in BACKBONES.entries:
+        BACKBONES.register(SLOW)  # the menus are read from the registry when the app is built
     port = free_port()
     demo = launch(tmp_path_factory.mktemp("app"), port=port, block=False)
     yield demo, f"http://127.0.0.1:{port}/"
@@ -129,6 +136,45 @@ def test_upload_click_zoom_x16_and_download(app, browser, artifacts: Path) -> No
     page.click("#refresh")
     page.wait_for_function(f"document.querySelector('#runs').innerText.includes('{run.name}')")
     assert "3 of 3" in page.inner_text("#runs")
+    page.close()
+
+
+def choose(page, dropdown: str, value: str) -> None:
+    page.locator(f"{dropdown} input").click()
+    page.locator(f"{dropdown} input").fill(value)
+    page.keyboard.press("Enter")
+
+
+def test_a_cancelled_zoom_keeps_its_states_and_resumes(app, browser, artifacts: Path) -> None:
+    demo, url = app
+    folder = demo.chainzoom_folder
+    page = open_page(browser, url)
+    page.locator("#upload input[type=file]").set_input_files(str(ROOT / "assets" / "photos" / "coffee.png"))
+    page.wait_for_selector("#picture img")
+    page.get_by_label("1024", exact=True).check()
+    choose(page, "#backbone", "slow")
+    page.click("#run")
+    page.wait_for_function("document.querySelectorAll('#zoom-gallery img').length >= 2")
+    page.click("#cancel")
+    page.wait_for_function("document.querySelector('#zoom-status').innerText.startsWith('Cancelled')")
+    [run] = [p for p in folder.runs.iterdir() if p.name.startswith("coffee-x1024")]
+    time.sleep(2 * PAUSE)  # the step under way when the click landed is finished, then nothing more
+    manifest = json.loads((run / "manifest.json").read_text())
+    made = len(manifest["states"])
+    assert 2 <= made < 6 and not manifest["complete"]
+    time.sleep(2 * PAUSE)
+    assert len(json.loads((run / "manifest.json").read_text())["states"]) == made  # it really stopped
+
+    page.get_by_role("tab", name="Previous runs").click()
+    page.click("#refresh")
+    page.wait_for_function(f"document.querySelector('#runs').innerText.includes('{made} of 6')")
+    choose(page, "#pick", run.name)
+    page.click("#resume")
+    page.wait_for_function("document.querySelector('#runs-status').innerText.startsWith('Done')")
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["complete"] and [s["index"] for s in manifest["states"]] == list(range(6))
+    assert page.locator("#runs-gallery img").count() == 6
+    page.screenshot(path=str(artifacts / "app-resumed.png"), full_page=True)
     page.close()
 
 
