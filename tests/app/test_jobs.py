@@ -132,3 +132,12 @@ def test_before_after_shows_the_same_region(tmp_path: Path, small: Path) -> None
 def test_the_app_command_refuses_a_bad_port_in_one_line(capsys) -> None:
     assert main(["app", "--port", "70000"]) == 2
     assert capsys.readouterr().err == "chainzoom: error: port: must be 1..65535, got 70000\n"
+
+
+def test_the_app_without_gradio_says_what_to_install(monkeypatch, capsys, tmp_path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # what a missing package looks like to import
+    assert main(["app", "--port", "7999", "--folder", str(tmp_path / "app")]) == 2
+    assert capsys.readouterr().err == "chainzoom: error: chainzoom app needs gradio: pip install 'chainzoom[app]'\n"
+    assert not (tmp_path / "app").exists()

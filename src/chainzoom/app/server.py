@@ -67,7 +67,10 @@ def _gallery(run: Path) -> list[tuple[str, str]]:
 def build_app(folder: Path, max_pixels: int = DEFAULT_MAX_PIXELS, device: str = "auto") -> Any:
     """The Gradio Blocks of the app, writing under ``folder`` (not yet launched)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network unless the user asks for it
-    import gradio as gr
+    try:
+        import gradio as gr
+    except ImportError as exc:
+        raise ChainZoomError(f"chainzoom app needs {exc.name or 'gradio'}: pip install 'chainzoom[app]'") from None
 
     from chainzoom.backbones import BACKBONES
     from chainzoom.core.vocabulary import MODES
@@ -316,6 +319,8 @@ def launch(
 
     if not 0 < port <= MAX_PORT:
         raise OptionError("port", f"must be 1..{MAX_PORT}, got {port}")
+    if max_pixels <= 0:
+        raise OptionError("max_pixels", f"must be a positive number of pixels, got {max_pixels}")
     if max_upload_mb <= 0:
         raise OptionError("max_upload_mb", f"must be a positive number of MB, got {max_upload_mb}")
     demo = build_app(folder, max_pixels)

@@ -10,6 +10,7 @@ or a test reads), ``scores.png`` (Bradley–Terry scores with their intervals) a
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,9 @@ def write_report(folder: Path, seed: int = 0) -> Path:
     """Write the report of the study in ``folder``; return the markdown file's path."""
     folder = Path(folder)
     study = load_study(folder)
+    for package in ("scipy", "matplotlib"):
+        if importlib.util.find_spec(package) is None:
+            raise StudyError(f"chainzoom study report needs {package}: pip install 'chainzoom[eval]'")
     if not (folder / VOTES).is_file():
         raise StudyError(f"{folder} has no votes yet (serve it with chainzoom study serve)")
     summary = summarize(study, VoteStore(folder / VOTES).votes(), seed)
