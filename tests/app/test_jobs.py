@@ -72,6 +72,14 @@ def test_an_accepted_upload_is_kept_once_under_its_name(tmp_path: Path, small: P
     assert upload.size == (160, 120) and upload.path.name == "small-photo.png"
     assert upload.path.read_bytes() == small.read_bytes()
     assert folder.accept(small).path == upload.path and len(list(folder.inputs.rglob("*.png"))) == 1
+    other = tmp_path / "elsewhere" / "small photo.png"  # another picture under the same name
+    other.parent.mkdir()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(other)
+    second = folder.accept(other)
+    assert second.path != upload.path and second.path.name == upload.path.name
+    jobs = [Job(u.path, 16.0, (0.5, 0.5), "chain", "bicubic", "null") for u in (upload, second)]
+    assert folder.run_folder(jobs[0]) != folder.run_folder(jobs[1])
+    assert folder.run_folder(jobs[0]).name.startswith("small-photo-x16-chain-")
 
 
 def test_a_missing_extra_is_unavailable_with_its_install_hint(monkeypatch) -> None:

@@ -64,7 +64,18 @@ class Job:
     prompter: str
 
     def folder_name(self) -> str:
-        identity = json.dumps([self.input.name, self.scale, self.center, self.mode, self.backbone, self.prompter])
+        # An accepted input's folder is its content hash (inputs/SHA/NAME): two photos of one name
+        # differ, and the name stays the same when the app's folder is moved.
+        identity = json.dumps(
+            [
+                f"{self.input.parent.name}/{self.input.name}",
+                self.scale,
+                self.center,
+                self.mode,
+                self.backbone,
+                self.prompter,
+            ]
+        )
         digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
         stem = _UNSAFE.sub("-", self.input.stem)[:40] or "image"
         return f"{stem}-x{self.scale:g}-{self.mode}-{digest}"
@@ -136,8 +147,10 @@ class AppFolder:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         request = manifest["request"]
         center = request["center"]
+        source = Path(manifest["input"])
+        moved = self.inputs / source.parent.name / source.name  # the app's folder was moved since
         return Job(
-            Path(manifest["input"]),
+            source if source.exists() or not moved.exists() else moved,
             float(request["scale"]),
             (float(center[0]), float(center[1])),
             request["mode"],
