@@ -133,6 +133,27 @@ FLAGS: dict[str, Flag] = {
     "save_every": Flag("checkpoint every N steps"),
     "centers": Flag("zoom centres per image: the centre, then random"),
     "gradient_checkpointing": Flag("less memory, about a third slower", action="store_true"),
+    # train-backbone
+    "base": Flag("the SD3 medium diffusers folder (or hub id) to train on", metavar="SD3_DIR"),
+    "batch": Flag("training images per step"),
+    "lora_rank": Flag("rank of the transformer and VAE-encoder LoRAs"),
+    "degradation": Flag("how inputs are made from the HR crops: realesrgan (second-order) or bicubic (clean x4)"),
+    "schedule": Flag(
+        "constant (--degradation throughout) or coarse-to-fine (realesrgan for the first 25/45 of the steps, "
+        "then bicubic: the paper's 25K random + 20K 4x-specific steps, as read here)"
+    ),
+    "loss": Flag("weighted loss terms: mse, lpips, vsd (distribution matching against the frozen base)"),
+    "vgg": Flag("torchvision's VGG16 weights file (vgg16-397923af.pth), for LPIPS", metavar="PATH"),
+    "lpips_heads": Flag("LPIPS linear heads file (default: the lpips package's vgg.pth)", metavar="PATH"),
+    "crop": Flag("side of the random HR crops in px (a multiple of 16)"),
+    "captions": Flag("prompt per image: none (the empty prompt) or sidecar (IMAGE.txt beside each image)"),
+    "subtract_shift": Flag(
+        "encode as the official training script does (latent minus the VAE shift; its inference does not)",
+        action="store_true",
+    ),
+    "checkpoint_every": Flag("write the official checkpoint files every N steps"),
+    "preview": Flag("only write N sample LR/HR pairs to OUT/preview, then stop"),
+    "resume": Flag("continue the run in --out from its last checkpoint", action="store_true"),
 }
 
 #: Namespace key of a runtime field: ``runtime.tile`` is stored as ``runtime__tile``.

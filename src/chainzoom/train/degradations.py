@@ -246,7 +246,7 @@ def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 def _draw_jpeg(rng: np.random.Generator, bounds: Range) -> int:
-    return int(round(rng.uniform(*bounds)))
+    return round(float(rng.uniform(*bounds)))
 
 
 def _noise(image: torch.Tensor, stage: StageSettings, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
@@ -305,8 +305,7 @@ def realesrgan(hr: torch.Tensor, settings: RealESRGANSettings, rng: np.random.Ge
         out = filter2d(out, kernel2)
     direction, factor = _resize_factor(rng, settings.second)
     mode = str(rng.choice(RESIZE_MODES))
-    size = (int(height / settings.scale * factor), int(width / settings.scale * factor))
-    out = interpolate(out, size, mode)
+    out = interpolate(out, (int(height / settings.scale * factor), int(width / settings.scale * factor)), mode)
     second.update(resize=direction, factor=factor, mode=mode)
     out, noise = _noise(out, settings.second, rng)
     second.update(noise)
