@@ -188,3 +188,36 @@ def test_fifty_seeded_steps_lower_the_reconstruction_loss(setup, tmp_path):
         trainer.step(torch.stack([s.hr for s in batch]), torch.stack([s.lr_up for s in batch]), ["", ""], rng)
     after = loss()
     assert after < 0.9 * before, (before, after)
+
+
+def test_gradient_checkpointing_changes_memory_not_results(setup, tmp_path):
+    plain, checkpointed = tmp_path / "plain", tmp_path / "checkpointed"
+    run_train_backbone(config(setup, plain), report=lambda line: None)
+    run_train_backbone(config(setup, checkpointed, gradient_checkpointing=True), report=lambda line: None)
+    columns = ("step", *LOSS_COLUMNS)
+    assert [[r[c] for c in columns] for r in rows(plain)] == [[r[c] for c in columns] for r in rows(checkpointed)]
+    for a, b in zip(*(torch.load(checkpoint_paths(o, 2)[0], weights_only=True) for o in (plain, checkpointed))):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+def test_coarse_to_fine_is_realesrgan_then_bicubic(setup, tmp_path):
+    cfg = config(setup, tmp_path, schedule="coarse-to-fine", steps=45, crop=80, degradation="realesrgan")
+    assert [cfg.degradation_at(s) for s in (1, 25, 26, 45)] == ["realesrgan", "realesrgan", "bicubic", "bicubic"]
+    with pytest.raises(OptionError, match="set by --schedule"):
+        config(setup, tmp_path, schedule="coarse-to-fine", crop=80)  # with --degradation bicubic
+
+
+def test_sidecar_captions_are_read_and_required(setup, tmp_path):
+    write_photos(tmp_path / "captioned", 2, 48)
+    (tmp_path / "captioned" / "photo_00.txt").write_text("a red\nbrick wall\n")
+    with pytest.raises(InputError, match="photo_01.txt beside it"):
+        ImageSet([str(tmp_path / "captioned")], 32, "sidecar")
+    (tmp_path / "captioned" / "photo_01.txt").write_text("grass")
+    assert ImageSet([str(tmp_path / "captioned")], 32, "sidecar").captions == ["a red brick wall", "grass"]
+
+
+def test_half_precision_is_refused_on_the_cpu(setup, tmp_path):
+    cfg = config(setup, tmp_path / "run", runtime=Runtime(device="cpu", dtype="bfloat16"))
+    with pytest.raises(OptionError, match="is for GPUs"):
+        run_train_backbone(cfg, report=lambda line: None)
+    assert not (tmp_path / "run").exists()

@@ -126,6 +126,9 @@ class TrainBackboneConfig:
                 path = getattr(self, name)
                 if path is not None and not Path(path).is_file():
                     raise OptionError(name, f"{path} is not a file")
-        if self.runtime.engine != "torch" or self.runtime.tile is not None or self.runtime.tile_overlap is not None:
-            raise OptionError("engine", "training runs on the torch engine, untiled (--engine/--tile do not apply)")
+        if self.runtime.engine != "torch":
+            raise OptionError("engine", f"{self.runtime.engine} does not apply: training runs on the torch engine")
+        for name in ("tile", "tile_overlap"):
+            if getattr(self.runtime, name) is not None:
+                raise OptionError(name, "does not apply to training (it runs on whole crops)")
         check_out(self.out)
