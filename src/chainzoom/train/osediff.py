@@ -33,6 +33,7 @@ autocast).
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -118,8 +119,173 @@ class Updater:
             self.scaler.load_state_dict(state["scaler"])
 
 
-class OSEDiffSD3Trainer:
-    """The SD3 stack with its LoRAs, the optimizers, and :meth:`step`."""
+class OSEDiffTrainer(ABC):
+    """What the families share: the step's order, the losses, the optimizers and the saved state.
+
+    A family sets ``gen_params``, ``reg_params`` (empty without VSD) and ``vae_params``,
+    calls :meth:`_make_updaters`, and implements the hooks below.
+    """
+
+    gen_params: dict[str, nn.Parameter]
+    reg_params: dict[str, nn.Parameter]
+    vae_params: dict[str, nn.Parameter]
+
+    def __init__(
+        self, weights: dict[str, float], device: torch.device, dtype: torch.dtype, lpips: LPIPS | None
+    ) -> None:
+        self.weights = weights
+        self.device, self.dtype = device, dtype
+        self.lpips = lpips.to(device) if lpips is not None else None
+        self.use_vsd = weights["vsd"] > 0
+        self.prompts: dict[str, tuple[torch.Tensor, ...]] = {}
+
+    def _make_updaters(self, lr: float, extra: list[nn.Parameter] | None = None) -> None:
+        half = self.dtype == torch.float16
+        generator = [*self.gen_params.values(), *(extra or [])]
+        self.gen_updater = Updater(
+            [{"params": generator, "lr": lr}, {"params": list(self.vae_params.values()), "lr": lr}], scaler=half
+        )
+        reg = [{"params": list(self.reg_params.values()), "lr": lr}]
+        self.reg_updater = Updater(reg, half) if self.use_vsd else None
+
+    # ------------------------------------------------------------------ the family's hooks
+
+    @abstractmethod
+    def _encode_caption(self, caption: str) -> tuple[torch.Tensor, ...]:
+        """The family's text conditioning of one caption, float32, each tensor with a batch axis of 1."""
+
+    @abstractmethod
+    def release_text_encoders(self) -> None:
+        """Free the text encoders once every caption is encoded (one caption: the default)."""
+
+    @abstractmethod
+    def _use_generator(self) -> None:
+        """Make the generator's adapters the active ones."""
+
+    @abstractmethod
+    def generate(self, lr_up: torch.Tensor, condition: tuple, generator: torch.Generator | None) -> tuple:
+        """The inference step on ``lr_up`` ``[B,3,S,S]`` in ``[0, 1]``: (image in [-1, 1], latent z0).
+
+        ``generator`` seeds the posterior sample; ``None`` takes the posterior mode.
+        """
+
+    @abstractmethod
+    def _distribution_matching(
+        self, z0: torch.Tensor, condition: tuple, rng: np.random.Generator, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The DMD/VSD term on the generator's latent (gradients reach ``z0`` only)."""
+
+    @abstractmethod
+    def _regulariser_loss(
+        self, z0: torch.Tensor, condition: tuple, rng: np.random.Generator, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The regulariser's own loss on the detached generator latents (its adapter active)."""
+
+    @abstractmethod
+    def _use_regulariser(self) -> None:
+        """Make the regulariser's adapter the active one."""
+
+    @abstractmethod
+    def official_files(self, step: int) -> dict[str, Any]:
+        """The official checkpoint file(s) of ``step``: path under the run folder -> object to ``torch.save``."""
+
+    # ------------------------------------------------------------------ shared
+
+    def condition(self, captions: Sequence[str]) -> tuple[torch.Tensor, ...]:
+        """The text conditioning of each caption (cached on the CPU), stacked on the device."""
+        for caption in captions:
+            if caption not in self.prompts:
+                with torch.no_grad():
+                    self.prompts[caption] = tuple(t.cpu() for t in self._encode_caption(caption))
+        parts = zip(*(self.prompts[c] for c in captions))
+        return tuple(torch.cat(list(tensors)).to(self.device) for tensors in parts)
+
+    @contextmanager
+    def _autocast(self) -> Iterator[None]:
+        context = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32 else nullcontext()
+        with context:
+            yield
+
+    def _groups(self) -> tuple[tuple[str, dict[str, nn.Parameter]], ...]:
+        return (("gen", self.gen_params), ("reg", self.reg_params), ("vae", self.vae_params))
+
+    def trainable_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Every trained tensor (float32, CPU), by group: what exact resume restores."""
+        return {group: {n: p.detach().cpu().clone() for n, p in params.items()} for group, params in self._groups()}
+
+    def load_trainable_state(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        with torch.no_grad():
+            for group, params in self._groups():
+                saved = state[group]
+                if set(saved) != set(params):
+                    raise ValueError(f"the saved {group} LoRA does not match this model (another rank or base?)")
+                for name, param in params.items():
+                    param.copy_(saved[name])
+
+    def optimizer_state(self) -> dict[str, Any]:
+        return {
+            "gen": self.gen_updater.state_dict(),
+            "reg": self.reg_updater.state_dict() if self.reg_updater else None,
+        }
+
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        self.gen_updater.load_state_dict(state["gen"])
+        if self.reg_updater is not None:
+            self.reg_updater.load_state_dict(state["reg"])
+
+    def step(
+        self, hr: torch.Tensor, lr_up: torch.Tensor, captions: Sequence[str], rng: np.random.Generator
+    ) -> StepLosses:
+        """One update of the generator LoRAs, then of the regulariser; every draw from ``rng``."""
+        generator = torch.Generator("cpu").manual_seed(int(rng.integers(2**62)))
+        condition = self.condition(captions)
+        target = (hr * 2.0 - 1.0).to(self.device)
+        w = self.weights
+        self._use_generator()
+        with self._autocast():
+            image, z0 = self.generate(lr_up, condition, generator)
+            image = image.float()
+            mse = F.mse_loss(image, target)
+            total = w["mse"] * mse
+            lpips = None
+            if self.lpips is not None and w["lpips"] > 0:
+                lpips = self.lpips(image, target).mean()
+                total = total + w["lpips"] * lpips
+            vsd = None
+            if self.use_vsd:
+                vsd = self._distribution_matching(z0, condition, rng, generator)
+                total = total + w["vsd"] * vsd
+        self._use_generator()  # active again before backward: gradient checkpointing reruns the forward
+        self.gen_updater.step(total)
+        reg = None
+        if self.reg_updater is not None:
+            self._use_regulariser()
+            with self._autocast():
+                reg_loss = self._regulariser_loss(z0.detach(), condition, rng, generator)
+            self.reg_updater.step(reg_loss)
+            self._use_generator()
+            reg = float(reg_loss.detach())
+        return StepLosses(
+            mse=float(mse.detach()),
+            lpips=None if lpips is None else float(lpips.detach()),
+            vsd=None if vsd is None else float(vsd.detach()),
+            reg=reg,
+            total=float(total.detach()),
+        )
+
+
+def set_trainable(params: Sequence[nn.Parameter]) -> None:
+    """PEFT switches requires_grad with the active adapter; the trained set stays fixed."""
+    for p in params:
+        p.requires_grad_(True)
+
+
+def lora_params(model: nn.Module, adapter: str) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if ".lora_" in n and f".{adapter}." in n}
+
+
+class OSEDiffSD3Trainer(OSEDiffTrainer):
+    """Chain-of-Zoom's backbone: SD3 with the AdaLayerNormZero LoRA; files ``model_*.pkl`` + ``vae_encoder_*.pt``."""
 
     def __init__(
         self,
@@ -140,10 +306,8 @@ class OSEDiffSD3Trainer:
 
         from chainzoom.backbones.diffusion.common import load_part
 
-        self.weights = weights
-        self.device, self.dtype = device, dtype
+        super().__init__(weights, device, dtype, lpips)
         self.subtract_shift = subtract_shift
-        self.lpips = lpips.to(device) if lpips is not None else None
         # Frozen parts load in the run's dtype; the trained ones are float32 (autocast does the rest).
         self.parts: SD3Parts = load_sd3(base, dtype)
         self.transformer = self.parts.transformer.float().to(device)
@@ -151,9 +315,7 @@ class OSEDiffSD3Trainer:
         scheduler = load_part(FlowMatchEulerDiscreteScheduler.from_pretrained, base, "scheduler")
         scheduler.set_timesteps(TRAIN_TIMESTEPS)
         self.timesteps = scheduler.timesteps.float().cpu()
-        self.prompts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-        self.use_vsd = weights["vsd"] > 0
         self.linear_names = adaln_zero_names(self.transformer)
         adapters = [GEN, REG] if self.use_vsd else [GEN]
         for number, adapter in enumerate(adapters):
@@ -165,9 +327,9 @@ class OSEDiffSD3Trainer:
         torch.manual_seed(seed + 2)
         vae_config = LoraConfig(r=rank, init_lora_weights="gaussian", target_modules=vae_encoder_targets(self.vae))
         self.vae.add_adapter(vae_config, adapter_name=VAE_ADAPTER)
-        self.gen_params = self._lora_params(self.transformer, GEN)
-        self.reg_params = self._lora_params(self.transformer, REG) if self.use_vsd else {}
-        self.vae_params = self._lora_params(self.vae, VAE_ADAPTER)
+        self.gen_params = lora_params(self.transformer, GEN)
+        self.reg_params = lora_params(self.transformer, REG) if self.use_vsd else {}
+        self.vae_params = lora_params(self.vae, VAE_ADAPTER)
         self.transformer.requires_grad_(False)
         self.vae.requires_grad_(False)
         self._use(GEN)
@@ -176,24 +338,7 @@ class OSEDiffSD3Trainer:
             self.vae.enable_gradient_checkpointing()
         self.transformer.train()
         self.vae.train()
-
-        half = dtype == torch.float16
-        self.gen_updater = Updater(
-            [
-                {"params": list(self.gen_params.values()), "lr": lr},
-                {"params": list(self.vae_params.values()), "lr": lr},
-            ],
-            scaler=half,
-        )
-        self.reg_updater = (
-            Updater([{"params": list(self.reg_params.values()), "lr": lr}], half) if self.use_vsd else None
-        )
-
-    # ------------------------------------------------------------------ adapters
-
-    @staticmethod
-    def _lora_params(model: nn.Module, adapter: str) -> dict[str, nn.Parameter]:
-        return {n: p for n, p in model.named_parameters() if ".lora_" in n and f".{adapter}." in n}
+        self._make_updaters(lr)
 
     def _use(self, adapter: str | None) -> None:
         """Make ``adapter`` the transformer's active LoRA (None: the frozen base)."""
@@ -202,28 +347,17 @@ class OSEDiffSD3Trainer:
         else:
             self.transformer.enable_adapters()
             self.transformer.set_adapter(adapter)
-        # PEFT switches requires_grad with the active adapter; the trained set stays fixed.
-        for p in (*self.gen_params.values(), *self.reg_params.values(), *self.vae_params.values()):
-            p.requires_grad_(True)
+        set_trainable([*self.gen_params.values(), *self.reg_params.values(), *self.vae_params.values()])
 
-    def trainable_state(self) -> dict[str, dict[str, torch.Tensor]]:
-        """Every trained tensor (float32, CPU), by group: what exact resume restores."""
-        return {
-            group: {n: p.detach().cpu().clone() for n, p in params.items()}
-            for group, params in (("gen", self.gen_params), ("reg", self.reg_params), ("vae", self.vae_params))
-        }
+    def _use_generator(self) -> None:
+        self._use(GEN)
 
-    def load_trainable_state(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
-        with torch.no_grad():
-            for group, params in (("gen", self.gen_params), ("reg", self.reg_params), ("vae", self.vae_params)):
-                saved = state[group]
-                if set(saved) != set(params):
-                    raise ValueError(f"the saved {group} LoRA does not match this model (another rank or base?)")
-                for name, param in params.items():
-                    param.copy_(saved[name])
+    def _use_regulariser(self) -> None:
+        self._use(REG)
 
-    def official_transformer_lora(self) -> list[torch.Tensor]:
-        """``model_<step>.pkl``: ``[up_0, down_0, ...]`` float32 in the AdaLayerNormZero traversal order."""
+    def official_files(self, step: int) -> dict[str, Any]:
+        """``model_<step>.pkl`` (``[up_0, down_0, ...]`` float32, AdaLayerNormZero order) and
+        ``vae_encoder_<step>.pt`` (the PEFT-wrapped encoder's whole state dict in float16)."""
         tensors = []
         for name in self.linear_names:
             layer = self.transformer.get_submodule(name)
@@ -231,38 +365,18 @@ class OSEDiffSD3Trainer:
                 layer.lora_B[GEN].weight.detach().float().cpu().clone(),
                 layer.lora_A[GEN].weight.detach().float().cpu().clone(),
             ]
-        return tensors
+        encoder = {k: v.detach().cpu().half() for k, v in self.vae.encoder.state_dict().items()}
+        return {f"checkpoints/model_{step}.pkl": tensors, f"checkpoints/vae_encoder_{step}.pt": encoder}
 
-    def official_vae_encoder(self) -> dict[str, torch.Tensor]:
-        """``vae_encoder_<step>.pt``: the PEFT-wrapped encoder's whole state dict in float16."""
-        return {k: v.detach().cpu().half() for k, v in self.vae.encoder.state_dict().items()}
-
-    # ------------------------------------------------------------------ the step
-
-    def condition(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The official SD3 text encoding of each caption (cached), stacked, float32 on the device."""
-        for caption in captions:
-            if caption not in self.prompts:
-                with torch.no_grad():
-                    for encoder in self.parts.text_encoders:
-                        encoder.to(self.device)
-                    embeds, pooled = encode_prompt_official(self.parts, caption, self.device, torch.float32)
-                    self.prompts[caption] = (embeds.cpu(), pooled.cpu())
-        embeds = torch.cat([self.prompts[c][0] for c in captions]).to(self.device)
-        pooled = torch.cat([self.prompts[c][1] for c in captions]).to(self.device)
-        return embeds, pooled
+    def _encode_caption(self, caption: str) -> tuple[torch.Tensor, ...]:
+        for encoder in self.parts.text_encoders:
+            encoder.to(self.device)
+        return encode_prompt_official(self.parts, caption, self.device, torch.float32)
 
     def release_text_encoders(self) -> None:
-        """Free the text encoders once every caption is encoded (one caption: the default)."""
         self.parts.text_encoders = tuple(nn.Identity() for _ in self.parts.text_encoders)  # type: ignore[assignment]
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-    @contextmanager
-    def _autocast(self) -> Iterator[None]:
-        context = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32 else nullcontext()
-        with context:
-            yield
 
     def _sigma(self, rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One t of the shifted 1000-step schedule per step (as officially), and its σ = t/1000."""
@@ -276,45 +390,11 @@ class OSEDiffSD3Trainer:
         )[0]
         return zt - sigma * velocity
 
-    def generate(self, lr_up: torch.Tensor, condition: tuple, generator: torch.Generator) -> tuple:
-        """The inference step on ``lr_up`` ``[B,3,S,S]`` in ``[0, 1]``: (image in [-1, 1], latent z0)."""
+    def generate(self, lr_up: torch.Tensor, condition: tuple, generator: torch.Generator | None) -> tuple:
         pixels = (lr_up * 2.0 - 1.0).to(self.device)
         latent = encode_latent(self.vae, pixels, generator, subtract_shift=self.subtract_shift)
         z0 = one_step(self.transformer, latent, *condition)
         return decode_latent(self.vae, z0, torch.float32), z0
-
-    def step(
-        self, hr: torch.Tensor, lr_up: torch.Tensor, captions: Sequence[str], rng: np.random.Generator
-    ) -> StepLosses:
-        """One update of the generator LoRAs, then of the regulariser; every draw from ``rng``."""
-        generator = torch.Generator("cpu").manual_seed(int(rng.integers(2**62)))
-        condition = self.condition(captions)
-        target = (hr * 2.0 - 1.0).to(self.device)
-        w = self.weights
-        self._use(GEN)
-        with self._autocast():
-            image, z0 = self.generate(lr_up, condition, generator)
-            image = image.float()
-            mse = F.mse_loss(image, target)
-            total = w["mse"] * mse
-            lpips = None
-            if self.lpips is not None and w["lpips"] > 0:
-                lpips = self.lpips(image, target).mean()
-                total = total + w["lpips"] * lpips
-            vsd = None
-            if self.use_vsd:
-                vsd = self._distribution_matching(z0, condition, rng, generator)
-                total = total + w["vsd"] * vsd
-        self._use(GEN)  # active again before backward: gradient checkpointing reruns the forward
-        self.gen_updater.step(total)
-        reg = self._regulariser_step(z0.detach(), condition, rng, generator) if self.use_vsd else None
-        return StepLosses(
-            mse=float(mse.detach()),
-            lpips=None if lpips is None else float(lpips.detach()),
-            vsd=None if vsd is None else float(vsd.detach()),
-            reg=reg,
-            total=float(total.detach()),
-        )
 
     def _noised(self, z0: torch.Tensor, rng: np.random.Generator, generator: torch.Generator) -> tuple:
         t, sigma = self._sigma(rng, z0.shape[0])
@@ -334,25 +414,8 @@ class OSEDiffSD3Trainer:
             grad = (fake - real) / weighting
         return F.mse_loss(z0.float(), (z0.float() - grad).detach())
 
-    def _regulariser_step(
+    def _regulariser_loss(
         self, z0: torch.Tensor, condition: tuple, rng: np.random.Generator, generator: torch.Generator
-    ) -> float:
-        assert self.reg_updater is not None
-        self._use(REG)
-        with self._autocast():
-            zt, t, sigma = self._noised(z0, rng, generator)
-            loss = F.mse_loss(self._x0(zt, t, sigma, condition).float(), z0.float())
-        self.reg_updater.step(loss)
-        self._use(GEN)
-        return float(loss.detach())
-
-    def optimizer_state(self) -> dict[str, Any]:
-        return {
-            "gen": self.gen_updater.state_dict(),
-            "reg": self.reg_updater.state_dict() if self.reg_updater else None,
-        }
-
-    def load_optimizer_state(self, state: dict[str, Any]) -> None:
-        self.gen_updater.load_state_dict(state["gen"])
-        if self.reg_updater is not None:
-            self.reg_updater.load_state_dict(state["reg"])
+    ) -> torch.Tensor:
+        zt, t, sigma = self._noised(z0, rng, generator)
+        return F.mse_loss(self._x0(zt, t, sigma, condition).float(), z0.float())

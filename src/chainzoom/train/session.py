@@ -162,11 +162,15 @@ def _claim(out: Path, config: TrainBackboneConfig) -> int:
 
 
 def save_checkpoint(out: Path, trainer: Any, step: int) -> None:
-    lora, vae = checkpoint_paths(out, step)
-    atomic_write(lora, lambda tmp: torch.save(trainer.official_transformer_lora(), tmp))
-    atomic_write(vae, lambda tmp: torch.save(trainer.official_vae_encoder(), tmp))
+    """The official file(s) of ``step``, then the resume state (so a state never names missing files)."""
+    for name, obj in trainer.official_files(step).items():
+        _save_torch(out / name, obj)
     state = {"step": step, "lora": trainer.trainable_state(), "optimizer": trainer.optimizer_state()}
-    atomic_write(out / STATE_FILE, lambda tmp: torch.save(state, tmp))
+    _save_torch(out / STATE_FILE, state)
+
+
+def _save_torch(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def read_log(log: Path) -> list[dict[str, str]]:
