@@ -134,8 +134,9 @@ FLAGS: dict[str, Flag] = {
     "centers": Flag("zoom centres per image: the centre, then random"),
     "gradient_checkpointing": Flag("less memory, about a third slower", action="store_true"),
     # train-backbone
-    "base": Flag("the SD3 medium diffusers folder (or hub id) to train on", metavar="SD3_DIR"),
+    "base": Flag("the diffusers folder (or hub id) to train on: SD3 medium, or SD 2.1-base for --variant sd21", metavar="DIR"),
     "batch": Flag("training images per step"),
+    "variant": Flag("sd3 (Chain-of-Zoom's backbone, for osediff-sd3) or sd21 (the original OSEDiff, for osediff-sd21)"),
     "lora_rank": Flag("rank of the transformer and VAE-encoder LoRAs"),
     "degradation": Flag("how inputs are made from the HR crops: realesrgan (second-order) or bicubic (clean x4)"),
     "schedule": Flag(

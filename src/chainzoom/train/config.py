@@ -21,6 +21,8 @@ DEFAULT_LOSS = "mse=1,lpips=2,vsd=1"
 LOSS_TERMS = ("mse", "lpips", "vsd")
 SCHEDULES = ("constant", "coarse-to-fine")
 CAPTIONS = ("none", "sidecar")
+#: sd3: Chain-of-Zoom's backbone (``osediff-sd3``); sd21: the original OSEDiff (``osediff-sd21``).
+VARIANTS = {"sd3": "StableDiffusion3Pipeline", "sd21": "StableDiffusionPipeline"}
 #: The paper's schedule: 25K steps of random degradations, then 20K 4x-specific ones.
 COARSE_SHARE = 25 / 45
 #: VAE factor 8 times the SD3 transformer's patch 2.
@@ -51,9 +53,10 @@ def parse_loss(spec: str) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class TrainBackboneConfig:
-    """``chainzoom train-backbone``: OSEDiff on SD3 (LoRA on the transformer and the VAE encoder)."""
+    """``chainzoom train-backbone``: OSEDiff on SD3 (LoRA on the transformer and the VAE encoder), or on SD 2.1."""
 
     base: str | None = None
+    variant: str = "sd3"
     images: tuple[str, ...] = ()
     out: str = "runs/train"
     steps: int = 20000
@@ -108,6 +111,10 @@ class TrainBackboneConfig:
             raise OptionError("schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.schedule == "coarse-to-fine" and self.degradation != "realesrgan":
             raise OptionError("degradation", "is set by --schedule coarse-to-fine (realesrgan, then bicubic)")
+        if self.variant not in VARIANTS:
+            raise OptionError("variant", f"must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.variant == "sd21" and self.subtract_shift:
+            raise OptionError("subtract_shift", "does not apply to --variant sd21 (its VAE has no shift)")
         if self.captions not in CAPTIONS:
             raise OptionError("captions", f"must be one of {', '.join(CAPTIONS)}, got {self.captions!r}")
         if self.crop % CROP_MULTIPLE or self.crop < CROP_MULTIPLE:

@@ -5,7 +5,8 @@ The run folder holds:
 - ``train.json``: the settings; ``--resume`` must find the same ones (only ``--steps``,
   ``--checkpoint-every``, ``--preview`` and ``--quiet`` may change);
 - ``checkpoints/model_<step>.pkl`` and ``checkpoints/vae_encoder_<step>.pt``: the
-  official files, for ``--backbone osediff-sd3:SD3_DIR,lora=...,vae=...``;
+  official files, for ``--backbone osediff-sd3:SD3_DIR,lora=...,vae=...`` (``--variant
+  sd21``: ``checkpoints/osediff_<step>.pkl``, for ``osediff-sd21:SD21_DIR,ckpt=...``);
 - ``resume.pt``: the latest checkpoint's full state (every LoRA in float32, both
   optimizers); with the per-step seeding of :mod:`chainzoom.train.data` it is all a
   resumed run needs to repeat exactly the steps an uninterrupted run would take;
@@ -32,8 +33,8 @@ import torch
 from chainzoom.config import to_dict
 from chainzoom.errors import OptionError
 from chainzoom.io.atomic import atomic_write, atomic_write_json
-from chainzoom.runtime import torch_dtype
-from chainzoom.train.config import TrainBackboneConfig
+from chainzoom.runtime import Runtime, torch_dtype
+from chainzoom.train.config import VARIANTS, TrainBackboneConfig
 from chainzoom.train.data import ImageSet, step_rng, write_preview
 from chainzoom.train.degradations import RealESRGANSettings
 
@@ -69,25 +70,10 @@ def run_train_backbone(config: TrainBackboneConfig, report: Callable[[str], None
         return out
     assert config.base is not None  # checked by the config
     require_diffusion_packages("train-backbone")
-    base = resolve_base(config.base, "StableDiffusion3Pipeline", "train-backbone")
+    base = resolve_base(config.base, VARIANTS[config.variant], "train-backbone")
     lpips = _lpips(config)
     start = _claim(out, config)
-
-    from chainzoom.train.osediff import OSEDiffSD3Trainer
-
-    device = torch.device(runtime.device)
-    trainer = OSEDiffSD3Trainer(
-        base,
-        config.weights,
-        rank=config.lora_rank,
-        lr=config.lr,
-        device=device,
-        dtype=torch_dtype(runtime.dtype),
-        seed=runtime.seed,
-        lpips=lpips,
-        subtract_shift=config.subtract_shift,
-        gradient_checkpointing=config.gradient_checkpointing,
-    )
+    trainer = make_trainer(config, base, runtime, lpips)
     log = out / LOG_FILE
     if start:
         state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
@@ -121,9 +107,37 @@ def run_train_backbone(config: TrainBackboneConfig, report: Callable[[str], None
         if step % config.checkpoint_every == 0 or step == config.steps:
             save_checkpoint(out, trainer, step)
             _plot(log, out / PLOT_FILE, config.weights, report)
-    lora, vae = checkpoint_paths(out, config.steps)
-    report(f"backbone: osediff-sd3:{config.base},lora={lora},vae={vae}")
+    report(f"backbone: {backbone_spec(config, config.steps)}")
     return out
+
+
+def make_trainer(config: TrainBackboneConfig, base: str, runtime: Runtime, lpips: Any) -> Any:
+    """The variant's trainer, its models loaded and its LoRAs initialised from the seed."""
+    common: dict[str, Any] = {
+        "rank": config.lora_rank,
+        "lr": config.lr,
+        "device": torch.device(runtime.device),
+        "dtype": torch_dtype(runtime.dtype),
+        "seed": runtime.seed,
+        "lpips": lpips,
+        "gradient_checkpointing": config.gradient_checkpointing,
+    }
+    if config.variant == "sd21":
+        from chainzoom.train.osediff_sd21 import OSEDiffSD21Trainer
+
+        return OSEDiffSD21Trainer(base, config.weights, **common)
+    from chainzoom.train.osediff import OSEDiffSD3Trainer
+
+    return OSEDiffSD3Trainer(base, config.weights, subtract_shift=config.subtract_shift, **common)
+
+
+def backbone_spec(config: TrainBackboneConfig, step: int) -> str:
+    """The ``--backbone`` spec that zooms with the files of ``step``."""
+    out = Path(config.out)
+    if config.variant == "sd21":
+        return f"osediff-sd21:{config.base},ckpt={out / 'checkpoints' / f'osediff_{step}.pkl'}"
+    lora, vae = checkpoint_paths(out, step)
+    return f"osediff-sd3:{config.base},lora={lora},vae={vae}"
 
 
 def _lpips(config: TrainBackboneConfig) -> Any:
