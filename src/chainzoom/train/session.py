@@ -72,8 +72,10 @@ def run_train_backbone(config: TrainBackboneConfig, report: Callable[[str], None
     require_diffusion_packages("train-backbone")
     base = resolve_base(config.base, VARIANTS[config.variant], "train-backbone")
     lpips = _lpips(config)
-    start = _claim(out, config)
-    trainer = make_trainer(config, base, runtime, lpips)
+    start = _check_folder(out, config)
+    trainer = make_trainer(config, base, runtime, lpips)  # a model that fails to load leaves no run behind
+    if not config.resume:
+        atomic_write_json(out / SETTINGS_FILE, _identity(config))
     log = out / LOG_FILE
     if start:
         state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
@@ -149,17 +151,19 @@ def _lpips(config: TrainBackboneConfig) -> Any:
 
 
 def _identity(config: TrainBackboneConfig) -> dict[str, Any]:
-    return {k: v for k, v in to_dict(config).items() if k not in MAY_CHANGE}
+    """The settings that decide what each step computes (CPU threads do not)."""
+    data = {k: v for k, v in to_dict(config).items() if k not in MAY_CHANGE}
+    data["runtime"] = {k: v for k, v in data["runtime"].items() if k != "threads"}
+    return data
 
 
-def _claim(out: Path, config: TrainBackboneConfig) -> int:
-    """Record the settings of a new run, or check a resumed one's; the step to resume after."""
+def _check_folder(out: Path, config: TrainBackboneConfig) -> int:
+    """A new run needs an unused folder, a resumed one the same settings; the step to resume after."""
     settings = out / SETTINGS_FILE
     identity = _identity(config)
     if not config.resume:
         if settings.exists():
             raise OptionError("out", f"{out} already holds a training run: pass --resume, or choose another --out")
-        atomic_write_json(settings, identity)
         return 0
     if not settings.is_file():
         raise OptionError("resume", f"{out} holds no training run ({SETTINGS_FILE} is missing)")
