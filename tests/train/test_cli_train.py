@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from PIL import Image
 
@@ -53,3 +55,10 @@ def test_preview_writes_pairs_and_what_was_drawn(tmp_path, capsys):
     assert main([*argv, "--device", "cpu"]) == 0  # seeded: the same pairs again
     assert (out / "preview" / "pair_001_lr.png").read_bytes() == first
     assert not (out / "train.json").exists()
+
+
+def test_the_command_line_still_starts_without_torch():
+    """train-backbone's config is importable without torch, so ``chainzoom --help`` stays fast."""
+    code = "import sys, chainzoom.cli; chainzoom.cli.build_parser(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -14,7 +14,7 @@ from pathlib import Path
 from chainzoom.config import check_out
 from chainzoom.errors import OptionError
 from chainzoom.runtime import Runtime
-from chainzoom.train.degradations import DEGRADATIONS, RealESRGANSettings
+from chainzoom.train.settings import DEGRADATIONS, RealESRGANSettings
 
 #: OSEDiff's loss weights: MSE 1, LPIPS 2, VSD (distribution matching) 1.
 DEFAULT_LOSS = "mse=1,lpips=2,vsd=1"
