@@ -221,3 +221,22 @@ def test_half_precision_is_refused_on_the_cpu(setup, tmp_path):
     with pytest.raises(OptionError, match="is for GPUs"):
         run_train_backbone(cfg, report=lambda line: None)
     assert not (tmp_path / "run").exists()
+
+
+def test_sidecar_captions_train_with_a_bounded_prompt_cache(setup, tmp_path, monkeypatch):
+    import chainzoom.train.osediff as trainer_module
+
+    monkeypatch.setattr(trainer_module, "PROMPT_CACHE", 1)  # a batch of two captions overflows it
+    photos = write_photos(tmp_path / "captioned", 2, 48)
+    for index, text in enumerate(("a red brick wall", "green grass")):
+        (photos / f"photo_{index:02d}.txt").write_text(text)
+    cfg = config(setup, tmp_path / "run", images=(str(photos),), captions="sidecar", loss="mse=1", steps=1)
+    run_train_backbone(cfg, report=lambda line: None)
+    assert [r["step"] for r in rows(tmp_path / "run")] == ["1"]
+
+
+def test_one_step_on_real_esrgan_pairs(setup, tmp_path):
+    photos = write_photos(tmp_path / "large", 2, 96)
+    cfg = config(setup, tmp_path / "run", images=(str(photos),), degradation="realesrgan", crop=80, steps=1)
+    run_train_backbone(cfg, report=lambda line: None)
+    assert rows(tmp_path / "run")[0]["degradation"] == "realesrgan"

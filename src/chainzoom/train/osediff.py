@@ -56,6 +56,8 @@ VAE_LORA_PATTERNS = (
 TRAIN_TIMESTEPS = 1000
 ADAMW = {"betas": (0.9, 0.999), "weight_decay": 1e-2, "eps": 1e-8}
 MAX_GRAD_NORM = 1.0
+#: Captions whose encodings are kept (``--captions sidecar`` has one per image).
+PROMPT_CACHE = 64
 
 
 def adaln_zero_names(transformer: nn.Module) -> list[str]:
@@ -193,12 +195,15 @@ class OSEDiffTrainer(ABC):
 
     def condition(self, captions: Sequence[str]) -> tuple[torch.Tensor, ...]:
         """The text conditioning of each caption (cached on the CPU), stacked on the device."""
+        encoded = []
         for caption in captions:
             if caption not in self.prompts:
+                while len(self.prompts) >= PROMPT_CACHE:  # SD3's are 9.6 MB each: keep the latest
+                    self.prompts.pop(next(iter(self.prompts)))
                 with torch.no_grad():
                     self.prompts[caption] = tuple(t.cpu() for t in self._encode_caption(caption))
-        parts = zip(*(self.prompts[c] for c in captions))
-        return tuple(torch.cat(list(tensors)).to(self.device) for tensors in parts)
+            encoded.append(self.prompts[caption])
+        return tuple(torch.cat(list(tensors)).to(self.device) for tensors in zip(*encoded))
 
     @contextmanager
     def _autocast(self) -> Iterator[None]:
