@@ -114,7 +114,7 @@ def test_the_written_files_are_what_inference_runs(setup, tmp_path):
 
 def make_trainer(setup, cfg):
     torch.set_num_threads(1)  # as Runtime(threads=1) does for the runs
-    return OSEDiffSD3Trainer(
+    return OSEDiffSD3Trainer.from_folder(
         str(setup["base"]),
         cfg.weights,
         rank=cfg.lora_rank,

@@ -292,9 +292,20 @@ def lora_params(model: nn.Module, adapter: str) -> dict[str, nn.Parameter]:
 class OSEDiffSD3Trainer(OSEDiffTrainer):
     """Chain-of-Zoom's backbone: SD3 with the AdaLayerNormZero LoRA; files ``model_*.pkl`` + ``vae_encoder_*.pt``."""
 
+    @classmethod
+    def from_folder(cls, base: str, weights: dict[str, float], **options: Any) -> OSEDiffSD3Trainer:
+        """Load SD3 from a diffusers folder; the frozen parts in ``dtype`` (autocast does the rest)."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        from chainzoom.backbones.diffusion.common import load_part
+
+        scheduler = load_part(FlowMatchEulerDiscreteScheduler.from_pretrained, base, "scheduler")
+        return cls(load_sd3(base, options["dtype"]), scheduler, weights, **options)
+
     def __init__(
         self,
-        base: str,
+        parts: SD3Parts,
+        scheduler: Any,
         weights: dict[str, float],
         *,
         rank: int,
@@ -306,18 +317,13 @@ class OSEDiffSD3Trainer(OSEDiffTrainer):
         subtract_shift: bool = False,
         gradient_checkpointing: bool = False,
     ) -> None:
-        from diffusers import FlowMatchEulerDiscreteScheduler
         from peft import LoraConfig
-
-        from chainzoom.backbones.diffusion.common import load_part
 
         super().__init__(weights, device, dtype, lpips)
         self.subtract_shift = subtract_shift
-        # Frozen parts load in the run's dtype; the trained ones are float32 (autocast does the rest).
-        self.parts: SD3Parts = load_sd3(base, dtype)
+        self.parts = parts
         self.transformer = self.parts.transformer.float().to(device)
         self.vae = self.parts.vae.float().to(device)
-        scheduler = load_part(FlowMatchEulerDiscreteScheduler.from_pretrained, base, "scheduler")
         scheduler.set_timesteps(TRAIN_TIMESTEPS)
         self.timesteps = scheduler.timesteps.float().cpu()
 

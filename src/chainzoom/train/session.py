@@ -130,7 +130,7 @@ def make_trainer(config: TrainBackboneConfig, base: str, runtime: Runtime, lpips
         return OSEDiffSD21Trainer(base, config.weights, **common)
     from chainzoom.train.osediff import OSEDiffSD3Trainer
 
-    return OSEDiffSD3Trainer(base, config.weights, subtract_shift=config.subtract_shift, **common)
+    return OSEDiffSD3Trainer.from_folder(base, config.weights, subtract_shift=config.subtract_shift, **common)
 
 
 def backbone_spec(config: TrainBackboneConfig, step: int) -> str:
