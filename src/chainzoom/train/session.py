@@ -154,6 +154,8 @@ def _identity(config: TrainBackboneConfig) -> dict[str, Any]:
     """The settings that decide what each step computes (CPU threads do not)."""
     data = {k: v for k, v in to_dict(config).items() if k not in MAY_CHANGE}
     data["runtime"] = {k: v for k, v in data["runtime"].items() if k != "threads"}
+    if config.schedule == "coarse-to-fine":  # its switch point is a share of --steps
+        data["steps"] = config.steps
     return data
 
 
