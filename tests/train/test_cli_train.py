@@ -62,3 +62,13 @@ def test_the_command_line_still_starts_without_torch():
     code = "import sys, chainzoom.cli; chainzoom.cli.build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_images_may_be_repeated_and_add_up():
+    from chainzoom.cli import build_parser
+    from chainzoom.cli.parsing import config_from
+    from chainzoom.train.config import TrainBackboneConfig
+
+    argv = ["train-backbone", "--base", "B", "--images", "lsdir", "--images", "ffhq", "x", "--loss", "mse=1"]
+    args = build_parser().parse_args(argv)
+    assert config_from(args, TrainBackboneConfig).images == ("lsdir", "ffhq", "x")

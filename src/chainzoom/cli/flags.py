@@ -51,7 +51,7 @@ FLAGS: dict[str, Flag] = {
     # inputs and outputs
     "inputs": Flag("image files or folders of images", positional=True, nargs="*", metavar="INPUT"),
     "input": Flag("an image file", positional=True, nargs="?", metavar="INPUT"),
-    "images": Flag("image files or folders", nargs="+", metavar="PATH"),
+    "images": Flag("image files or folders (the flag may be repeated)", nargs="+", metavar="PATH", action="extend"),
     "out": Flag("output folder"),
     "overwrite": Flag("replace a finished or different run in --out", action="store_true"),
     "quiet": Flag("no progress bars", names=("--quiet", "-q"), action="store_true"),
@@ -134,7 +134,9 @@ FLAGS: dict[str, Flag] = {
     "centers": Flag("zoom centres per image: the centre, then random"),
     "gradient_checkpointing": Flag("less memory, about a third slower", action="store_true"),
     # train-backbone
-    "base": Flag("the diffusers folder (or hub id) to train on: SD3 medium, or SD 2.1-base for --variant sd21", metavar="DIR"),
+    "base": Flag(
+        "the diffusers folder (or hub id) to train on: SD3 medium, or SD 2.1-base for --variant sd21", metavar="DIR"
+    ),
     "batch": Flag("training images per step"),
     "variant": Flag("sd3 (Chain-of-Zoom's backbone, for osediff-sd3) or sd21 (the original OSEDiff, for osediff-sd21)"),
     "lora_rank": Flag("rank of the transformer and VAE-encoder LoRAs"),
@@ -182,7 +184,7 @@ def _add(parser: Any, name: str, hint: Any, default: Any, dest: str) -> None:
     kwargs: dict[str, Any] = {"help": _with_default(flag, default), "default": argparse.SUPPRESS}
     if flag.action:
         kwargs["action"] = flag.action
-    else:
+    if not flag.action or flag.action == "extend":  # extend: repeated flags add up, so it takes values
         listed = typing.get_origin(hint) is tuple and typing.get_args(hint)[1:] == (Ellipsis,)
         kwargs["type"] = flag.parse or (comma_list if listed and not flag.nargs else _parse_type(hint))
         if flag.nargs:
