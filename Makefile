@@ -8,6 +8,8 @@ PIP := $(BIN)/python -m pip
 # spandrel declares torchvision, which would replace our CPU torch with a multi-GB CUDA
 # build; it is installed without dependencies (its real needs are in the [spandrel] extra).
 SPANDREL := spandrel==0.4.2
+# lpips (only its LPIPS linear-head weights are used) declares torchvision too.
+LPIPS := lpips==0.1.4
 
 .PHONY: demo test lint bench clean
 
@@ -22,6 +24,7 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 $(VENV)/.full: pyproject.toml | $(BIN)/python
 	$(PIP) install --quiet -e '.[test]'
 	$(PIP) install --quiet --no-deps $(SPANDREL)
+	$(PIP) install --quiet --no-deps $(LPIPS)
 	touch $@ $(VENV)/.core
 
 # The viewer's end-to-end test drives Debian's headless Chromium; installed when missing

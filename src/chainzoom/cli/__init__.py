@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from chainzoom import __version__
-from chainzoom.cli import align, app, evaluate, models, prompts, study, view, zoom
+from chainzoom.cli import align, app, evaluate, models, prompts, study, train, view, zoom
 from chainzoom.cli.flags import flag_name
 from chainzoom.cli.parsing import EXIT_USAGE, OneLineParser
 from chainzoom.errors import ChainZoomError, OptionError
@@ -24,7 +24,7 @@ def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="chainzoom", description="Extreme single-image super-resolution by Chain-of-Zoom.")
     parser.add_argument("--version", action="version", version=f"chainzoom {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
-    for command in (zoom, prompts, evaluate, view, align, models, app, study):
+    for command in (zoom, prompts, evaluate, view, align, train, models, app, study):
         command.add_parser(commands)
     return parser
 

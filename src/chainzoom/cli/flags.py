@@ -67,7 +67,7 @@ FLAGS: dict[str, Flag] = {
     # inputs and outputs
     "inputs": Flag("image files or folders of images", positional=True, nargs="*", metavar="INPUT"),
     "input": Flag("an image file", positional=True, nargs="?", metavar="INPUT"),
-    "images": Flag("image files or folders", nargs="+", metavar="PATH"),
+    "images": Flag("image files or folders (the flag may be repeated)", nargs="+", metavar="PATH", action="extend"),
     "out": Flag("output folder"),
     "overwrite": Flag("replace a finished or different run in --out", action="store_true"),
     "quiet": Flag("no progress bars", names=("--quiet", "-q"), action="store_true"),
@@ -174,6 +174,30 @@ FLAGS: dict[str, Flag] = {
     "save_every": Flag("checkpoint every N steps"),
     "centers": Flag("zoom centres per image: the centre, then random"),
     "gradient_checkpointing": Flag("less memory, about a third slower", action="store_true"),
+    # train-backbone
+    "base": Flag(
+        "the diffusers folder (or hub id) to train on: SD3 medium, or SD 2.1-base for --variant sd21", metavar="DIR"
+    ),
+    "batch": Flag("training images per step"),
+    "variant": Flag("sd3 (Chain-of-Zoom's backbone, for osediff-sd3) or sd21 (the original OSEDiff, for osediff-sd21)"),
+    "lora_rank": Flag("rank of the transformer and VAE-encoder LoRAs"),
+    "degradation": Flag("how inputs are made from the HR crops: realesrgan (second-order) or bicubic (clean x4)"),
+    "schedule": Flag(
+        "constant (--degradation throughout) or coarse-to-fine (realesrgan for the first 25/45 of the steps, "
+        "then bicubic: the paper's 25K random + 20K 4x-specific steps, as read here)"
+    ),
+    "loss": Flag("weighted loss terms: mse, lpips, vsd (distribution matching against the frozen base)"),
+    "vgg": Flag("torchvision's VGG16 weights file (vgg16-397923af.pth), for LPIPS", metavar="PATH"),
+    "lpips_heads": Flag("LPIPS linear heads file (default: the lpips package's vgg.pth)", metavar="PATH"),
+    "crop": Flag("side of the random HR crops in px (a multiple of 16)"),
+    "captions": Flag("prompt per image: none (the empty prompt) or sidecar (IMAGE.txt beside each image)"),
+    "subtract_shift": Flag(
+        "encode as the official training script does (latent minus the VAE shift; its inference does not)",
+        action="store_true",
+    ),
+    "checkpoint_every": Flag("write the official checkpoint files every N steps"),
+    "preview": Flag("only write N sample LR/HR pairs to OUT/preview, then stop"),
+    "resume": Flag("continue the run in --out from its last checkpoint", action="store_true"),
 }
 
 #: Namespace key of a runtime field: ``runtime.tile`` is stored as ``runtime__tile``.
@@ -201,7 +225,7 @@ def _add(parser: Any, name: str, hint: Any, default: Any, dest: str) -> None:
     kwargs: dict[str, Any] = {"help": _with_default(flag, default), "default": argparse.SUPPRESS}
     if flag.action:
         kwargs["action"] = flag.action
-    else:
+    if not flag.action or flag.action == "extend":  # extend: repeated flags add up, so it takes values
         listed = typing.get_origin(hint) is tuple and typing.get_args(hint)[1:] == (Ellipsis,)
         kwargs["type"] = flag.parse or (comma_list if listed and not flag.nargs else _parse_type(hint))
         if flag.nargs:

@@ -318,19 +318,11 @@ class OneStepDiffusionSR(Restorer):
 
     def _encode_image(self, image: torch.Tensor) -> torch.Tensor:
         pixels = (image * 2.0 - 1.0).unsqueeze(0).to(self.device, self.dtype)
-        posterior = self.vae.encode(pixels).latent_dist
-        if self.options.latent == "mode":
-            latent = posterior.mode()
-        else:
-            generator = torch.Generator("cpu").manual_seed(self.seed)
-            noise = torch.randn(posterior.mean.shape, generator=generator, dtype=torch.float32)
-            latent = posterior.mean + posterior.std * noise.to(self.device, posterior.mean.dtype)
-        return latent * self.vae.config["scaling_factor"]
+        generator = None if self.options.latent == "mode" else torch.Generator("cpu").manual_seed(self.seed)
+        return encode_latent(self.vae, pixels, generator)
 
     def _decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
-        shift = self.vae.config["shift_factor"] or 0.0
-        latent = latent / self.vae.config["scaling_factor"] + shift
-        return self.vae.decode(latent.to(self.dtype), return_dict=False)[0][0]
+        return decode_latent(self.vae, latent, self.dtype)[0]
 
     def offload(self) -> None:
         """Move every part to the CPU so another model (a VLM prompter) can have the device."""
@@ -347,6 +339,34 @@ class OneStepDiffusionSR(Restorer):
         """Base model, adapter files with their SHA-256, every option that changes the output, and
         the memory plan in effect (which changes none)."""
         return {**self._settings, "memory": self.residency.plan.name}
+
+
+def encode_latent(
+    vae: AutoencoderKL, pixels: torch.Tensor, generator: torch.Generator | None, subtract_shift: bool = False
+) -> torch.Tensor:
+    """Scaled latents of ``pixels`` ``[B,3,H,W]`` in ``[-1, 1]``: a posterior sample, or its mode.
+
+    The sample's noise is drawn on the CPU from ``generator`` (``None``: the mode), so a
+    step is the same on every device. Shared by inference and training (which can
+    subtract the shift, as the official SD3 training does), so the two cannot diverge.
+    """
+    posterior = vae.encode(pixels).latent_dist
+    if generator is None:
+        latent = posterior.mode()
+    else:
+        noise = torch.randn(posterior.mean.shape, generator=generator, dtype=torch.float32)
+        latent = posterior.mean + posterior.std * noise.to(pixels.device, posterior.mean.dtype)
+    if subtract_shift:
+        latent = latent - (vae.config["shift_factor"] or 0.0)
+    return latent * vae.config["scaling_factor"]
+
+
+def decode_latent(vae: AutoencoderKL, latent: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Images ``[B,3,H,W]`` (about ``[-1, 1]``, unclamped) of scaled latents: divide, add the shift, decode."""
+    shift = vae.config["shift_factor"] or 0.0
+    latent = latent / vae.config["scaling_factor"] + shift
+    decoded: torch.Tensor = vae.decode(latent.to(dtype), return_dict=False)[0]
+    return decoded
 
 
 def _pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -106,17 +106,30 @@ class OSEDiffSD21(OneStepDiffusionSR):
         )
 
     def _encode_prompt(self, prompt: str) -> tuple[torch.Tensor]:
-        tokenizer = self.parts.tokenizer
-        ids = tokenizer(
-            prompt, max_length=tokenizer.model_max_length, padding="max_length", truncation=True, return_tensors="pt"
-        ).input_ids
-        return (self.parts.text_encoder(ids.to(self.device))[0].to(self.dtype),)
+        return (encode_prompt(self.parts, prompt, self.device).to(self.dtype),)
 
     def _denoise(self, latent: torch.Tensor, condition: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        timestep = torch.tensor([TIMESTEP], device=self.device, dtype=torch.long)
-        noise = self.parts.unet(latent, timestep, encoder_hidden_states=condition[0]).sample
-        alpha = self.parts.alpha_cumprod
-        return ((latent.float() - (1.0 - alpha) ** 0.5 * noise.float()) / alpha**0.5).to(latent.dtype)
+        return one_step(self.parts.unet, latent, condition[0], self.parts.alpha_cumprod)
+
+
+def encode_prompt(parts: SD21Parts, prompt: str, device: torch.device) -> torch.Tensor:
+    """The CLIP text embedding ``[1, 77, width]`` of ``prompt`` (shared with training)."""
+    tokenizer = parts.tokenizer
+    ids = tokenizer(
+        prompt, max_length=tokenizer.model_max_length, padding="max_length", truncation=True, return_tensors="pt"
+    ).input_ids
+    embeds: torch.Tensor = parts.text_encoder(ids.to(device))[0]
+    return embeds
+
+
+def one_step(unet: nn.Module, latent: torch.Tensor, text: torch.Tensor, alpha_cumprod: float) -> torch.Tensor:
+    """The one DDPM step from t = 999: the x0 prediction ``(z - sqrt(1 - a) eps) / sqrt(a)``.
+
+    Shared by inference and training, so the two cannot diverge.
+    """
+    timestep = torch.tensor([TIMESTEP], device=latent.device, dtype=torch.long)
+    noise = unet(latent, timestep, encoder_hidden_states=text).sample
+    return ((latent.float() - (1.0 - alpha_cumprod) ** 0.5 * noise.float()) / alpha_cumprod**0.5).to(latent.dtype)
 
 
 def load_sd21(base: str, dtype: torch.dtype) -> SD21Parts:

@@ -153,15 +153,25 @@ class OSEDiffSD3(OneStepDiffusionSR):
 
     def _denoise(self, latent: torch.Tensor, condition: tuple[torch.Tensor, ...]) -> torch.Tensor:
         prompt_embeds, pooled = condition
-        timestep = torch.full((latent.shape[0],), TIMESTEP, device=self.device)
-        velocity = self.parts.transformer(
-            hidden_states=latent,
-            timestep=timestep,
-            encoder_hidden_states=prompt_embeds,
-            pooled_projections=pooled,
-            return_dict=False,
-        )[0]
-        return latent - velocity
+        return one_step(self.parts.transformer, latent, prompt_embeds, pooled)
+
+
+def one_step(
+    transformer: nn.Module, latent: torch.Tensor, prompt_embeds: torch.Tensor, pooled: torch.Tensor
+) -> torch.Tensor:
+    """The one Euler step from sigma 1 to 0 at t = 1000: ``z - v(z, 1000, prompt)``.
+
+    Shared by inference and training, so the two cannot diverge.
+    """
+    timestep = torch.full((latent.shape[0],), TIMESTEP, device=latent.device)
+    velocity = transformer(
+        hidden_states=latent,
+        timestep=timestep,
+        encoder_hidden_states=prompt_embeds,
+        pooled_projections=pooled,
+        return_dict=False,
+    )[0]
+    return latent - velocity
 
 
 def encode_prompt_official(
