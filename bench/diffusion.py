@@ -41,7 +41,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.tiny_diffusion's locally built tokenizers
 
-from chainzoom.backbones.diffusion.common import OneStepOptions  # noqa: E402
+from chainzoom.backbones.diffusion.common import OneStepOptions, Opened  # noqa: E402
 from chainzoom.backbones.diffusion.sd3 import CLIP_TOKENS, T5_TOKENS, OSEDiffSD3, SD3Parts  # noqa: E402
 from chainzoom.runtime import Runtime  # noqa: E402
 
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> dict:
             torch.cuda.empty_cache()
     build_seconds = time.perf_counter() - started
     options = OneStepOptions(efficient_memory=args.efficient, latent="sample")
-    backbone = OSEDiffSD3(parts, "random weights (SD3-medium configs)", {}, options, runtime, device, dtype)
+    backbone = OSEDiffSD3(parts, Opened("random weights (SD3-medium configs)", {}, options, device, dtype), runtime)
     view = torch.rand(3, VIEW, VIEW, generator=torch.Generator().manual_seed(2))
     parameters = {
         "transformer": sum(p.numel() for p in parts.transformer.parameters()),
@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.check_efficient:
         normal = backbone.upscale(view, PROMPT)
         offloading = OneStepOptions(efficient_memory=True)
-        efficient = OSEDiffSD3(parts, "random weights", {}, offloading, runtime, device, dtype)
+        efficient = OSEDiffSD3(parts, Opened("random weights", {}, offloading, device, dtype), runtime)
         offloaded = efficient.upscale(view, PROMPT)  # moves every part to the CPU after use
         result["efficient_vs_normal_max_abs_diff"] = float((normal - offloaded).abs().max())
     return result

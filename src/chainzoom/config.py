@@ -342,6 +342,12 @@ class EvalConfig(ModelConfig):
     #: The model modes once per VLM context (rows ``chain@multiscale``, ``chain@single``: the
     #: paper's prompt ablation); empty: the prompter as configured, one row per mode.
     contexts: tuple[str, ...] = ()
+    #: The chain once per zoom policy (rows ``chain``, ``chain~adaptive``), with the adaptive
+    #: policy's options as ``chainzoom zoom`` has them.
+    policy: tuple[str, ...] = ("fixed",)
+    backbones: tuple[str, ...] = ()
+    factors: tuple[float, ...] = ()
+    stop_below: float | None = 0.0
     view: View = None
     metrics: tuple[str, ...] = ("all",)
     fidelity: bool = True
@@ -361,6 +367,20 @@ class EvalConfig(ModelConfig):
         methods = [c for c in self.consistency if c not in CONSISTENCY]
         if methods or not self.consistency:
             raise OptionError("consistency", f"must be some of {', '.join(CONSISTENCY)}, got {list(self.consistency)}")
+        policies = [p for p in self.policy if p not in POLICIES]
+        if policies or not self.policy:
+            raise OptionError("policy", f"must be some of {', '.join(POLICIES)}, got {list(self.policy)}")
+        if "adaptive" in self.policy:
+            ZoomConfig(
+                backbone=self.backbone,
+                runtime=self.runtime,
+                policy="adaptive",
+                backbones=self.backbones,
+                factors=self.factors,
+                stop_below=self.stop_below,
+            )
+        else:
+            _refuse_set(self, ("backbones", "factors", "stop_below"), "applies only to policy adaptive")
         if self.contexts:
             if any(c not in PROMPT_CONTEXTS for c in self.contexts):
                 raise OptionError(
@@ -374,26 +394,31 @@ class EvalConfig(ModelConfig):
 
 @dataclass(frozen=True)
 class EvalRow:
-    """One row of an evaluation: its label, the zoom mode, the chain's consistency, the VLM's context."""
+    """One row of an evaluation: its label, the zoom mode, the chain's consistency and policy, the VLM's context."""
 
     label: str
     mode: str
     consistency: str
     #: ``None``: the prompter as configured.
     context: str | None = None
+    policy: str = "fixed"
 
 
 def eval_rows(config: EvalConfig) -> list[EvalRow]:
-    """The rows ``config`` compares: every mode, the chain once per consistency method, and the
-    model modes once per VLM context when ``contexts`` names some."""
+    """The rows ``config`` compares: every mode, the chain once per consistency method and per
+    policy, and the model modes once per VLM context when ``contexts`` names some."""
     rows = []
     for mode in config.modes:
-        methods = config.consistency if mode == "chain" else ("none",)
+        chain = mode == "chain"
         contexts: tuple[str | None, ...] = config.contexts if config.contexts and mode in MODEL_MODES else (None,)
-        for method in methods:
-            for context in contexts:
-                label = mode if method == "none" else f"{mode}+{method}"
-                rows.append(EvalRow(label if context is None else f"{label}@{context}", mode, method, context))
+        for method in config.consistency if chain else ("none",):
+            for policy in config.policy if chain else ("fixed",):
+                for context in contexts:
+                    label = (
+                        mode + ("" if method == "none" else f"+{method}") + ("" if policy == "fixed" else f"~{policy}")
+                    )
+                    label += "" if context is None else f"@{context}"
+                    rows.append(EvalRow(label, mode, method, context, policy))
     return rows
 
 

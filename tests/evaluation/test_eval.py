@@ -279,3 +279,47 @@ def test_contexts_are_checked_before_any_run(tmp_path, extra, message):
     with pytest.raises(ChainZoomError, match=message):
         run_eval(out, *extra)
     assert not out.exists()
+
+
+def test_the_chain_runs_once_per_policy_and_a_stop_is_a_note(tmp_path, monkeypatch):
+    """``--policy fixed,adaptive``: rows ``chain`` and ``chain~adaptive`` on the same photos."""
+    from chainzoom.backbones import BACKBONES
+    from chainzoom.metrics import niqe as niqe_module
+
+    from .. import fakes
+
+    monkeypatch.setitem(BACKBONES._builtin, "detail", fakes.DETAIL)
+    monkeypatch.setitem(BACKBONES._builtin, "blur", fakes.BLUR)
+    monkeypatch.setattr(niqe_module, "score_niqe", fakes.detail_deficit)
+    out = tmp_path / "report"
+    args = build_parser().parse_args(
+        ["eval", "--images", IMAGES[0], "--scales", "4,16", "--backbone", "detail", "--view", "300"]
+        + ["--metrics", "sharpness", "--modes", "chain", "--policy", "fixed,adaptive", "--backbones", "detail,blur"]
+        + ["--factors", "4", "--no-fidelity", "--out", str(out), "--quiet"]
+    )
+    assert args.handler(args) == 0
+    rows = read_rows(out)
+    assert {r["mode"] for r in rows} == {"chain", "chain~adaptive"}
+    adaptive = {int(r["scale"]) for r in rows if r["mode"] == "chain~adaptive" and r["metric"] == "sharpness"}
+    assert adaptive == {4, 16}
+    manifest = (out / "runs" / "chelsea" / "chain~adaptive" / "manifest.json").read_text()
+    assert '"backbone": "detail"' in manifest
+
+    stopped = tmp_path / "stopped"
+    args = build_parser().parse_args(
+        ["eval", "--images", IMAGES[0], "--scales", "4,16", "--backbone", "blur", "--view", "300"]
+        + ["--metrics", "sharpness", "--modes", "chain", "--policy", "adaptive", "--factors", "4"]
+        + ["--no-fidelity", "--no-drift", "--out", str(stopped), "--quiet"]
+    )
+    assert args.handler(args) == 0
+    assert not [r for r in read_rows(stopped) if r["mode"] == "chain~adaptive"]
+    assert "no state at x4, x16 (step 1: the best candidate (blur" in (stopped / "report.md").read_text()
+
+
+def test_policy_options_without_the_adaptive_policy_are_refused(tmp_path):
+    out = tmp_path / "report"
+    with pytest.raises(ChainZoomError, match="backbones: applies only to policy adaptive"):
+        run_eval(out, "--backbones", "realsr")
+    with pytest.raises(ChainZoomError, match=r"policy: must be some of fixed, adaptive"):
+        run_eval(out, "--policy", "fixed,greedy")
+    assert not out.exists()

@@ -32,6 +32,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,7 @@ from chainzoom.io.images import LoadedImage, collect_inputs, input_names, load_i
 from chainzoom.metrics.catalog import Metric, Unavailable
 from chainzoom.metrics.drift import as_array, chain_drift, cumulative_delta_e
 from chainzoom.metrics.fidelity import psnr, ssim
+from chainzoom.metrics.niqe import MIN_SIDE as NIQE_MIN_SIDE
 from chainzoom.runs.local import RunFolder, step_filename
 from chainzoom.runs.progress import ZoomProgress
 
@@ -125,6 +127,7 @@ class _Runner:
             path,
             mode=row.mode,
             consistency=row.consistency,
+            **self.policy_options(row),
             scale=float(plan.scale),
             view=plan.view,
             overwrite=self.settings.overwrite,
@@ -153,6 +156,18 @@ class _Runner:
         self.progress.finish(folder)
         return result.states
 
+    def policy_options(self, row: EvalRow) -> dict[str, Any]:
+        """The zoom options of ``row``'s policy: none for fixed, the adaptive policy's settings otherwise."""
+        if row.policy == "fixed":
+            return {}
+        settings = self.settings
+        return {
+            "policy": row.policy,
+            "backbones": settings.backbones,
+            "factors": settings.factors,
+            "stop_below": settings.stop_below,
+        }
+
     def pipeline_for(self, row: EvalRow) -> ChainZoom:
         """The pipeline of ``row``: the configured one, or one whose VLM shows ``row.context``
         (the same backbone and the same loaded VLM, so nothing loads twice)."""
@@ -173,8 +188,24 @@ def image_view(image: LoadedImage, view: View) -> tuple[int, int]:
     return resolve_view(view, image.size, STEP) if view is not None else default_view(image.size, STEP)
 
 
-def state_index(scale: int) -> int:
-    return round(math.log(scale, STEP))
+def states_at(states: list[ScaleState], scales: Sequence[int]) -> dict[int, ScaleState]:
+    """The state at each magnification that has one (an adaptive chain may step past some, or stop)."""
+    found = {}
+    for scale in scales:
+        for state in states[1:]:  # magnifications are relative to the input's own pixels
+            if math.isclose(state.magnification, scale, rel_tol=1e-6):
+                found[scale] = state
+    return found
+
+
+def stopped_reason(folder: Path) -> str:
+    """Why the run in ``folder`` has no state at some magnification: its policy's stop, or its steps."""
+    manifest = RunFolder(folder).read_manifest() or {}
+    policy = manifest.get("policy") or {}
+    if policy.get("stopped"):
+        return str(policy["stopped"])
+    factors = [step["factor"] for step in manifest.get("plan", {}).get("steps", [])]
+    return "steps of " + " x ".join(f"{f:g}" for f in factors)
 
 
 def fidelity_view(view: tuple[int, int], small: tuple[int, int]) -> tuple[int, int]:
@@ -235,6 +266,10 @@ def evaluate(
         image = load_image(path)
         view = image_view(image, settings.view)
         w, h = image.size
+        if "adaptive" in settings.policy and min(view) < NIQE_MIN_SIDE:
+            raise OptionError(
+                "view", f"{path.name}: the adaptive policy scores with NIQE, which needs {NIQE_MIN_SIDE} px"
+            )
         problems = {s: fidelity_problem((w, h), s, view) for s in settings.scales} if settings.fidelity else {}
         plans.append((plan_zoom((w, h), top, (w / 2, h / 2), view, STEP), view, problems))
     runs = sum(1 + sum(p is None for p in problems.values()) for _, _, problems in plans)
@@ -247,9 +282,14 @@ def evaluate(
             mode = row.label
             folder = out / "runs" / name / mode
             states = runner.run(folder, f"{name} {mode}", path, image, plan, row)
-            samples[name][mode] = {s: thumbnail(states[state_index(s)].image) for s in settings.scales}
-            for scale in settings.scales:
-                state = states[state_index(scale)]
+            at = states_at(states, settings.scales)
+            if len(at) < len(settings.scales):
+                notes.append(
+                    f"{name} {mode}: no state at x{', x'.join(str(s) for s in settings.scales if s not in at)}"
+                    f" ({stopped_reason(folder)})"
+                )
+            samples[name][mode] = {s: thumbnail(state.image) for s, state in at.items()}
+            for scale, state in at.items():
                 array = as_array(state.image)
                 file = folder / step_filename(state.index)
                 for metric in metrics:
@@ -281,6 +321,8 @@ def _fidelity_rows(
     for row in eval_rows(settings):
         mode = row.label
         states = runner.run(folder / mode, f"{name} fidelity x{scale} {mode}", path, low, plan, row)
+        if not math.isclose(states[-1].magnification, plan.magnification(len(plan.steps))):
+            continue  # an adaptive chain that stopped before the magnification has no final state to compare
         final = as_array(states[-1].image)
         rows.append(ResultRow(name, mode, scale, "fidelity_psnr", psnr(final, reference)))
         rows.append(ResultRow(name, mode, scale, "fidelity_ssim", ssim(final, reference)))

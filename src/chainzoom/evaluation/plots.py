@@ -58,18 +58,24 @@ def thumbnail(image: torch.Tensor) -> np.ndarray:
 
 
 def sample_grid(name: str, samples: dict[str, dict[int, np.ndarray]], scales: Sequence[int], path: Path) -> None:
-    """One image's thumbnails (see :func:`thumbnail`): a row per mode, a column per magnification."""
+    """One image's thumbnails (see :func:`thumbnail`): a row per mode, a column per magnification.
+
+    A mode without a state at some magnification (an adaptive chain that stopped) leaves its cell empty.
+    """
     from matplotlib.figure import Figure
 
     modes = list(samples)
-    height, width = samples[modes[0]][scales[0]].shape[:2]
+    height, width = next(t for cells in samples.values() for t in cells.values()).shape[:2]
     cell = 2.2  # inches per thumbnail column
     figure = Figure(figsize=(cell * len(scales), cell * height / width * len(modes) + 0.6), layout="constrained")
     axes = figure.subplots(len(modes), len(scales), squeeze=False)
     for row, mode in enumerate(modes):
         for column, scale in enumerate(scales):
             ax = axes[row, column]
-            ax.imshow(samples[mode][scale])
+            if scale in samples[mode]:
+                ax.imshow(samples[mode][scale])
+            else:
+                ax.text(0.5, 0.5, "stopped", ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:

@@ -156,6 +156,9 @@ def write_report(results: EvalResults, command: str) -> Path:
         lines += ["## Notes", ""] + [f"- {note}" for note in results.notes] + [""]
     lines += ["## Samples", ""]
     for name, samples in results.samples.items():
+        if not any(samples.values()):
+            lines += [f"{name}: no row has a state at these magnifications (see the notes).", ""]
+            continue
         grid = Path("grids") / f"{name}.png"
         sample_grid(name, samples, scales, out / grid)
         lines += [f"![{name}]({grid.as_posix()})", ""]
