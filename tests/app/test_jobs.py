@@ -139,7 +139,7 @@ def test_before_after_shows_the_same_region(tmp_path: Path, small: Path) -> None
 
 def test_the_app_command_refuses_a_bad_port_in_one_line(capsys) -> None:
     assert main(["app", "--port", "70000"]) == 2
-    assert capsys.readouterr().err == "chainzoom: error: port: must be 1..65535, got 70000\n"
+    assert capsys.readouterr().err == "chainzoom: error: --port: must be 1..65535, got 70000\n"
 
 
 def test_the_app_without_gradio_says_what_to_install(monkeypatch, capsys, tmp_path) -> None:

@@ -301,7 +301,7 @@ def assert_one_line_each(url: str, log: RequestLog, cases: list[tuple[str, int]]
 def test_a_port_outside_0_to_65535_is_one_line_and_exit_2(odd_run: Path, port: str, capsys) -> None:
     assert main(["view", str(odd_run), "--port", port]) == 2
     captured = capsys.readouterr()
-    assert captured.err == f"chainzoom: error: port: must be 0..65535, got {port}\n"
+    assert captured.err == f"chainzoom: error: --port: must be 0..65535, got {port}\n"
     assert "Viewing" not in captured.out  # refused before anything started
 
 

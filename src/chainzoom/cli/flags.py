@@ -64,6 +64,9 @@ def number_or_none(text: str) -> float | None:
 
 
 FLAGS: dict[str, Flag] = {
+    # the servers' own flags (chainzoom view / app / study serve), here so that errors name them
+    "port": Flag("the port to serve on"),
+    "host": Flag("the address to bind (default 127.0.0.1)"),
     # inputs and outputs
     "inputs": Flag("image files or folders of images", positional=True, nargs="*", metavar="INPUT"),
     "input": Flag("an image file", positional=True, nargs="?", metavar="INPUT"),
