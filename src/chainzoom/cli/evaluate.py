@@ -14,7 +14,7 @@ from typing import Any
 
 from chainzoom.cli.flags import add_config_flags, flag_name
 from chainzoom.cli.parsing import add_config_source, file_layer, flags_of
-from chainzoom.config import EvalConfig, from_mapping, merged, to_dict
+from chainzoom.config import EXECUTOR_FIELDS, EvalConfig, from_mapping, merged, to_dict
 
 CONFIG_FILE = "config.json"
 
@@ -64,7 +64,7 @@ def command_line(config: EvalConfig) -> str:
     defaults = EvalConfig()
     parts = ["chainzoom", "eval", "--images", *config.images]
     for name, value in to_dict(config).items():
-        if name in ("images", "quiet", "overwrite", "runtime") or value == to_dict(defaults)[name]:
+        if name in ("images", "quiet", "overwrite", "runtime", *EXECUTOR_FIELDS) or value == to_dict(defaults)[name]:
             continue
         flag = flag_name(name)
         if isinstance(value, bool):

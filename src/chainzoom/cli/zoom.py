@@ -59,6 +59,8 @@ def run_local(config: ZoomConfig) -> int:
     from chainzoom.io.images import collect_inputs, input_names
     from chainzoom.runs.progress import ZoomProgress
 
+    if config.executor == "ray":
+        return run_batch(config)
     paths = collect_inputs(config.inputs)
     pipeline = ChainZoom.from_config(config)
     # Every input is decoded and planned before the models load (a bad one stops the batch
@@ -93,8 +95,18 @@ def run_full(config: FullConfig) -> int:
     pipeline = ChainZoom.from_config(config)
     from chainzoom.runs.full import level_count
 
-    levels = level_count(config.scale, pipeline.backbone.scale)
+    levels = level_count(config.scale, pipeline.step_factor())
     with TileProgress(paths[0].name, levels, enabled=not config.quiet) as progress:
         pipeline.run_full(config, on_tile=progress.update)
     print(config.out)
+    return 0
+
+
+def run_batch(config: ZoomConfig) -> int:
+    """Every input as a task on a Ray actor (``--executor ray``); the folders are written here."""
+    from chainzoom.api import ChainZoom
+    from chainzoom.runs.progress import ZoomProgress
+
+    with ZoomProgress(enabled=not config.quiet) as progress:
+        ChainZoom.from_config(config).run_batch(config, progress)
     return 0

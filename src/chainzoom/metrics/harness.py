@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from chainzoom.api import ChainZoom
-from chainzoom.config import EvalConfig, EvalRow, View, eval_rows
+from chainzoom.config import EvalConfig, EvalRow, View, ZoomConfig, eval_rows
 from chainzoom.core.geometry import Box, ZoomPlan, default_view, plan_zoom, resolve_view
 from chainzoom.core.resample import resize
 from chainzoom.core.states import ScaleState
@@ -49,7 +49,7 @@ from chainzoom.metrics.catalog import Metric, Unavailable
 from chainzoom.metrics.drift import as_array, chain_drift, cumulative_delta_e
 from chainzoom.metrics.fidelity import psnr, ssim
 from chainzoom.metrics.plots import thumbnail
-from chainzoom.runs.local import RunFolder, step_filename
+from chainzoom.runs.local import RunFolder, StateMaker, iter_run, step_filename
 from chainzoom.runs.progress import ZoomProgress
 
 STEP = 4
@@ -111,14 +111,8 @@ class _Runner:
     pipeline: ChainZoom
     progress: ZoomProgress
 
-    def run(
-        self, folder: Path, label: str, path: Path, image: LoadedImage, plan: ZoomPlan, row: EvalRow
-    ) -> list[ScaleState]:
-        """The states of the run of ``mode`` in ``folder``: read back when finished, else made or resumed.
-
-        Each run is the ``chainzoom zoom`` run of the same image, mode and view, so its
-        folder means the same to both commands.
-        """
+    def job(self, path: Path, image: LoadedImage, plan: ZoomPlan, row: EvalRow) -> tuple[ZoomConfig, dict]:
+        """The ``chainzoom zoom`` config of one run, and its request (identity)."""
         config = self.pipeline.job(
             path,
             mode=row.mode,
@@ -129,9 +123,12 @@ class _Runner:
             animation=False,
         )
         request, _ = self.pipeline.request(path, image, config, "zoom")
+        return config, request
+
+    def finished(self, folder: Path, request: dict, total: int) -> list[ScaleState] | None:
+        """The states of a finished run of ``request`` in ``folder`` (read back), or None."""
         run_folder = RunFolder(folder)
         previous = run_folder.read_manifest()
-        total = len(plan.steps) + 1
         if (
             previous is not None
             and previous.get("request") == request
@@ -140,16 +137,92 @@ class _Runner:
         ):
             states = run_folder.load_states(previous)
             if len(states) == total:
-                self.progress.start(f"{label} (finished before)", 0)
-                self.progress.finish(folder)
                 return states
-        if row.mode in MODEL_MODES and self.pipeline.backbone.scale != STEP:
-            scale = self.pipeline.backbone.scale
-            raise OptionError("backbone", f"chainzoom eval needs a {STEP}x backbone; this one is {scale}x")
+        return None
+
+    def run(
+        self, folder: Path, label: str, path: Path, image: LoadedImage, plan: ZoomPlan, row: EvalRow
+    ) -> list[ScaleState]:
+        """The states of the run of ``mode`` in ``folder``: read back when finished, else made or resumed.
+
+        Each run is the ``chainzoom zoom`` run of the same image, mode and view, so its
+        folder means the same to both commands.
+        """
+        config, request = self.job(path, image, plan, row)
+        total = len(plan.steps) + 1
+        states = self.finished(folder, request, total)
+        if states is not None:
+            self.progress.start(f"{label} (finished before)", 0)
+            self.progress.finish(folder)
+            return states
+        self.check_backbone(row)
         self.progress.start(label, total)
         result = self.pipeline.run(path, image, plan, config, on_state=self.progress.advance, out=folder)
         self.progress.finish(folder)
         return result.states
+
+    def check_backbone(self, row: EvalRow) -> None:
+        if row.mode in MODEL_MODES and self.pipeline.step_factor() != STEP:
+            scale = self.pipeline.step_factor()
+            raise OptionError("backbone", f"chainzoom eval needs a {STEP}x backbone; this one is {scale}x")
+
+    def make_on(self, maker: StateMaker, folder: Path, label: str, path: Path, plan: ZoomPlan, row: EvalRow) -> None:
+        """Make (or finish) one run with its states from ``maker`` (a Ray worker); this process writes it."""
+        image = load_image(path)
+        config, request = self.job(path, image, plan, row)
+        if self.finished(folder, request, len(plan.steps) + 1) is not None:
+            return
+        task = self.progress.add(label, len(plan.steps) + 1)
+        states = iter_run(
+            RunFolder(folder),
+            image,
+            plan,
+            request,
+            str(path),
+            None,
+            None,
+            overwrite=config.overwrite,
+            animation=False,
+            maker=maker,
+        )
+        for state in states:
+            self.progress.step(task, state)
+        self.progress.done(task, folder)
+
+
+def make_on_ray(settings: EvalConfig, runner: _Runner, images: Sequence[Path], plans: list) -> None:
+    """Every run of the evaluation made on Ray actors, a task per run; the loop then reads them back."""
+    from functools import partial
+
+    out = Path(settings.out)
+    runs = []
+    rows = eval_rows(settings)
+    for row in rows:
+        runner.check_backbone(row)
+    for path, name, (plan, view, problems) in zip(images, input_names(images), plans):
+        for row in rows:
+            folder = out / "runs" / name / row.label
+            runs.append(
+                partial(runner.make_on, folder=folder, label=f"{name} {row.label}", path=path, plan=plan, row=row)
+            )
+        for scale, problem in problems.items():
+            if problem is None:
+                folder = out / "runs" / name / f"fidelity-x{scale}"
+                low_path, _, low_plan, _ = prepare_fidelity(load_image(path), scale, view, folder)
+                for row in rows:
+                    label = f"{name} fidelity x{scale} {row.label}"
+                    runs.append(
+                        partial(
+                            runner.make_on,
+                            folder=folder / row.label,
+                            label=label,
+                            path=low_path,
+                            plan=low_plan,
+                            row=row,
+                        )
+                    )
+    with runner.pipeline.ray_executor(settings, tile_prompter=False) as executor:
+        executor.zoom_runs(runs)
 
 
 def image_view(image: LoadedImage, view: View) -> tuple[int, int]:
@@ -220,6 +293,8 @@ def evaluate(
         w, h = image.size
         problems = {s: fidelity_problem((w, h), s, view) for s in settings.scales} if settings.fidelity else {}
         plans.append((plan_zoom((w, h), top, (w / 2, h / 2), view, STEP), view, problems))
+    if settings.executor == "ray":
+        make_on_ray(settings, runner, images, plans)
     runs = sum(1 + sum(p is None for p in problems.values()) for _, _, problems in plans)
     rows_to_make = eval_rows(settings)
     progress.start_batch(len(rows_to_make) * runs)
