@@ -59,9 +59,15 @@ def ray_address() -> Iterator[str]:
     head = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output, _ = head.communicate(timeout=120)
     assert head.returncode == 0, output.decode(errors="replace")[-2000:]
+    import ray
+
+    # The runs made in this process share one connection (a run joins it, as an API
+    # user's own ray.init, rather than connecting anew); subprocess drivers connect themselves.
+    ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
     try:
         yield f"127.0.0.1:{port}"
     finally:
+        ray.shutdown()
         # Every daemon of this cluster is in the process group `ray start` led.
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
@@ -178,8 +184,25 @@ def test_ray_folder_run_equals_local(ray_address: str, tmp_path: Path) -> None:
         files = run_files(folder)
         assert "step_03.png" in files and "zoom.webp" in files
         assert run_files(tmp_path / "ray" / folder.name) == files
-        states = json.loads((tmp_path / "ray" / folder.name / "manifest.json").read_text())["states"]
-        assert [s["prompt"] for s in states[1:]] == ["a cat, fur"] * 3
+        manifest = json.loads((tmp_path / "ray" / folder.name / "manifest.json").read_text())
+        assert [s["prompt"] for s in manifest["states"][1:]] == ["a cat, fur"] * 3
+        assert manifest["executor"]["kind"] == "ray" and manifest["executor"]["worker"].startswith("ray:")
+        assert all(s["worker"] == manifest["executor"]["worker"] for s in manifest["states"][1:])
+
+
+@pytest.mark.ray
+def test_ray_evaluation_equals_local(ray_address: str, tmp_path: Path) -> None:
+    args = ["eval", "--images", "assets/photos/chelsea.png", "--scales", "4,16", "--backbone", "bicubic"]
+    args += ["--view", "64", "--modes", "chain,bicubic", "--metrics", "entropy", "-q"]
+    assert main([*args, "--out", str(tmp_path / "local")]) == 0
+    assert main([*args, "--out", str(tmp_path / "ray"), "--executor", "ray", "--ray-address", ray_address]) == 0
+    assert (tmp_path / "ray" / "results.csv").read_bytes() == (tmp_path / "local" / "results.csv").read_bytes()
+    runs = sorted((tmp_path / "ray" / "runs").rglob("manifest.json"))
+    assert len(runs) == 6  # chain and bicubic, at x1 and for fidelity at x4 and x16
+    for manifest in runs:
+        assert json.loads(manifest.read_text())["executor"]["kind"] == "ray"
+        folder = manifest.parent
+        assert run_files(folder) == run_files(tmp_path / "local" / folder.relative_to(tmp_path / "ray"))
 
 
 @pytest.mark.ray
@@ -217,16 +240,16 @@ def test_a_killed_driver_resumes_from_the_written_tiles(
     args += ["--executor", "ray", "--ray-address", ray_address]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     driver = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    cache = out / "tiles" / "level_02"  # 121 tiles
+    cache = out / "tiles" / "level_02"  # 121 tiles (y*.npy: not the temporary files of a killed write)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and driver.poll() is None:
-        if cache.is_dir() and len(list(cache.glob("*.npy"))) >= 10:
+        if cache.is_dir() and len(list(cache.glob("y*.npy"))) >= 10:
             break
         time.sleep(0.01)
     assert driver.poll() is None, f"the driver ended before it could be killed: {driver.stderr.read().decode()[-800:]}"
     driver.kill()
     driver.wait()
-    made_before = len(list(cache.glob("*.npy")))
+    made_before = len(list(cache.glob("y*.npy")))
     assert not (out / "level_02.tif").exists() and made_before >= 10
     rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-800:]

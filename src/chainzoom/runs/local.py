@@ -29,6 +29,7 @@ from chainzoom.pipeline.chain import run_states
 from chainzoom.prompts.base import Prompter
 from chainzoom.prompts.cache import CachedPrompter
 from chainzoom.runs.animation import AnimationWriter
+from chainzoom.runs.executors import worker_name
 from chainzoom.runs.lock import RunLock
 from chainzoom.runs.manifest import MANIFEST, check_manifest
 from chainzoom.runs.render import plan_placements, save_strip
@@ -47,6 +48,10 @@ class StateMaker(Protocol):
 
     def records(self, uses_model: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """The backbone's record and the prompter's settings, for the manifest."""
+        ...
+
+    def executor_record(self) -> dict[str, Any]:
+        """What the manifest says about the executor, with ``worker``: the process making the states."""
         ...
 
     def states(
@@ -236,8 +241,10 @@ def _run(
     done = folder.load_states(previous) if previous else []
     if maker is None:
         records = backbone_record(backbone), prompter.settings() if prompter is not None else None
+        executor = {"kind": "local", "worker": worker_name("local")}
     else:
         records = maker.records(request["mode"] in MODEL_MODES)
+        executor = maker.executor_record()
     manifest: dict[str, Any] = {
         "chainzoom": __version__,
         "created": (previous or {}).get("created") or datetime.now(UTC).isoformat(),
@@ -245,6 +252,7 @@ def _run(
         "input": source,
         "backbone": records[0],
         "prompter": records[1],
+        "executor": executor,
         "plan": plan_record(plan),
         "states": (previous or {}).get("states", [])[: len(done)],
         "complete": False,
@@ -266,7 +274,7 @@ def _run(
             path = folder.path / step_filename(state.index)
             save_image(path, state.image, state.alpha, image.bit_depth)
             states.append(state)
-            manifest["states"].append(state_record(state, file_sha256(path)))
+            manifest["states"].append({**state_record(state, file_sha256(path)), "worker": executor["worker"]})
             atomic_write_json(folder.manifest_path, manifest)
             if writer is not None:
                 writer.add(state)

@@ -96,12 +96,12 @@ class _Worker:
         prompter = self.models.prompter if self.tile_prompter else None
         return render_tile(self.models.backbone, prompter, job, tile, self.name)
 
-    def records(self, uses_model: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def records(self, uses_model: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
         from chainzoom.runs.local import backbone_record
 
         if not uses_model:
-            return None, None
-        return backbone_record(self.models.backbone), self.models.prompter.settings()
+            return None, None, self.name
+        return backbone_record(self.models.backbone), self.models.prompter.settings(), self.name
 
     def zoom(
         self, mode: str, image: LoadedImage, plan: ZoomPlan, done: Sequence[ScaleState], consistency: str
@@ -305,12 +305,14 @@ class RemoteChain:
     def __init__(self, actor: Any, executor: RayExecutor) -> None:
         self.actor = actor
         self.executor = executor
+        self.worker = "ray:?"
 
     def records(self, uses_model: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        result: tuple[dict[str, Any] | None, dict[str, Any] | None] = self.executor._get(
-            self.actor.records.remote(uses_model)
-        )
-        return result
+        backbone, prompter, self.worker = self.executor._get(self.actor.records.remote(uses_model))
+        return backbone, prompter
+
+    def executor_record(self) -> dict[str, Any]:
+        return {**self.executor.record(), "worker": self.worker}
 
     def states(
         self, mode: str, image: LoadedImage, plan: ZoomPlan, done: Sequence[ScaleState], consistency: str
