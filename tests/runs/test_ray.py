@@ -36,7 +36,21 @@ SAMPLE = ROOT / "assets" / "sample.jpg"
 BIN = Path(sys.executable).parent
 HAS_RAY = shutil.which("ray", path=str(BIN)) is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="needs the [ray] extra")
-FULL = ["--full", "--scale", "16", "--backbone", "bicubic", "--tile", "32", "--tile-overlap", "8", "-q"]
+#: A full-image run of two levels; the fixed prompter makes every tile carry its neighbourhood to the workers.
+FULL = [
+    "--full",
+    "--scale",
+    "16",
+    "--backbone",
+    "bicubic",
+    "--prompter",
+    "fixed:fur",
+    "--tile",
+    "32",
+    "--tile-overlap",
+    "8",
+    "-q",
+]
 
 
 def free_port() -> int:
@@ -53,6 +67,9 @@ def ray_address() -> Iterator[str]:
     port = free_port()
     temp = Path(tempfile.mkdtemp(prefix="czray-", dir="/tmp"))  # short: Ray's socket paths must fit
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), "RAY_USAGE_STATS_ENABLED": "0"}
+    # A private, short-lived test cluster: without this, a token file some earlier local
+    # Ray left in ~/.ray turns token authentication on for the head but not for its clients.
+    env["RAY_AUTH_MODE"] = "disabled"
     env.pop("RAY_ADDRESS", None)
     command = [str(BIN / "ray"), "start", "--head", "--num-cpus", "2", "--node-ip-address", "127.0.0.1"]
     command += ["--port", str(port), "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", str(temp)]
@@ -158,6 +175,9 @@ def test_ray_full_image_equals_local_and_records_the_workers(
     out = tmp_path / "full"
     assert main(["zoom", str(small), *FULL, "--out", str(out), "--executor", "ray", "--ray-address", ray_address]) == 0
     assert level_bytes(out) == level_bytes(local_full) and len(level_bytes(out)) == 3
+    prompts = [json.loads((out / f"level_{i:02d}_prompts.json").read_text()) for i in (1, 2)]
+    assert prompts == [json.loads((local_full / f"level_{i:02d}_prompts.json").read_text()) for i in (1, 2)]
+    assert {tile["prompt"] for tile in prompts[1]["tiles"]} == {"fur"}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and manifest["executor"] == {"kind": "ray", "address": ray_address, "workers": 2}
     for level in manifest["levels"][1:]:

@@ -32,7 +32,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from chainzoom.core.geometry import ZoomPlan
 from chainzoom.core.states import ScaleState
-from chainzoom.errors import ChainZoomError, OptionError
+from chainzoom.errors import ChainZoomError, OptionError, one_line
 from chainzoom.io.images import LoadedImage
 from chainzoom.runs.executors import Models, TileInput, TileJob, TileResult, render_tile, worker_name, zoom_states
 
@@ -44,6 +44,8 @@ MAX_ATTEMPTS = 3
 CONNECT_TIMEOUT = 5.0
 #: Seconds a restarted worker has to answer before it is given up on.
 REVIVE_TIMEOUT = 120.0
+#: Seconds the cluster has to start every worker and load its models.
+STARTUP_TIMEOUT = 600.0
 
 
 def resolve_address(address: str | None) -> str:
@@ -142,7 +144,8 @@ class RayExecutor:
                     include_dashboard=dashboard,
                 )
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise OptionError("ray_address", f"{self.address}: cannot join the Ray cluster ({exc})") from None
+                reason = one_line(exc.__cause__ or exc)  # Ray's own reason (an auth token, a version) is the cause
+                raise OptionError("ray_address", f"{self.address}: cannot join the Ray cluster ({reason})") from None
         try:
             self._start(models, workers, device, tile_prompter)
         except BaseException:
@@ -154,14 +157,23 @@ class RayExecutor:
         gpus = int(resources.get("GPU", 0)) if device != "cpu" else 0
         cpus = max(1, int(resources.get("CPU", 1)))
         self.workers = workers or gpus or cpus
-        # On CPUs each actor gets an equal share of the cores (torch runs that many threads).
-        options: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": max(1, cpus // self.workers)}
+        # Each actor gets an equal share of the GPUs (one each when there are enough) or, on
+        # CPUs, of the cores (torch runs that many threads); more workers than devices share.
+        if gpus:
+            options: dict[str, Any] = {"num_gpus": 1 if self.workers <= gpus else gpus / self.workers, "num_cpus": 0}
+        else:
+            options = {"num_cpus": cpus // self.workers if self.workers <= cpus else cpus / self.workers}
         remote = ray.remote(max_restarts=-1, max_task_retries=0, **options)(_Worker)
         self.actors = [_Actor(remote.remote(models, tile_prompter)) for _ in range(self.workers)]
-        self.facts = self._get(self.actors[0].handle.describe.remote())
-        for actor in self.actors[1:]:
-            self._get(actor.handle.describe.remote())
-        self._lock = threading.Lock()
+        try:
+            facts = [self._get(actor.handle.describe.remote(), timeout=STARTUP_TIMEOUT) for actor in self.actors]
+        except ray.exceptions.GetTimeoutError:
+            raise ChainZoomError(
+                f"the Ray cluster did not start {self.workers} workers within {STARTUP_TIMEOUT:.0f} s "
+                f"(it has {ray.cluster_resources()}); ask for fewer --workers"
+            ) from None
+        self.facts = facts[0]
+        self.stopping = threading.Event()
 
     # ------------------------------------------------------------------ what a run records
 
@@ -239,10 +251,14 @@ class RayExecutor:
 
         def one(run: Callable[[RemoteChain], None]) -> None:
             for attempt in range(1, MAX_ATTEMPTS + 1):
+                if self.stopping.is_set():
+                    return
                 actor = self._take(idle)
                 try:
                     run(RemoteChain(actor.handle, self))
                 except RayActorError as exc:
+                    if self.stopping.is_set():
+                        return
                     threading.Thread(target=self._revive, args=(actor, idle), daemon=True).start()
                     if attempt == MAX_ATTEMPTS:
                         raise ChainZoomError(f"a zoom killed its Ray worker {MAX_ATTEMPTS} times ({exc})") from None
@@ -250,15 +266,26 @@ class RayExecutor:
                 idle.put(actor)
                 return
 
-        with ThreadPoolExecutor(max_workers=len(self.actors)) as pool:
-            for future in [pool.submit(one, run) for run in runs]:
+        pool = ThreadPoolExecutor(max_workers=len(self.actors))
+        futures = [pool.submit(one, run) for run in runs]
+        try:
+            for future in futures:
                 future.result()
+        except BaseException:
+            # A failed zoom or Ctrl-C: start nothing more, and end the zooms in flight with
+            # the actors (close), rather than wait for them.
+            self.stopping.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
 
     def _take(self, idle: queue.Queue[_Actor]) -> _Actor:
         while True:
             try:
-                return idle.get(timeout=REVIVE_TIMEOUT)
+                return idle.get(timeout=1.0)
             except queue.Empty:
+                if self.stopping.is_set():
+                    raise ChainZoomError("the run is stopping") from None
                 if not any(actor.alive for actor in self.actors):
                     raise ChainZoomError("every Ray worker has died; rerun the command to resume") from None
 
@@ -275,10 +302,10 @@ class RayExecutor:
         return True
 
     @staticmethod
-    def _get(ref: Any) -> Any:
+    def _get(ref: Any, timeout: float | None = None) -> Any:
         """``ray.get``, with an error raised on a worker re-raised as itself (one line for the user)."""
         try:
-            return ray.get(ref)
+            return ray.get(ref, timeout=timeout)
         except RayTaskError as exc:
             cause = exc.cause
             if isinstance(cause, ChainZoomError):
@@ -286,6 +313,8 @@ class RayExecutor:
             raise
 
     def close(self) -> None:
+        if hasattr(self, "stopping"):
+            self.stopping.set()
         for actor in getattr(self, "actors", []):
             ray.kill(actor.handle)
         self.actors = []
