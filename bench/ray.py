@@ -7,7 +7,8 @@ workers on a Ray head this script starts on 127.0.0.1 (or joins with ``--address
 Actor start-up (each loads the model once) is timed apart and left out of the rates.
 Two backbones: bicubic, so nearly all of a tile's time is overhead, and the bundled
 Real-ESRGAN on small tiles, a real model's work. Results are ratios to the local
-executor in the same run, since this machine is shared.
+executor in the same run, since this machine is shared: the local executor as it runs
+(torch's default threads) and with one torch thread, as each CPU actor of a 2-worker run has.
 
     PYTHONPATH=src python bench/ray.py [--address HOST:PORT] [--json results.json]
 """
@@ -20,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +34,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "assets" / "sample.jpg"
 #: (backbone, input side, tile, overlap, rounds): bicubic, 121 tiles of 32 px; Real-ESRGAN, 9 tiles of 32 px.
-CASES = [("bicubic", 256, 32, 8, 3), ("realesrgan", 72, 32, 8, 2)]
+CASES = [("bicubic", 256, 32, 8, 5), ("realesrgan", 72, 32, 8, 3)]
 
 
 def start_head() -> tuple[str, subprocess.Popen, Path]:
@@ -87,17 +89,14 @@ def timed_tiles(executor, level, folder: Path, tile: int, overlap: int) -> tuple
     return stats["tiles"], seconds, stats["backbone_seconds"]
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
-
-
 def run(address: str) -> list[dict]:
     """Per case and worker count: rounds that time the local executor and then Ray, back to back.
 
-    Every ratio is taken between the two halves of one round (the machine's load moves
-    between rounds) and the median over the rounds is reported.
+    Rates are medians over the rounds; ``rayN_vs_local`` is the ratio of the median rates of
+    the rounds made while that Ray executor was up (the machine's load moves between rounds).
     """
+    import torch
+
     from chainzoom import ChainZoom
     from chainzoom.runs.executors import LocalExecutor
     from chainzoom.runs.ray_executor import RayExecutor
@@ -117,24 +116,31 @@ def run(address: str) -> list[dict]:
                 with RayExecutor(models, address, workers, "cpu", False) as ray:
                     row[f"ray{workers}_startup_s"] = time.perf_counter() - started
                     timed_tiles(ray, level, folder, tile, overlap)  # warm-up
-                    speed, local_rate, ray_rate, local_extra, ray_extra = [], [], [], [], []
+                    local_rate, single_rate, ray_rate, local_extra, ray_extra = [], [], [], [], []
                     for _ in range(rounds):
                         tiles, local_s, local_backbone = timed_tiles(local, level, folder, tile, overlap)
                         _, ray_s, ray_backbone = timed_tiles(ray, level, folder, tile, overlap)
-                        speed.append(local_s / ray_s)
+                        threads = torch.get_num_threads()
+                        torch.set_num_threads(1)  # the local executor as one CPU worker actor runs
+                        _, single_s, _ = timed_tiles(local, level, folder, tile, overlap)
+                        torch.set_num_threads(threads)
+                        single_rate.append(tiles / single_s)
                         local_rate.append(tiles / local_s)
                         ray_rate.append(tiles / ray_s)
                         local_extra.append(1000 * (local_s - local_backbone) / tiles)
                         ray_extra.append(1000 * (ray_s - ray_backbone / workers) / tiles)
                 row["tiles"] = tiles
-                row[f"local_tiles_per_s_with_ray{workers}"] = median(local_rate)
-                row[f"ray{workers}_tiles_per_s"] = median(ray_rate)
-                row[f"ray{workers}_vs_local"] = median(speed)
+                local_median = statistics.median(local_rate)
+                row[f"local_tiles_per_s_with_ray{workers}"] = local_median
+                row[f"ray{workers}_tiles_per_s"] = statistics.median(ray_rate)
+                row[f"ray{workers}_vs_local"] = statistics.median(ray_rate) / local_median
+                row[f"local_1_thread_tiles_per_s_with_ray{workers}"] = statistics.median(single_rate)
+                row[f"ray{workers}_vs_local_1_thread"] = statistics.median(ray_rate) / statistics.median(single_rate)
                 if workers == 1:
                     # What a tile costs beyond the backbone: reading, caching, and for Ray the trip.
-                    row["local_overhead_ms_per_tile"] = median(local_extra)
-                    row["ray1_overhead_ms_per_tile"] = median(ray_extra)
-            row["ray2_vs_ray1"] = row["ray2_vs_local"] / row["ray1_vs_local"]
+                    row["local_overhead_ms_per_tile"] = statistics.median(local_extra)
+                    row["ray1_overhead_ms_per_tile"] = statistics.median(ray_extra)
+            row["ray2_vs_ray1"] = row["ray2_tiles_per_s"] / row["ray1_tiles_per_s"]
             results.append(row)
             print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     return results

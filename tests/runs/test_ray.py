@@ -168,6 +168,30 @@ def test_ray_flags_without_the_ray_executor_are_refused(small: Path, tmp_path: P
     assert "--workers: applies only with executor ray" in capsys.readouterr().err
 
 
+def test_where_a_run_is_made_is_not_part_of_its_identity() -> None:
+    from chainzoom.config import FullConfig, ZoomConfig, identity
+
+    for cls in (ZoomConfig, FullConfig):
+        ray = cls(backbone="bicubic", executor="ray", ray_address="10.0.0.1:6379", workers=8)
+        assert identity(ray) == identity(cls(backbone="bicubic"))  # a local run resumes on Ray and back
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"executor": "dask"}, "executor: must be one of local, ray, got 'dask'"),
+        ({"executor": "ray", "workers": 0}, "workers: must be at least 1, got 0"),
+        ({"ray_address": "h:1"}, "ray_address: applies only with executor ray"),
+    ],
+)
+def test_executor_options_are_checked_with_the_config(options: dict, problem: str) -> None:
+    from chainzoom.config import EvalConfig
+    from chainzoom.errors import OptionError
+
+    with pytest.raises(OptionError, match=problem):
+        EvalConfig(backbone="bicubic", **options)
+
+
 @pytest.mark.ray
 def test_ray_full_image_equals_local_and_records_the_workers(
     ray_address: str, small: Path, local_full: Path, tmp_path: Path
