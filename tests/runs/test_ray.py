@@ -144,21 +144,33 @@ def test_missing_ray_is_one_line_and_exit_2(monkeypatch, small: Path, tmp_path: 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
     monkeypatch.delitem(sys.modules, "chainzoom.runs.ray_executor", raising=False)
     out = tmp_path / "out"
-    assert main(["zoom", str(small), *FULL, "--out", str(out), "--executor", "ray"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--executor" in err and "pip install 'chainzoom[ray]'" in err
+    full = [a for a in FULL if a != "-q"]  # with the progress bars on: still exactly one line
+    assert main(["zoom", str(small), *full, "--out", str(out), "--executor", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        len(err.splitlines()) == 1
+        and err.startswith("chainzoom: error: --executor")
+        and "pip install 'chainzoom[ray]'" in err
+    )
     assert not out.exists()
 
 
 @needs_ray
-def test_an_address_where_nothing_answers_is_one_line_and_exit_2(small: Path, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("command", ["zoom --full", "zoom", "eval"])
+def test_an_address_where_nothing_answers_is_one_line_and_exit_2(
+    command: str, small: Path, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "out"
+    args = {
+        "zoom --full": ["zoom", str(small), *[a for a in FULL if a != "-q"]],
+        "zoom": ["zoom", str(small), str(small), "--backbone", "bicubic"],
+        "eval": ["eval", "--images", str(small), "--backbone", "bicubic", "--metrics", "entropy"],
+    }[command]
     started = time.monotonic()
-    code = main(
-        ["zoom", str(small), *FULL, "--out", str(out), "--executor", "ray", "--ray-address", f"127.0.0.1:{free_port()}"]
-    )
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "--ray-address" in err and "no Ray cluster answers" in err
+    code = main([*args, "--out", str(out), "--executor", "ray", "--ray-address", f"127.0.0.1:{free_port()}"])
+    err = capsys.readouterr().err  # progress bars on: still exactly one line
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("chainzoom: error: --ray-address: ")
+    assert "no Ray cluster answers" in err
     assert time.monotonic() - started < 30  # ray.init alone would wait minutes
     assert not out.exists()
 

@@ -95,7 +95,14 @@ def run_full(config: FullConfig) -> int:
     pipeline = ChainZoom.from_config(config)
     from chainzoom.runs.full import level_count
 
-    levels = level_count(config.scale, pipeline.step_factor())
+    if config.executor == "ray":
+        from chainzoom.runs.executors import check_ray
+
+        check_ray(config.ray_address)
+        _ = pipeline.runtime  # device and dtype checked before the bars (the models load on the workers)
+        levels = level_count(config.scale, pipeline.step_factor())
+    else:
+        levels = level_count(config.scale, pipeline.backbone.scale)
     with TileProgress(paths[0].name, levels, enabled=not config.quiet) as progress:
         pipeline.run_full(config, on_tile=progress.update)
     print(config.out)
@@ -105,8 +112,12 @@ def run_full(config: FullConfig) -> int:
 def run_batch(config: ZoomConfig) -> int:
     """Every input as a task on a Ray actor (``--executor ray``); the folders are written here."""
     from chainzoom.api import ChainZoom
+    from chainzoom.runs.executors import check_ray
     from chainzoom.runs.progress import ZoomProgress
 
+    check_ray(config.ray_address)
+    pipeline = ChainZoom.from_config(config)
+    _ = pipeline.runtime  # device and dtype checked before the bars (the models load on the workers)
     with ZoomProgress(enabled=not config.quiet) as progress:
-        ChainZoom.from_config(config).run_batch(config, progress)
+        pipeline.run_batch(config, progress)
     return 0

@@ -182,6 +182,12 @@ class LocalExecutor:
             yield job, render_tile(self.backbone, self.prompter, job, inputs(job), self.worker)
 
 
+def check_ray(address: str | None) -> None:
+    """Ray is installed and something answers at the address: checked before any progress bar."""
+    module = load_ray_executor()
+    module.check_address(module.resolve_address(address))
+
+
 def load_ray_executor() -> Any:
     """The Ray executor's module, or one line saying how to install Ray."""
     try:
