@@ -384,12 +384,10 @@ class ChainZoom:
         )
         return self.run_batch(config, progress)
 
-    def run_batch(self, config: ZoomConfig, progress: ZoomProgress | None = None) -> list[Path]:
-        """Run a checked :class:`~chainzoom.config.ZoomConfig` over all its inputs (see :meth:`zoom_batch`).
-
-        Every input is decoded and planned before any run starts, so a bad one stops the
-        batch with nothing written.
-        """
+    def check_batch(self, config: ZoomConfig) -> list[tuple[Path, Path]]:
+        """Every input of ``config`` and its run folder, each input decoded and planned (a bad one
+        stops the batch before anything is written). One input writes into ``out``, several into
+        ``out/<name>`` each."""
         from chainzoom.io.images import collect_inputs, input_names
 
         paths = collect_inputs(config.inputs)
@@ -397,6 +395,18 @@ class ChainZoom:
             self.plan(self.load_input(path, config).size, config)
         out = Path(config.out)
         outs = [out] if len(paths) == 1 else [out / name for name in input_names(paths)]
+        return list(zip(paths, outs))
+
+    def run_batch(
+        self,
+        config: ZoomConfig,
+        progress: ZoomProgress | None = None,
+        batch: list[tuple[Path, Path]] | None = None,
+    ) -> list[Path]:
+        """Run a checked :class:`~chainzoom.config.ZoomConfig` over all its inputs (see :meth:`zoom_batch`);
+        ``batch`` is :meth:`check_batch`'s answer when the caller already has it."""
+        batch = self.check_batch(config) if batch is None else batch
+        paths, outs = [path for path, _ in batch], [folder for _, folder in batch]
         if config.executor != "ray":
             if progress is not None:
                 progress.start_batch(len(paths))

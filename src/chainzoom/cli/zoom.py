@@ -118,6 +118,7 @@ def run_batch(config: ZoomConfig) -> int:
     check_ray(config.ray_address)
     pipeline = ChainZoom.from_config(config)
     _ = pipeline.runtime  # device and dtype checked before the bars (the models load on the workers)
+    batch = pipeline.check_batch(config)
     with ZoomProgress(enabled=not config.quiet) as progress:
-        pipeline.run_batch(config, progress)
+        pipeline.run_batch(config, progress, batch)
     return 0
