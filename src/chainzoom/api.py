@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chainzoom.config import FullConfig, ModelConfig, ZoomConfig, identity
+from chainzoom.config import ExecutorConfig, FullConfig, ModelConfig, ZoomConfig, identity
 from chainzoom.core.vocabulary import MODEL_MODES
 from chainzoom.errors import OptionError
 from chainzoom.runtime import Runtime
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from chainzoom.io.images import LoadedImage
     from chainzoom.pipeline.adaptive import AdaptivePolicy
     from chainzoom.prompts.base import Prompter
+    from chainzoom.runs.local import StateMaker
+    from chainzoom.runs.progress import ZoomProgress
+    from chainzoom.runs.ray_executor import RayExecutor
 
     ImageInput = str | Path | Image.Image | LoadedImage | torch.Tensor
 
@@ -102,6 +105,8 @@ class ChainZoom:
         self._placed = False
         self._candidates: dict[str, Backbone] = {}
         self._cache_prompts: bool | None = None if self._prompter is None else False
+        #: Components the caller passed as objects (a Ray worker gets these; it builds the others).
+        self._given = (self._backbone, self._prompter)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> ChainZoom:
@@ -376,7 +381,11 @@ class ChainZoom:
         return self.run_full(config, on_tile)
 
     def run_full(self, config: FullConfig, on_tile: TileCallback | None = None) -> dict[str, Any]:
-        """Run a checked :class:`~chainzoom.config.FullConfig` (one input)."""
+        """Run a checked :class:`~chainzoom.config.FullConfig` (one input).
+
+        With ``executor="ray"`` the tiles are made by Ray actors (:meth:`ray_executor`);
+        the models are then loaded there, not here.
+        """
         from chainzoom.runs.full import DEFAULT_TILE, level_count, zoom_full
         from chainzoom.runs.local import backbone_record
 
@@ -384,25 +393,161 @@ class ChainZoom:
             raise OptionError("inputs", f"full-image mode takes one input image, got {len(config.inputs)}")
         path = config.inputs[0]
         image = self.load_input(path, config)
+        prompted = self.config.prompter_spec != "null" or self._prompter is not None
+        request, source = self.request(path, image, config, "full")
+        options: dict[str, Any] = {
+            "fmt": config.format,
+            "tile": self.runtime.tile or DEFAULT_TILE,
+            "overlap": self.runtime.overlap,
+            "request": request,
+            "input_path": source,
+            "overwrite": config.overwrite,
+            "on_tile": on_tile,
+        }
+        if config.executor == "ray":
+            with self.ray_executor(config, tile_prompter=prompted) as executor:
+                levels = level_count(config.scale, executor.scale)
+                return zoom_full(
+                    image,
+                    Path(config.out),
+                    None,
+                    None,
+                    levels=levels,
+                    backbone_record=executor.backbone_record(),
+                    executor=executor,
+                    **options,
+                )
         backbone = self.backbone
         levels = level_count(config.scale, backbone.scale)
-        prompter = self.prompter if self.config.prompter_spec != "null" or self._prompter is not None else None
-        request, source = self.request(path, image, config, "full")
+        prompter = self.prompter if prompted else None
         return zoom_full(
             image,
             Path(config.out),
             backbone,
             prompter,
             levels=levels,
-            fmt=config.format,
-            tile=self.runtime.tile or DEFAULT_TILE,
-            overlap=self.runtime.overlap,
-            request=request,
-            input_path=source,
             backbone_record=backbone_record(backbone),
-            overwrite=config.overwrite,
-            on_tile=on_tile,
+            **options,
         )
+
+    # ------------------------------------------------------------------ batches and executors
+
+    def zoom_batch(
+        self,
+        inputs: str | Path | list[str | Path],
+        out: str | Path,
+        scale: float = 256.0,
+        *,
+        progress: ZoomProgress | None = None,
+        **options: Any,
+    ) -> list[Path]:
+        """Zoom every image of ``inputs`` (files or folders) into its run folder; return the folders.
+
+        One input writes into ``out``, several into ``out/<name>`` each, as ``chainzoom zoom``
+        does. ``options`` are those of :meth:`__call__` plus ``executor`` (``local`` or
+        ``ray``), ``ray_address`` and ``workers``: with Ray each image is a task on an actor.
+        """
+        names = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+        config = ZoomConfig(
+            **self.config.model_options(), inputs=tuple(map(str, names)), out=str(out), scale=scale, **options
+        )
+        return self.run_batch(config, progress)
+
+    def check_batch(self, config: ZoomConfig) -> list[tuple[Path, Path]]:
+        """Every input of ``config`` and its run folder, each input decoded and planned (a bad one
+        stops the batch before anything is written). One input writes into ``out``, several into
+        ``out/<name>`` each."""
+        from chainzoom.io.images import collect_inputs, input_names
+
+        paths = collect_inputs(config.inputs)
+        for path in paths:
+            self.plan(self.load_input(path, config).size, config)
+        out = Path(config.out)
+        outs = [out] if len(paths) == 1 else [out / name for name in input_names(paths)]
+        return list(zip(paths, outs))
+
+    def run_batch(
+        self,
+        config: ZoomConfig,
+        progress: ZoomProgress | None = None,
+        batch: list[tuple[Path, Path]] | None = None,
+    ) -> list[Path]:
+        """Run a checked :class:`~chainzoom.config.ZoomConfig` over all its inputs (see :meth:`zoom_batch`);
+        ``batch`` is :meth:`check_batch`'s answer when the caller already has it."""
+        batch = self.check_batch(config) if batch is None else batch
+        paths, outs = [path for path, _ in batch], [folder for _, folder in batch]
+        if config.executor != "ray":
+            if progress is not None:
+                progress.start_batch(len(paths))
+            for path, folder in zip(paths, outs):
+                self._batch_run(path, folder, config, progress, None)
+            return outs
+        from functools import partial
+
+        with self.ray_executor(config, tile_prompter=False) as executor:
+            if progress is not None:
+                progress.start_batch(len(paths))
+            executor.zoom_runs(
+                [partial(self._batch_run, path, folder, config, progress) for path, folder in zip(paths, outs)]
+            )
+        return outs
+
+    def _batch_run(
+        self, path: Path, folder: Path, config: ZoomConfig, progress: ZoomProgress | None, maker: StateMaker | None
+    ) -> None:
+        """One image of a batch, its states made here or by ``maker`` (a Ray worker)."""
+        from chainzoom.runs.local import RunFolder, iter_run
+
+        loaded, plan = self.prepare(path, config)
+        task = progress.add(path.name, len(plan.steps) + 1) if progress is not None else None
+        if maker is None:
+            states = self._states(path, loaded, plan, config, folder)
+        else:
+            request, source = self.request(path, loaded, config, "zoom")
+            states = iter_run(
+                RunFolder(folder),
+                loaded,
+                plan,
+                request,
+                source,
+                None,
+                None,
+                overwrite=config.overwrite,
+                animation=config.animation,
+                maker=maker,
+            )
+        for state in states:
+            if progress is not None:
+                progress.step(task, state)
+        if progress is not None:
+            progress.done(task, folder)
+
+    def worker_copy(self) -> ChainZoom:
+        """This pipeline as a Ray actor receives it: the specs, plus only the objects the caller passed.
+
+        Models built here from specs are not shipped: each worker builds its own, on its
+        own device (``device="auto"`` resolves on the worker's machine).
+        """
+        copy = ChainZoom.__new__(ChainZoom)
+        copy.config = self.config
+        copy._backbone, copy._prompter = self._given
+        copy._given = self._given
+        copy._runtime = None
+        copy._cache_prompts = None if copy._prompter is None else False
+        return copy
+
+    def ray_executor(self, config: ExecutorConfig, tile_prompter: bool) -> RayExecutor:
+        """Actors on the Ray cluster ``config`` names, each holding a copy of this pipeline's models.
+
+        One line (exit 2 in the CLI) when Ray is not installed or nothing answers at the address.
+        """
+        from chainzoom.runs.executors import load_ray_executor
+
+        module = load_ray_executor()
+        executor: RayExecutor = module.RayExecutor(
+            self.worker_copy(), config.ray_address, config.workers, self.config.runtime.device, tile_prompter
+        )
+        return executor
 
 
 def as_loaded(image: ImageInput, max_pixels: int | None = None) -> LoadedImage:

@@ -81,6 +81,10 @@ DEFAULT_FACTORS = (2.0, 4.0)
 #: Fields that say where and how a run is written or shown, not what its pixels are:
 #: left out of a run's identity (its manifest ``request``).
 NOT_IDENTITY = ("inputs", "out", "overwrite", "quiet", "animation", "prompter_timeout")
+#: Where a command's work runs: this process, or the actors of a Ray cluster.
+EXECUTORS = ("local", "ray")
+#: Executor fields: where the pixels are made never changes what they are.
+EXECUTOR_FIELDS = ("executor", "ray_address", "workers")
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,33 @@ class ModelConfig(BackboneConfig):
 
 
 @dataclass(frozen=True)
-class ZoomConfig(ModelConfig):
+class ExecutorConfig(ModelConfig):
+    """The models, and where they run: in this process, or on ``workers`` actors of a Ray cluster.
+
+    ``ray_address=None`` with ``executor="ray"`` means ``RAY_ADDRESS`` from the
+    environment, else a private Ray instance started on this machine (read when the run
+    starts, not here: a config stays plain data). ``workers=None`` is one actor per GPU
+    of the cluster, else one per CPU.
+    """
+
+    executor: str = "local"
+    ray_address: str | None = None
+    workers: int | None = None
+
+    def check(self) -> None:
+        super().check()
+        if self.executor not in EXECUTORS:
+            raise OptionError("executor", f"must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.executor != "ray":
+            _refuse_set(self, ("ray_address", "workers"), "applies only with executor ray (--executor ray)")
+        if self.workers is not None and self.workers < 1:
+            raise OptionError("workers", f"must be at least 1, got {self.workers}")
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise OptionError("ray_address", "must be HOST:PORT, ray://HOST:PORT, auto or local, got an empty text")
+
+
+@dataclass(frozen=True)
+class ZoomConfig(ExecutorConfig):
     """``chainzoom zoom``: local zooms of one or more images."""
 
     inputs: tuple[str, ...] = ()
@@ -287,7 +317,7 @@ class ZoomConfig(ModelConfig):
 
 
 @dataclass(frozen=True)
-class FullConfig(ModelConfig):
+class FullConfig(ExecutorConfig):
     """``chainzoom zoom --full``: every level the whole image, tiled and streamed to disk."""
 
     inputs: tuple[str, ...] = ()
@@ -331,7 +361,7 @@ class PromptsConfig(ModelConfig):
 
 
 @dataclass(frozen=True)
-class EvalConfig(ModelConfig):
+class EvalConfig(ExecutorConfig):
     """``chainzoom eval``: every mode on every image, scored, as a report."""
 
     images: tuple[str, ...] = ()
@@ -700,7 +730,7 @@ def to_dict(config: object) -> dict[str, Any]:
 
 def identity(config: object, **extra: Any) -> dict[str, Any]:
     """The part of a config that decides a run's pixels, plus ``extra`` (input, hashes, kind)."""
-    data = {k: v for k, v in to_dict(config).items() if k not in NOT_IDENTITY}
+    data = {k: v for k, v in to_dict(config).items() if k not in NOT_IDENTITY + EXECUTOR_FIELDS}
     if isinstance(data.get("runtime"), dict):  # where the weights sit between uses changes no pixel
         data["runtime"] = {k: v for k, v in data["runtime"].items() if k != "memory"}
     return {**extra, **data}

@@ -14,7 +14,7 @@ from typing import Any
 
 from chainzoom.cli.flags import add_config_flags, flag_name
 from chainzoom.cli.parsing import add_config_source, file_layer, flags_of
-from chainzoom.config import EvalConfig, from_mapping, merged, to_dict
+from chainzoom.config import EXECUTOR_FIELDS, EvalConfig, from_mapping, merged, to_dict
 
 CONFIG_FILE = "config.json"
 
@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{args.rerun}: not a readable evaluation config ({exc})") from None
     config = from_mapping(EvalConfig, merged(layer, flags_of(args)), source)
+    if config.executor == "ray":
+        from chainzoom.runs.executors import check_ray
+
+        check_ray(config.ray_address)
     metrics, unavailable = load_metrics(parse_metric_names(",".join(config.metrics)), config.runtime.resolve().device)
     with ZoomProgress(enabled=not config.quiet) as progress:
         results = evaluate(config, metrics, unavailable, progress)
@@ -64,7 +68,7 @@ def command_line(config: EvalConfig) -> str:
     defaults = EvalConfig()
     parts = ["chainzoom", "eval", "--images", *config.images]
     for name, value in to_dict(config).items():
-        if name in ("images", "quiet", "overwrite", "runtime") or value == to_dict(defaults)[name]:
+        if name in ("images", "quiet", "overwrite", "runtime", *EXECUTOR_FIELDS) or value == to_dict(defaults)[name]:
             continue
         flag = flag_name(name)
         if isinstance(value, bool):

@@ -134,6 +134,12 @@ FLAGS: dict[str, Flag] = {
     "prompter_offload": Flag("keep the VLM on the CPU between steps", action="store_true"),
     "prompter_timeout": Flag("seconds per request for openai"),
     "prompt": Flag("your own text, joined to each generated prompt"),
+    # executor
+    "executor": Flag("where the work runs: local (this process) or ray (actors of a Ray cluster)"),
+    "ray_address": Flag(
+        "Ray cluster to join: HOST:PORT, ray://HOST:PORT or auto (default: RAY_ADDRESS, else a private Ray on this machine)"
+    ),
+    "workers": Flag("Ray actors, each holding one backbone and prompter (default: one per GPU, else per CPU)"),
     # runtime
     "device": Flag("auto | cpu | cuda | cuda:N | mps"),
     "dtype": Flag("model precision (half precision only on GPUs)"),

@@ -67,6 +67,8 @@ def run_local(config: ZoomConfig) -> int:
     from chainzoom.io.images import collect_inputs, input_names
     from chainzoom.runs.progress import ZoomProgress
 
+    if config.executor == "ray":
+        return run_batch(config)
     paths = collect_inputs(config.inputs)
     pipeline = ChainZoom.from_config(config)
     # Every input is decoded and planned before the models load (a bad one stops the batch
@@ -101,8 +103,30 @@ def run_full(config: FullConfig) -> int:
     pipeline = ChainZoom.from_config(config)
     from chainzoom.runs.full import level_count
 
-    levels = level_count(config.scale, pipeline.backbone.scale)
+    if config.executor == "ray":
+        from chainzoom.runs.executors import check_ray
+
+        check_ray(config.ray_address)
+        _ = pipeline.runtime  # device and dtype checked before the bars (the models load on the workers)
+        levels = level_count(config.scale, pipeline.step_factor())
+    else:
+        levels = level_count(config.scale, pipeline.backbone.scale)
     with TileProgress(paths[0].name, levels, enabled=not config.quiet) as progress:
         pipeline.run_full(config, on_tile=progress.update)
     print(config.out)
+    return 0
+
+
+def run_batch(config: ZoomConfig) -> int:
+    """Every input as a task on a Ray actor (``--executor ray``); the folders are written here."""
+    from chainzoom.api import ChainZoom
+    from chainzoom.runs.executors import check_ray
+    from chainzoom.runs.progress import ZoomProgress
+
+    check_ray(config.ray_address)
+    pipeline = ChainZoom.from_config(config)
+    _ = pipeline.runtime  # device and dtype checked before the bars (the models load on the workers)
+    batch = pipeline.check_batch(config)
+    with ZoomProgress(enabled=not config.quiet) as progress:
+        pipeline.run_batch(config, progress, batch)
     return 0

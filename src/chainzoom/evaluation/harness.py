@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from chainzoom.api import ChainZoom
-from chainzoom.config import EvalConfig, EvalRow, View, eval_rows
+from chainzoom.config import EvalConfig, EvalRow, View, ZoomConfig, eval_rows
 from chainzoom.core.geometry import Box, ZoomPlan, default_view, plan_zoom, resolve_view
 from chainzoom.core.resample import resize
 from chainzoom.core.states import ScaleState
@@ -51,7 +51,7 @@ from chainzoom.metrics.catalog import Metric, Unavailable
 from chainzoom.metrics.drift import as_array, chain_drift, cumulative_delta_e
 from chainzoom.metrics.fidelity import psnr, ssim
 from chainzoom.metrics.niqe import MIN_SIDE as NIQE_MIN_SIDE
-from chainzoom.runs.local import RunFolder, step_filename
+from chainzoom.runs.local import RunFolder, StateMaker, iter_run, step_filename
 from chainzoom.runs.progress import ZoomProgress
 
 STEP = 4
@@ -114,14 +114,8 @@ class _Runner:
     progress: ZoomProgress
     by_context: dict[str, ChainZoom] = field(default_factory=dict)
 
-    def run(
-        self, folder: Path, label: str, path: Path, image: LoadedImage, plan: ZoomPlan, row: EvalRow
-    ) -> list[ScaleState]:
-        """The states of the run of ``mode`` in ``folder``: read back when finished, else made or resumed.
-
-        Each run is the ``chainzoom zoom`` run of the same image, mode and view, so its
-        folder means the same to both commands.
-        """
+    def job(self, path: Path, image: LoadedImage, plan: ZoomPlan, row: EvalRow) -> tuple[ZoomConfig, dict]:
+        """The ``chainzoom zoom`` config of one run, and its request (identity)."""
         pipeline = self.pipeline_for(row)
         config = pipeline.job(
             path,
@@ -134,9 +128,16 @@ class _Runner:
             animation=False,
         )
         request, _ = pipeline.request(path, image, config, "zoom")
+        return config, request
+
+    def finished(self, folder: Path, request: dict) -> list[ScaleState] | None:
+        """The states of a finished run of ``request`` in ``folder`` (read back, every one), or None.
+
+        An adaptive chain's count of states is its own (smaller steps, an early stop), so the
+        manifest's count, not the plan's, says whether they are all there.
+        """
         run_folder = RunFolder(folder)
         previous = run_folder.read_manifest()
-        total = len(plan.steps) + 1
         if (
             previous is not None
             and previous.get("request") == request
@@ -144,15 +145,28 @@ class _Runner:
             and not self.settings.overwrite
         ):
             states = run_folder.load_states(previous)
-            if len(states) == total:
-                self.progress.start(f"{label} (finished before)", 0)
-                self.progress.finish(folder)
+            if len(states) == len(previous.get("states", [])):
                 return states
-        if row.mode in MODEL_MODES and self.pipeline.backbone.scale != STEP:
-            scale = self.pipeline.backbone.scale
-            raise OptionError("backbone", f"chainzoom eval needs a {STEP}x backbone; this one is {scale}x")
+        return None
+
+    def run(
+        self, folder: Path, label: str, path: Path, image: LoadedImage, plan: ZoomPlan, row: EvalRow
+    ) -> list[ScaleState]:
+        """The states of the run of ``mode`` in ``folder``: read back when finished, else made or resumed.
+
+        Each run is the ``chainzoom zoom`` run of the same image, mode and view, so its
+        folder means the same to both commands.
+        """
+        config, request = self.job(path, image, plan, row)
+        total = len(plan.steps) + 1
+        states = self.finished(folder, request)
+        if states is not None:
+            self.progress.start(f"{label} (finished before)", 0)
+            self.progress.finish(folder)
+            return states
+        self.check_backbone(row)
         self.progress.start(label, total)
-        result = pipeline.run(path, image, plan, config, on_state=self.progress.advance, out=folder)
+        result = self.pipeline_for(row).run(path, image, plan, config, on_state=self.progress.advance, out=folder)
         self.progress.finish(folder)
         return result.states
 
@@ -184,6 +198,72 @@ class _Runner:
         return self.by_context[row.context]
 
 
+    def check_backbone(self, row: EvalRow) -> None:
+        if row.mode in MODEL_MODES and self.pipeline.step_factor() != STEP:
+            scale = self.pipeline.step_factor()
+            raise OptionError("backbone", f"chainzoom eval needs a {STEP}x backbone; this one is {scale}x")
+
+    def make_on(self, maker: StateMaker, folder: Path, label: str, path: Path, plan: ZoomPlan, row: EvalRow) -> None:
+        """Make (or finish) one run with its states from ``maker`` (a Ray worker); this process writes it."""
+        image = load_image(path)
+        config, request = self.job(path, image, plan, row)
+        if self.finished(folder, request) is not None:
+            return
+        task = self.progress.add(label, len(plan.steps) + 1)
+        states = iter_run(
+            RunFolder(folder),
+            image,
+            plan,
+            request,
+            str(path),
+            None,
+            None,
+            overwrite=config.overwrite,
+            animation=False,
+            maker=maker,
+        )
+        for state in states:
+            self.progress.step(task, state)
+        self.progress.done(task, folder)
+
+
+def make_on_ray(settings: EvalConfig, runner: _Runner, images: Sequence[Path], plans: list) -> None:
+    """Every run of the evaluation made on Ray actors, a task per run; the loop then reads them back."""
+    from functools import partial
+
+    out = Path(settings.out)
+    runs = []
+    rows = eval_rows(settings)
+    for row in rows:
+        runner.check_backbone(row)
+        if row.policy != "fixed" or row.context is not None:
+            raise OptionError("executor", f"row {row.label}: the adaptive policy and VLM contexts run on the local executor")
+    for path, name, (plan, view, problems) in zip(images, input_names(images), plans):
+        for row in rows:
+            folder = out / "runs" / name / row.label
+            runs.append(
+                partial(runner.make_on, folder=folder, label=f"{name} {row.label}", path=path, plan=plan, row=row)
+            )
+        for scale, problem in problems.items():
+            if problem is None:
+                folder = out / "runs" / name / f"fidelity-x{scale}"
+                low_path, _, low_plan, _ = prepare_fidelity(load_image(path), scale, view, folder)
+                for row in rows:
+                    label = f"{name} fidelity x{scale} {row.label}"
+                    runs.append(
+                        partial(
+                            runner.make_on,
+                            folder=folder / row.label,
+                            label=label,
+                            path=low_path,
+                            plan=low_plan,
+                            row=row,
+                        )
+                    )
+    with runner.pipeline.ray_executor(settings, tile_prompter=False) as executor:
+        executor.zoom_runs(runs)
+
+
 def image_view(image: LoadedImage, view: View) -> tuple[int, int]:
     return resolve_view(view, image.size, STEP) if view is not None else default_view(image.size, STEP)
 
@@ -206,6 +286,7 @@ def stopped_reason(folder: Path) -> str:
         return str(policy["stopped"])
     factors = [step["factor"] for step in manifest.get("plan", {}).get("steps", [])]
     return "steps of " + " x ".join(f"{f:g}" for f in factors)
+
 
 
 def fidelity_view(view: tuple[int, int], small: tuple[int, int]) -> tuple[int, int]:
@@ -267,11 +348,11 @@ def evaluate(
         view = image_view(image, settings.view)
         w, h = image.size
         if "adaptive" in settings.policy and min(view) < NIQE_MIN_SIDE:
-            raise OptionError(
-                "view", f"{path.name}: the adaptive policy scores with NIQE, which needs {NIQE_MIN_SIDE} px"
-            )
+            raise OptionError("view", f"{path.name}: the adaptive policy scores with NIQE, which needs {NIQE_MIN_SIDE} px")
         problems = {s: fidelity_problem((w, h), s, view) for s in settings.scales} if settings.fidelity else {}
         plans.append((plan_zoom((w, h), top, (w / 2, h / 2), view, STEP), view, problems))
+    if settings.executor == "ray":
+        make_on_ray(settings, runner, images, plans)
     runs = sum(1 + sum(p is None for p in problems.values()) for _, _, problems in plans)
     rows_to_make = eval_rows(settings)
     progress.start_batch(len(rows_to_make) * runs)

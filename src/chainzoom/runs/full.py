@@ -24,6 +24,8 @@ level is then streamed by libvips into a pyramidal TIFF, a Deep Zoom tree or a P
 from __future__ import annotations
 
 import math
+import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -43,7 +45,8 @@ from chainzoom.errors import ChainZoomError
 from chainzoom.io.atomic import atomic_write, atomic_write_json
 from chainzoom.io.images import LoadedImage, from_samples, to_samples
 from chainzoom.pipeline.tiling import axis_weights, free_memory_bytes, tile_starts
-from chainzoom.prompts.base import PromptContext, Prompter
+from chainzoom.prompts.base import Prompter
+from chainzoom.runs.executors import LocalExecutor, TileExecutor, TileInput, TileJob, TileResult
 from chainzoom.runs.local import RunFolder
 from chainzoom.runs.manifest import MANIFEST
 from chainzoom.runs.pyramid import FORMATS, PARTIAL, RawLevel, level_path, remove_level, write_level
@@ -57,6 +60,9 @@ PNG_BYTES_PER_PIXEL = 12
 #: as a local-zoom view is the centre quarter of the previous state.
 PROMPT_CONTEXT = 4
 CACHE = "tiles"
+#: In each level's tile cache: one ``name<TAB>worker`` line per finished tile.
+WORKERS_LOG = "workers.tsv"
+TILE_NAME = re.compile(r"y\d{5}_x\d{5}")
 
 TileCallback = Callable[[int, int, int], None]
 
@@ -146,7 +152,7 @@ def level_size(size: tuple[int, int], step: int, index: int) -> tuple[int, int]:
 def zoom_full(
     image: LoadedImage,
     out: Path,
-    backbone: Backbone,
+    backbone: Backbone | None,
     prompter: Prompter | None,
     *,
     levels: int,
@@ -158,16 +164,24 @@ def zoom_full(
     backbone_record: dict | None = None,
     overwrite: bool = False,
     on_tile: TileCallback | None = None,
+    executor: TileExecutor | None = None,
 ) -> dict:
     """Make (or finish) a full-image run of ``levels`` steps in ``out``; return its manifest.
 
     ``request`` identifies the run (a rerun with a different one is refused unless
     ``overwrite``). Level 0 is the input itself (8-bit RGB; an alpha channel is
-    dropped). ``on_tile(level, done, total)`` is called as tiles finish.
+    dropped). ``on_tile(level, done, total)`` is called as tiles finish. The tiles are
+    made by ``executor`` (default: in this process with ``backbone`` and ``prompter``,
+    which it then ignores); the executor is not part of the request, so a run started
+    on one resumes on the other.
     """
     if fmt not in FORMATS:
         raise ChainZoomError(f"unknown --format {fmt!r} (known: {', '.join(FORMATS)})")
-    step = backbone.scale
+    if executor is None:
+        if backbone is None:
+            raise ChainZoomError("zoom_full needs a backbone or an executor")
+        executor = LocalExecutor(backbone, prompter)
+    step = executor.scale
     if fmt == "png":
         check_png_fits(level_size(image.size, step, levels), free_memory_bytes(torch.device("cpu")))
     folder = FullRunFolder(out)
@@ -177,8 +191,7 @@ def zoom_full(
             folder,
             previous,
             image,
-            backbone,
-            prompter,
+            executor,
             levels,
             fmt,
             tile,
@@ -196,8 +209,7 @@ def _make_levels(
     folder: FullRunFolder,
     previous: dict[str, Any] | None,
     image: LoadedImage,
-    backbone: Backbone,
-    prompter: Prompter | None,
+    executor: TileExecutor,
     levels: int,
     fmt: str,
     tile: int,
@@ -207,7 +219,7 @@ def _make_levels(
     backbone_record: dict[str, Any] | None,
     on_tile: TileCallback | None,
 ) -> dict[str, Any]:
-    step = backbone.scale
+    step = executor.scale
     manifest: dict[str, Any] = {
         "chainzoom": __version__,
         "created": (previous or {}).get("created") or datetime.now(UTC).isoformat(),
@@ -215,7 +227,8 @@ def _make_levels(
         "request": request,
         "input": input_path,
         "backbone": backbone_record,
-        "prompter": prompter.settings() if prompter is not None else None,
+        "prompter": executor.prompter_settings(),
+        "executor": executor.record(),
         "format": fmt,
         "tile": tile,
         "tile_overlap": overlap,
@@ -238,7 +251,7 @@ def _make_levels(
         cache = folder.path / CACHE / f"level_{index:02d}"
         xs = plan_axis(source.width, tile, overlap, step)
         ys = plan_axis(source.height, tile, overlap, step)
-        stats = make_tiles(source, cache, xs, ys, backbone, prompter, index, on_tile)
+        stats = make_tiles(source, cache, xs, ys, None, None, index, on_tile, executor)
         target.create()
         assemble(target, cache, xs, ys)
         stats["seconds"] = round(time.perf_counter() - started, 3)
@@ -284,39 +297,88 @@ def make_tiles(
     cache: Path,
     xs: AxisPlan,
     ys: AxisPlan,
-    backbone: Backbone,
+    backbone: Backbone | None,
     prompter: Prompter | None,
     level: int,
     on_tile: TileCallback | None = None,
+    executor: TileExecutor | None = None,
 ) -> dict:
-    """Upscale every tile of ``source`` not already in ``cache``; prompts go to ``prompts.json``."""
+    """Upscale every tile of ``source`` not already in ``cache``; prompts go to ``prompts.json``.
+
+    The tiles are made by ``executor`` (default: here, with ``backbone`` and ``prompter``);
+    this process reads their inputs and writes every result as it comes back, so only
+    the tiles in flight are ever held in memory.
+    """
+    if executor is None:
+        if backbone is None:
+            raise ChainZoomError("make_tiles needs a backbone or an executor")
+        executor = LocalExecutor(backbone, prompter)
     cache.mkdir(parents=True, exist_ok=True)
-    total = len(xs.starts) * len(ys.starts)
-    done = made = 0
+    jobs = tile_jobs(xs, ys, level)
+    total = len(jobs)
+    todo = [job for job in jobs if not (cache / f"{job.name}.npy").exists()]
+    done = total - len(todo)
+    if on_tile is not None and done:
+        on_tile(level, done, total)
     backbone_seconds = 0.0
-    for iy, y in enumerate(ys.starts):
-        for ix, x in enumerate(xs.starts):
-            path = cache / f"y{iy:05d}_x{ix:05d}.npy"
-            if not path.exists():
-                crop = source.read(x, y, xs.size, ys.size)
-                prompt = tile_prompt(prompter, source, x, y, xs.size, ys.size, crop, level)
-                started = time.perf_counter()
-                result = backbone.upscale(from_samples(crop), prompt or "")
-                backbone_seconds += time.perf_counter() - started
-                expected = (3, ys.size * ys.scale, xs.size * xs.scale)
-                if tuple(result.shape) != expected:
-                    raise ChainZoomError(f"the backbone returned {tuple(result.shape)} for a tile, not {expected}")
-                (y0, y1), (x0, x1) = _local_keep(ys, iy), _local_keep(xs, ix)
-                kept = to_samples(result[:, y0:y1, x0:x1])
-                if prompt is not None:
-                    atomic_write(path.with_suffix(".txt"), partial(Path.write_text, data=prompt, encoding="utf-8"))
-                atomic_write(path, partial(np.save, arr=kept))
-                made += 1
-            done += 1
-            if on_tile is not None:
-                on_tile(level, done, total)
+    inputs = partial(tile_input, source, context=executor.uses_prompter)
+    for job, result in executor.map_tiles(todo, inputs):
+        save_tile(cache, job, result)
+        backbone_seconds += result.seconds
+        done += 1
+        if on_tile is not None:
+            on_tile(level, done, total)
     _collect_prompts(cache, xs, ys)
-    return {"tiles": total, "tiles_made": made, "backbone_seconds": round(backbone_seconds, 3)}
+    return {
+        "tiles": total,
+        "tiles_made": len(todo),
+        "backbone_seconds": round(backbone_seconds, 3),
+        "workers": _collect_workers(cache),
+    }
+
+
+def tile_jobs(xs: AxisPlan, ys: AxisPlan, level: int) -> list[TileJob]:
+    """Every tile of a level, row by row."""
+    return [
+        TileJob(level, iy, ix, x, y, xs.size, ys.size, xs.scale, _local_keep(xs, ix), _local_keep(ys, iy))
+        for iy, y in enumerate(ys.starts)
+        for ix, x in enumerate(xs.starts)
+    ]
+
+
+def tile_input(source: RawLevel, job: TileJob, context: bool) -> TileInput:
+    """A tile's pixels from the previous level, and its neighbourhood when it is prompted."""
+    crop = source.read(job.x, job.y, job.width, job.height)
+    return TileInput(crop, prompt_context(source, job.x, job.y, job.width, job.height) if context else None)
+
+
+def save_tile(cache: Path, job: TileJob, result: TileResult) -> None:
+    """Cache a finished tile (its prompt first, the tile last: the ``.npy`` marks it done) and who made it."""
+    path = cache / f"{job.name}.npy"
+    if result.prompt is not None:
+        atomic_write(path.with_suffix(".txt"), partial(Path.write_text, data=result.prompt, encoding="utf-8"))
+    atomic_write(path, partial(np.save, arr=result.kept))
+    # One short line appended per tile; a line torn by a kill is skipped when read back.
+    fd = os.open(cache / WORKERS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{job.name}\t{result.worker}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def _collect_workers(cache: Path) -> dict[str, list[str]]:
+    """Worker -> the tiles it made, from the cache's log (tiles of earlier, killed runs included)."""
+    made: dict[str, str] = {}
+    log = cache / WORKERS_LOG
+    if log.exists():
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            name, _, worker = line.partition("\t")
+            if TILE_NAME.fullmatch(name) and worker and "\t" not in worker and (cache / f"{name}.npy").exists():
+                made[name] = worker
+    workers: dict[str, list[str]] = {}
+    for name in sorted(made):
+        workers.setdefault(made[name], []).append(name)
+    return workers
 
 
 def _local_keep(axis: AxisPlan, index: int) -> tuple[int, int]:
@@ -325,22 +387,17 @@ def _local_keep(axis: AxisPlan, index: int) -> tuple[int, int]:
     return a - offset, b - offset
 
 
-def tile_prompt(
-    prompter: Prompter | None, source: RawLevel, x: int, y: int, width: int, height: int, crop: np.ndarray, level: int
-) -> str | None:
-    """The prompter's text for one tile: ``wide`` is the tile's neighbourhood at the previous level.
+def prompt_context(source: RawLevel, x: int, y: int, width: int, height: int) -> torch.Tensor:
+    """The tile's neighbourhood at the previous level, shown at the tile's size.
 
     The neighbourhood is :data:`PROMPT_CONTEXT` tiles on a side centred on the tile
-    (shifted to stay inside the level), shown at the tile's size, so the prompter
-    sees the same pair of images (wider context, region to upscale) as in a local zoom.
+    (shifted to stay inside the level), so the prompter sees the same pair of images
+    (wider context, region to upscale) as in a local zoom.
     """
-    if prompter is None:
-        return None
     nw, nh = min(width * PROMPT_CONTEXT, source.width), min(height * PROMPT_CONTEXT, source.height)
     nx = min(max(x + width // 2 - nw // 2, 0), source.width - nw)
     ny = min(max(y + height // 2 - nh // 2, 0), source.height - nh)
-    wide = resize(from_samples(source.read(nx, ny, nw, nh)), (width, height), "bicubic")
-    return prompter.describe(PromptContext(level, wide, from_samples(crop)))
+    return resize(from_samples(source.read(nx, ny, nw, nh)), (width, height), "bicubic")
 
 
 def _collect_prompts(cache: Path, xs: AxisPlan, ys: AxisPlan) -> None:

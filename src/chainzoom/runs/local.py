@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from chainzoom import __version__
 from chainzoom.backbones.base import Backbone
 from chainzoom.core.geometry import Box, ZoomPlan
 from chainzoom.core.states import ScaleState
+from chainzoom.core.vocabulary import MODEL_MODES
 from chainzoom.errors import InputError, RunFolderError
 from chainzoom.io.atomic import atomic_write_json
 from chainzoom.io.digest import file_sha256
@@ -29,6 +30,7 @@ from chainzoom.pipeline.chain import run_states
 from chainzoom.prompts.base import Prompter
 from chainzoom.prompts.cache import CachedPrompter
 from chainzoom.runs.animation import AnimationWriter, save_animation
+from chainzoom.runs.executors import worker_name
 from chainzoom.runs.lock import RunLock
 from chainzoom.runs.manifest import MANIFEST, check_manifest
 from chainzoom.runs.render import plan_placements, save_strip
@@ -40,6 +42,28 @@ PROMPT_CACHE = "prompts.json"
 RUN_FILE_PATTERNS = ("step_*.png", MANIFEST, STRIP, ANIMATION, PROMPT_CACHE)
 #: Temporary files of :func:`chainzoom.io.atomic.atomic_write` that a killed run left behind.
 STALE_TEMP_PATTERN = ".*.tmp.*"
+
+
+class StateMaker(Protocol):
+    """Where a run's states are made when not here: the Ray executor's :class:`~chainzoom.runs.ray_executor.RemoteChain`."""
+
+    def records(self, uses_model: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The backbone's record and the prompter's settings, for the manifest."""
+        ...
+
+    def executor_record(self) -> dict[str, Any]:
+        """What the manifest says about the executor, with ``worker``: the process making the states."""
+        ...
+
+    def states(
+        self,
+        mode: str,
+        image: LoadedImage,
+        plan: ZoomPlan,
+        done: Sequence[ScaleState],
+        consistency: str,
+        protocol: str,
+    ) -> Iterator[ScaleState]: ...
 
 
 def step_filename(index: int) -> str:
@@ -186,6 +210,7 @@ def iter_run(
     animation: bool = True,
     cache_prompts: bool = False,
     policy: AdaptivePolicy | None = None,
+    maker: StateMaker | None = None,
 ) -> Iterator[ScaleState]:
     """Make (or finish) the run ``request`` describes in ``folder``, yielding every state.
 
@@ -195,12 +220,14 @@ def iter_run(
     saved, and the manifest rewritten, before it is yielded. The strip and the animation
     are written once the last state has been yielded: a consumer that stops early leaves
     a run that the next call resumes. ``cache_prompts`` keeps the prompter's answers in
-    the folder, so a resumed run never asks a model twice.
+    the folder, so a resumed run never asks a model twice. With ``maker`` (a Ray worker)
+    the states are made there instead, from the same function, and ``backbone`` and
+    ``prompter`` are not used; its prompter's answers are then not cached here.
     """
     previous = folder.prepare(request, overwrite)
     try:
         yield from _run(
-            folder, image, plan, request, source, previous, backbone, prompter, animation, cache_prompts, policy
+            folder, image, plan, request, source, previous, backbone, prompter, animation, cache_prompts, policy, maker
         )
     finally:
         folder.close()
@@ -218,17 +245,25 @@ def _run(
     animation: bool,
     cache_prompts: bool,
     policy: AdaptivePolicy | None,
+    maker: StateMaker | None = None,
 ) -> Iterator[ScaleState]:
     if prompter is not None and cache_prompts:
         prompter = CachedPrompter(prompter, folder.path / PROMPT_CACHE)
     done = folder.load_states(previous) if previous else []
+    if maker is None:
+        records = backbone_record(backbone), prompter.settings() if prompter is not None else None
+        executor = {"kind": "local", "worker": worker_name("local")}
+    else:
+        records = maker.records(request["mode"] in MODEL_MODES)
+        executor = maker.executor_record()
     manifest: dict[str, Any] = {
         "chainzoom": __version__,
         "created": (previous or {}).get("created") or datetime.now(UTC).isoformat(),
         "request": request,
         "input": source,
-        "backbone": backbone_record(backbone),
-        "prompter": prompter.settings() if prompter is not None else None,
+        "backbone": records[0],
+        "prompter": records[1],
+        "executor": executor,
         "plan": plan_record(plan),
         "states": (previous or {}).get("states", [])[: len(done)],
         "complete": False,
@@ -245,12 +280,15 @@ def _run(
                 writer.add(state)
             yield state
         consistency, protocol = request.get("consistency", "none"), request.get("protocol", "chainzoom")
-        states_made = run_states(request["mode"], image, plan, backbone, prompter, done, consistency, protocol, policy)
-        for state in states_made:
+        if maker is None:
+            made = run_states(request["mode"], image, plan, backbone, prompter, done, consistency, protocol, policy)
+        else:
+            made = maker.states(request["mode"], image, plan, done, consistency, protocol)
+        for state in made:
             path = folder.path / step_filename(state.index)
             save_image(path, state.image, state.alpha, image.bit_depth)
             states.append(state)
-            manifest["states"].append(state_record(state, file_sha256(path)))
+            manifest["states"].append({**state_record(state, file_sha256(path)), "worker": executor["worker"]})
             atomic_write_json(folder.manifest_path, manifest)
             if writer is not None:
                 writer.add(state)

@@ -71,6 +71,25 @@ class ZoomProgress(_Bars):
         elif self.progress is None:
             print(f"{out}", file=sys.stdout)
 
+    # One bar per image for images made at the same time (a Ray batch): each caller keeps
+    # its bar's id; rich's Progress is safe to update from several threads.
+
+    def add(self, name: str, states: int) -> TaskID | None:
+        """A new bar for one image of a batch; its id goes to :meth:`step` and :meth:`done`."""
+        return self.progress.add_task(name, total=states, detail="") if self.progress is not None else None
+
+    def step(self, task: TaskID | None, state: ScaleState) -> None:
+        if self.progress is not None and task is not None:
+            self.progress.update(task, advance=1, detail=f"x{state.magnification:g}")
+
+    def done(self, task: TaskID | None, out: Path) -> None:
+        if self.progress is not None and task is not None:
+            self.progress.update(task, detail=f"done -> {out}")
+            if self.batch is not None:
+                self.progress.update(self.batch, advance=1)
+        elif self.progress is None:
+            print(f"{out}", file=sys.stdout)
+
 
 class TileProgress(_Bars):
     """Full-image mode: one bar per level, advancing per tile."""

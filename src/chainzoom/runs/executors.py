@@ -1,0 +1,201 @@
+"""Where the work of a run is done: in this process, or on the actors of a Ray cluster.
+
+The driver (the process the user started) owns the run folder: it reads the inputs,
+writes every file and keeps the manifest, exactly as a local run does. An executor
+only makes pixels from inputs it is handed, with two units of work:
+
+- a **tile** of a full-image level (:func:`render_tile`): the tile and its prompt
+  context in, the kept part of the upscaled tile and its prompt out;
+- the **states of one zoom** (:func:`zoom_states`): an image and its plan in, the
+  scale-states out, one by one.
+
+Both executors call these same functions, so a tile or a state is the same bytes
+wherever it was made. :class:`LocalExecutor` runs them here, in order; the Ray
+executor (:mod:`chainzoom.runs.ray_executor`, imported only when asked for) runs
+them on actors that each load the models once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from chainzoom.backbones.base import Backbone
+from chainzoom.core.geometry import ZoomPlan
+from chainzoom.core.states import ScaleState
+from chainzoom.core.vocabulary import MODEL_MODES
+from chainzoom.errors import ChainZoomError
+from chainzoom.io.images import LoadedImage, from_samples, to_samples
+from chainzoom.prompts.base import PromptContext, Prompter
+
+
+class Models(Protocol):
+    """What a worker holds: a backbone and a prompter, loaded on first use (a :class:`chainzoom.ChainZoom`)."""
+
+    @property
+    def backbone(self) -> Backbone: ...
+
+    @property
+    def prompter(self) -> Prompter: ...
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """One tile of a full-image level: where it is in the previous level and what of it is kept.
+
+    ``keep_x``/``keep_y`` are the output ranges (tile coordinates) whose blending weight
+    is not zero; only that part travels back and is cached.
+    """
+
+    level: int
+    iy: int
+    ix: int
+    x: int
+    y: int
+    width: int
+    height: int
+    scale: int
+    keep_x: tuple[int, int]
+    keep_y: tuple[int, int]
+
+    @property
+    def name(self) -> str:
+        return f"y{self.iy:05d}_x{self.ix:05d}"
+
+
+@dataclass(frozen=True)
+class TileInput:
+    """What a tile needs: its 8-bit pixels and, when prompted, its neighbourhood at the tile's size."""
+
+    crop: np.ndarray
+    wide: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class TileResult:
+    """The kept part of the upscaled tile (8-bit), its prompt, the backbone's seconds and who made it."""
+
+    kept: np.ndarray
+    prompt: str | None
+    seconds: float
+    worker: str
+
+
+def worker_name(kind: str) -> str:
+    """``kind:host:pid``: the process that made a tile or a state, as manifests record it."""
+    return f"{kind}:{socket.gethostname()}:{os.getpid()}"
+
+
+def render_tile(
+    backbone: Backbone, prompter: Prompter | None, job: TileJob, tile: TileInput, worker: str
+) -> TileResult:
+    """Prompt and upscale one tile, keeping the part whose blending weight is not zero."""
+    prompt = None
+    if prompter is not None:
+        if tile.wide is None:
+            raise ChainZoomError(f"tile {job.name}: the prompter needs the tile's neighbourhood, none was sent")
+        prompt = prompter.describe(PromptContext(job.level, tile.wide, from_samples(tile.crop)))
+    started = time.perf_counter()
+    result = backbone.upscale(from_samples(tile.crop), prompt or "")
+    seconds = time.perf_counter() - started
+    expected = (3, job.height * job.scale, job.width * job.scale)
+    if tuple(result.shape) != expected:
+        raise ChainZoomError(f"the backbone returned {tuple(result.shape)} for a tile, not {expected}")
+    (y0, y1), (x0, x1) = job.keep_y, job.keep_x
+    return TileResult(to_samples(result[:, y0:y1, x0:x1]), prompt, seconds, worker)
+
+
+def zoom_states(
+    models: Models, mode: str, image: LoadedImage, plan: ZoomPlan, done: Sequence[ScaleState], consistency: str
+) -> Iterator[ScaleState]:
+    """The states of one zoom after ``done`` (what :func:`chainzoom.pipeline.chain.run_states` yields)."""
+    from chainzoom.pipeline.chain import run_states
+
+    uses_model = mode in MODEL_MODES
+    backbone = models.backbone if uses_model else None
+    prompter = models.prompter if uses_model else None
+    return run_states(mode, image, plan, backbone, prompter, done, consistency)
+
+
+class TileExecutor(Protocol):
+    """Makes the tiles of a level; results come back as they finish, in any order."""
+
+    #: ``local`` or ``ray``.
+    kind: str
+
+    @property
+    def scale(self) -> int:
+        """The backbone's scale (every level is this many times the last)."""
+        ...
+
+    @property
+    def uses_prompter(self) -> bool:
+        """Whether tiles are prompted (then each tile needs its neighbourhood)."""
+        ...
+
+    def prompter_settings(self) -> dict[str, Any] | None: ...
+
+    def record(self) -> dict[str, Any]:
+        """What the manifest says about the executor."""
+        ...
+
+    def map_tiles(
+        self, jobs: Iterable[TileJob], inputs: Callable[[TileJob], TileInput]
+    ) -> Iterator[tuple[TileJob, TileResult]]: ...
+
+
+class LocalExecutor:
+    """Tiles made one after the other in this process, with models the caller loaded."""
+
+    kind = "local"
+
+    def __init__(self, backbone: Backbone, prompter: Prompter | None) -> None:
+        self.backbone = backbone
+        self.prompter = prompter
+        self.worker = worker_name("local")
+
+    @property
+    def scale(self) -> int:
+        return self.backbone.scale
+
+    @property
+    def uses_prompter(self) -> bool:
+        return self.prompter is not None
+
+    def prompter_settings(self) -> dict[str, Any] | None:
+        return self.prompter.settings() if self.prompter is not None else None
+
+    def record(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    def map_tiles(
+        self, jobs: Iterable[TileJob], inputs: Callable[[TileJob], TileInput]
+    ) -> Iterator[tuple[TileJob, TileResult]]:
+        for job in jobs:
+            yield job, render_tile(self.backbone, self.prompter, job, inputs(job), self.worker)
+
+
+def check_ray(address: str | None) -> None:
+    """Ray is installed and something answers at the address: checked before any progress bar."""
+    module = load_ray_executor()
+    module.check_address(module.resolve_address(address))
+
+
+def load_ray_executor() -> Any:
+    """The Ray executor's module, or one line saying how to install Ray."""
+    try:
+        from chainzoom.runs import ray_executor
+    except ImportError as exc:
+        from chainzoom.errors import OptionError
+
+        raise OptionError(
+            "executor", f"ray needs the ray package ({exc}); install it with: pip install 'chainzoom[ray]'"
+        ) from None
+    return ray_executor
