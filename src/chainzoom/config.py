@@ -75,6 +75,8 @@ PROMPTER_OPTION_FIELDS = {
 }
 #: Fields holding component specs, which may carry credentials.
 SPEC_FIELDS = ("backbone", "prompter", "critic", "policy")
+#: The consistency methods of full-image mode: the local ones, which tiles can blend.
+FULL_CONSISTENCY = ("none", "wavelet", "backprojection")
 #: The adaptive policy's step factors unless ``factors`` says otherwise: a 4x step, or a 2x one
 #: where half the zoom scores better.
 DEFAULT_FACTORS = (2.0, 4.0)
@@ -259,6 +261,8 @@ class ZoomConfig(ExecutorConfig):
             return
         if self.mode != "chain" or self.protocol != "chainzoom":
             raise OptionError("policy", "adaptive applies to mode chain under protocol chainzoom")
+        if self.executor != "local":
+            raise OptionError("executor", "the adaptive policy runs on the local executor only")
         if any(not (1.0 < f <= 4.0) for f in self.factors):
             raise OptionError("factors", f"must be step factors in (1, 4], such as 2,4; got {list(self.factors)}")
         if self.stop_below is not None and not math.isfinite(self.stop_below):
@@ -324,6 +328,8 @@ class FullConfig(ExecutorConfig):
     out: str = "out"
     scale: float = 16.0
     format: str = "tiff"
+    #: Per tile, against the tile's input: ``none``, ``wavelet`` or ``backprojection``.
+    consistency: str = "none"
     max_pixels: int | None = None
     overwrite: bool = False
     quiet: bool = False
@@ -331,6 +337,11 @@ class FullConfig(ExecutorConfig):
     def check(self) -> None:
         super().check()
         check_scale(self.scale)
+        if self.consistency not in FULL_CONSISTENCY:
+            why = "adain and anchor match a whole state's colour statistics; per tile they would show the seams"
+            if self.consistency not in CONSISTENCY:
+                why = f"must be one of {', '.join(FULL_CONSISTENCY)}"
+            raise OptionError("consistency", f"{self.consistency}: {why} (--full takes {', '.join(FULL_CONSISTENCY)})")
         if self.format not in FORMATS:
             raise OptionError("format", f"must be one of {', '.join(FORMATS)}, got {self.format!r}")
         check_max_pixels(self.max_pixels)

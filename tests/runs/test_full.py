@@ -333,3 +333,52 @@ def test_the_command_runs_a_full_zoom_and_refuses_local_flags(tmp_path: Path, ca
         full_cli(tmp_path, "--center", "0.2,0.2")
     with pytest.raises(ChainZoomError, match="power of 4"):
         full_cli(tmp_path, "--scale", "8")
+
+
+class Cast(Backbone):
+    """Bicubic 4x plus a colour cast: what a consistency method must take out, tile by tile."""
+
+    scale = 4
+
+    def upscale(self, image: torch.Tensor, prompt: str = "") -> torch.Tensor:
+        from chainzoom.core.resample import resize
+
+        big = resize(image, (image.shape[-1] * 4, image.shape[-2] * 4), "bicubic")
+        return (big + torch.tensor([0.12, -0.08, 0.05]).view(3, 1, 1)).clamp(0, 1)
+
+    def card(self) -> ModelCard:
+        return ModelCard("cast", "bicubic with a colour cast", "bicubic", 4)
+
+
+@pytest.mark.parametrize("method", ["wavelet", "backprojection"])
+def test_full_image_consistency_takes_a_colour_cast_out_of_every_tile(tmp_path: Path, method: str) -> None:
+    from chainzoom.api import ChainZoom
+
+    image_path = tmp_path / "in.png"
+    Image.fromarray(to_samples(sample(96, 64).rgb)).save(image_path)
+    level = {}
+    for name in ("none", method):
+        manifest = ChainZoom(Cast(), runtime=Runtime(device="cpu", tile=32, tile_overlap=16)).zoom_full(
+            image_path, tmp_path / name, 4, format="png", consistency=name
+        )
+        assert manifest["request"]["consistency"] == name
+        level[name] = load_image(tmp_path / name / manifest["levels"][1]["file"]).rgb
+    source = load_image(image_path).rgb.mean((1, 2))
+    cast = (level["none"].mean((1, 2)) - source).abs().max()
+    fixed = (level[method].mean((1, 2)) - source).abs().max()
+    assert cast > 0.05 and fixed < 0.01
+
+
+def test_full_image_mode_refuses_the_global_consistency_methods(tmp_path: Path, capsys) -> None:
+    from chainzoom.cli import main
+
+    image_path = tmp_path / "in.png"
+    Image.fromarray(to_samples(sample(64, 48).rgb)).save(image_path)
+    out = tmp_path / "never"
+    assert (
+        main(["zoom", str(image_path), "--full", "--backbone", "bicubic", "--consistency", "anchor", "--out", str(out)])
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "--consistency: anchor: adain and anchor match a whole state's colour statistics" in err and "\n" not in err
+    assert not out.exists()

@@ -197,7 +197,6 @@ class _Runner:
             )
         return self.by_context[row.context]
 
-
     def check_backbone(self, row: EvalRow) -> None:
         if row.mode in MODEL_MODES and self.pipeline.step_factor() != STEP:
             scale = self.pipeline.step_factor()
@@ -237,7 +236,9 @@ def make_on_ray(settings: EvalConfig, runner: _Runner, images: Sequence[Path], p
     for row in rows:
         runner.check_backbone(row)
         if row.policy != "fixed" or row.context is not None:
-            raise OptionError("executor", f"row {row.label}: the adaptive policy and VLM contexts run on the local executor")
+            raise OptionError(
+                "executor", f"row {row.label}: the adaptive policy and VLM contexts run on the local executor"
+            )
     for path, name, (plan, view, problems) in zip(images, input_names(images), plans):
         for row in rows:
             folder = out / "runs" / name / row.label
@@ -286,7 +287,6 @@ def stopped_reason(folder: Path) -> str:
         return str(policy["stopped"])
     factors = [step["factor"] for step in manifest.get("plan", {}).get("steps", [])]
     return "steps of " + " x ".join(f"{f:g}" for f in factors)
-
 
 
 def fidelity_view(view: tuple[int, int], small: tuple[int, int]) -> tuple[int, int]:
@@ -348,7 +348,9 @@ def evaluate(
         view = image_view(image, settings.view)
         w, h = image.size
         if "adaptive" in settings.policy and min(view) < NIQE_MIN_SIDE:
-            raise OptionError("view", f"{path.name}: the adaptive policy scores with NIQE, which needs {NIQE_MIN_SIDE} px")
+            raise OptionError(
+                "view", f"{path.name}: the adaptive policy scores with NIQE, which needs {NIQE_MIN_SIDE} px"
+            )
         problems = {s: fidelity_problem((w, h), s, view) for s in settings.scales} if settings.fidelity else {}
         plans.append((plan_zoom((w, h), top, (w / 2, h / 2), view, STEP), view, problems))
     if settings.executor == "ray":

@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 from chainzoom.backbones.base import Backbone
-from chainzoom.core.geometry import ZoomPlan
+from chainzoom.core.geometry import Box, ZoomPlan
 from chainzoom.core.states import ScaleState
 from chainzoom.core.vocabulary import MODEL_MODES
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.images import LoadedImage, from_samples, to_samples
+from chainzoom.pipeline.consistency import make_consistent
 from chainzoom.prompts.base import PromptContext, Prompter
 
 
@@ -64,6 +65,8 @@ class TileJob:
     scale: int
     keep_x: tuple[int, int]
     keep_y: tuple[int, int]
+    #: ``none``, ``wavelet`` or ``backprojection``: the tile's output made consistent with its input.
+    consistency: str = "none"
 
     @property
     def name(self) -> str:
@@ -103,8 +106,11 @@ def render_tile(
             raise ChainZoomError(f"tile {job.name}: the prompter needs the tile's neighbourhood, none was sent")
         prompt = prompter.describe(PromptContext(job.level, tile.wide, from_samples(tile.crop)))
     started = time.perf_counter()
-    result = backbone.upscale(from_samples(tile.crop), prompt or "")
+    crop = from_samples(tile.crop)
+    result = backbone.upscale(crop, prompt or "")
     seconds = time.perf_counter() - started
+    if job.consistency != "none":  # local methods only (FullConfig refuses the others), so tiles blend
+        result = make_consistent(job.consistency, result, crop, crop, Box(0, 0, crop.shape[-1], crop.shape[-2]))
     expected = (3, job.height * job.scale, job.width * job.scale)
     if tuple(result.shape) != expected:
         raise ChainZoomError(f"the backbone returned {tuple(result.shape)} for a tile, not {expected}")
@@ -113,7 +119,13 @@ def render_tile(
 
 
 def zoom_states(
-    models: Models, mode: str, image: LoadedImage, plan: ZoomPlan, done: Sequence[ScaleState], consistency: str
+    models: Models,
+    mode: str,
+    image: LoadedImage,
+    plan: ZoomPlan,
+    done: Sequence[ScaleState],
+    consistency: str,
+    protocol: str = "chainzoom",
 ) -> Iterator[ScaleState]:
     """The states of one zoom after ``done`` (what :func:`chainzoom.pipeline.chain.run_states` yields)."""
     from chainzoom.pipeline.chain import run_states
@@ -121,7 +133,7 @@ def zoom_states(
     uses_model = mode in MODEL_MODES
     backbone = models.backbone if uses_model else None
     prompter = models.prompter if uses_model else None
-    return run_states(mode, image, plan, backbone, prompter, done, consistency)
+    return run_states(mode, image, plan, backbone, prompter, done, consistency, protocol)
 
 
 class TileExecutor(Protocol):

@@ -251,7 +251,8 @@ def _make_levels(
         cache = folder.path / CACHE / f"level_{index:02d}"
         xs = plan_axis(source.width, tile, overlap, step)
         ys = plan_axis(source.height, tile, overlap, step)
-        stats = make_tiles(source, cache, xs, ys, None, None, index, on_tile, executor)
+        consistency = request.get("consistency", "none")
+        stats = make_tiles(source, cache, xs, ys, None, None, index, on_tile, executor, consistency)
         target.create()
         assemble(target, cache, xs, ys)
         stats["seconds"] = round(time.perf_counter() - started, 3)
@@ -302,6 +303,7 @@ def make_tiles(
     level: int,
     on_tile: TileCallback | None = None,
     executor: TileExecutor | None = None,
+    consistency: str = "none",
 ) -> dict:
     """Upscale every tile of ``source`` not already in ``cache``; prompts go to ``prompts.json``.
 
@@ -314,7 +316,7 @@ def make_tiles(
             raise ChainZoomError("make_tiles needs a backbone or an executor")
         executor = LocalExecutor(backbone, prompter)
     cache.mkdir(parents=True, exist_ok=True)
-    jobs = tile_jobs(xs, ys, level)
+    jobs = tile_jobs(xs, ys, level, consistency)
     total = len(jobs)
     todo = [job for job in jobs if not (cache / f"{job.name}.npy").exists()]
     done = total - len(todo)
@@ -337,10 +339,10 @@ def make_tiles(
     }
 
 
-def tile_jobs(xs: AxisPlan, ys: AxisPlan, level: int) -> list[TileJob]:
+def tile_jobs(xs: AxisPlan, ys: AxisPlan, level: int, consistency: str = "none") -> list[TileJob]:
     """Every tile of a level, row by row."""
     return [
-        TileJob(level, iy, ix, x, y, xs.size, ys.size, xs.scale, _local_keep(xs, ix), _local_keep(ys, iy))
+        TileJob(level, iy, ix, x, y, xs.size, ys.size, xs.scale, _local_keep(xs, ix), _local_keep(ys, iy), consistency)
         for iy, y in enumerate(ys.starts)
         for ix, x in enumerate(xs.starts)
     ]

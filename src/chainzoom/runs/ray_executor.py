@@ -106,9 +106,15 @@ class _Worker:
         return backbone_record(self.models.backbone), self.models.prompter.settings(), self.name
 
     def zoom(
-        self, mode: str, image: LoadedImage, plan: ZoomPlan, done: Sequence[ScaleState], consistency: str
+        self,
+        mode: str,
+        image: LoadedImage,
+        plan: ZoomPlan,
+        done: Sequence[ScaleState],
+        consistency: str,
+        protocol: str = "chainzoom",
     ) -> Iterator[ScaleState]:
-        yield from zoom_states(self.models, mode, image, plan, done, consistency)
+        yield from zoom_states(self.models, mode, image, plan, done, consistency, protocol)
 
 
 @dataclass
@@ -344,8 +350,15 @@ class RemoteChain:
         return {**self.executor.record(), "worker": self.worker}
 
     def states(
-        self, mode: str, image: LoadedImage, plan: ZoomPlan, done: Sequence[ScaleState], consistency: str
+        self,
+        mode: str,
+        image: LoadedImage,
+        plan: ZoomPlan,
+        done: Sequence[ScaleState],
+        consistency: str,
+        protocol: str = "chainzoom",
     ) -> Iterator[ScaleState]:
-        stream = self.actor.zoom.options(num_returns="streaming").remote(mode, image, plan, list(done), consistency)
+        remote = self.actor.zoom.options(num_returns="streaming")
+        stream = remote.remote(mode, image, plan, list(done), consistency, protocol)
         for ref in stream:
             yield self.executor._get(ref)
