@@ -541,7 +541,7 @@ class ChainZoom:
 
         One line (exit 2 in the CLI) when Ray is not installed or nothing answers at the address.
         """
-        from chainzoom.runs.executors import load_ray_executor
+        from chainzoom.runs.ray_loader import load_ray_executor
 
         module = load_ray_executor()
         executor: RayExecutor = module.RayExecutor(

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{args.rerun}: not a readable evaluation config ({exc})") from None
     config = from_mapping(EvalConfig, merged(layer, flags_of(args)), source)
     if config.executor == "ray":
-        from chainzoom.runs.executors import check_ray
+        from chainzoom.runs.ray_loader import check_ray
 
         check_ray(config.ray_address)
     metrics, unavailable = load_metrics(parse_metric_names(",".join(config.metrics)), config.runtime.resolve().device)

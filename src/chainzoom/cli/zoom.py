@@ -104,7 +104,7 @@ def run_full(config: FullConfig) -> int:
     from chainzoom.runs.full import level_count
 
     if config.executor == "ray":
-        from chainzoom.runs.executors import check_ray
+        from chainzoom.runs.ray_loader import check_ray
 
         check_ray(config.ray_address)
         _ = pipeline.runtime  # device and dtype checked before the bars (the models load on the workers)
@@ -120,8 +120,8 @@ def run_full(config: FullConfig) -> int:
 def run_batch(config: ZoomConfig) -> int:
     """Every input as a task on a Ray actor (``--executor ray``); the folders are written here."""
     from chainzoom.api import ChainZoom
-    from chainzoom.runs.executors import check_ray
     from chainzoom.runs.progress import ZoomProgress
+    from chainzoom.runs.ray_loader import check_ray
 
     check_ray(config.ray_address)
     pipeline = ChainZoom.from_config(config)

@@ -192,22 +192,3 @@ class LocalExecutor:
     ) -> Iterator[tuple[TileJob, TileResult]]:
         for job in jobs:
             yield job, render_tile(self.backbone, self.prompter, job, inputs(job), self.worker)
-
-
-def check_ray(address: str | None) -> None:
-    """Ray is installed and something answers at the address: checked before any progress bar."""
-    module = load_ray_executor()
-    module.check_address(module.resolve_address(address))
-
-
-def load_ray_executor() -> Any:
-    """The Ray executor's module, or one line saying how to install Ray."""
-    try:
-        from chainzoom.runs import ray_executor
-    except ImportError as exc:
-        from chainzoom.errors import OptionError
-
-        raise OptionError(
-            "executor", f"ray needs the ray package ({exc}); install it with: pip install 'chainzoom[ray]'"
-        ) from None
-    return ray_executor
