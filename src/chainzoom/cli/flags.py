@@ -101,9 +101,10 @@ FLAGS: dict[str, Flag] = {
         parse=number_or_none,
     ),
     "consistency": Flag(
-        "after each chain step: none, wavelet/adain (colours of the step's input), backprojection "
-        "(downscaled output = the step's input), anchor (colours of the input image's region); "
-        "eval: comma-separated, the chain once per method"
+        "after each chain step: anchor (colours of the input image's region; the chain's default), "
+        "none (the paper's chain), wavelet/adain (colours of the step's input), backprojection "
+        "(downscaled output = the step's input); --full: none (default), wavelet or backprojection; "
+        "eval: comma-separated, the chain once per method (default none)"
     ),
     "protocol": Flag(
         "chainzoom (float, full resolution, any point; default) or official (inference_coz.py's 8-bit "
