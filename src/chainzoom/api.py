@@ -209,13 +209,9 @@ class ChainZoom:
             return official_plan(config.process_size, config.scale, config.mode)
         view = resolve_view(config.view, size, step)
         if config.policy == "adaptive":
-            from chainzoom.metrics.niqe import MIN_SIDE
+            from chainzoom.metrics.niqe import require_scorable_view
 
-            if min(view) < MIN_SIDE:
-                raise OptionError(
-                    "view",
-                    f"{view[0]}x{view[1]}: the adaptive policy scores with NIQE, which needs {MIN_SIDE} px a side",
-                )
+            require_scorable_view(view)
         return plan_zoom(size, config.scale, resolve_center(config.center, size), view, step)
 
     def iter_zoom(self, image: ImageInput, scale: float = 256.0, **options: Any) -> Iterator[ScaleState]:

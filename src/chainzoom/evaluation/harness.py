@@ -50,7 +50,7 @@ from chainzoom.io.images import LoadedImage, collect_inputs, input_names, load_i
 from chainzoom.metrics.catalog import Metric, Unavailable
 from chainzoom.metrics.drift import as_array, chain_drift, cumulative_delta_e
 from chainzoom.metrics.fidelity import psnr, ssim
-from chainzoom.metrics.niqe import MIN_SIDE as NIQE_MIN_SIDE
+from chainzoom.metrics.niqe import require_scorable_view
 from chainzoom.runs.local import RunFolder, StateMaker, iter_run, step_filename
 from chainzoom.runs.progress import ZoomProgress
 
@@ -347,10 +347,8 @@ def evaluate(
         image = load_image(path)
         view = image_view(image, settings.view)
         w, h = image.size
-        if "adaptive" in settings.policy and min(view) < NIQE_MIN_SIDE:
-            raise OptionError(
-                "view", f"{path.name}: the adaptive policy scores with NIQE, which needs {NIQE_MIN_SIDE} px"
-            )
+        if "adaptive" in settings.policy:
+            require_scorable_view(view, path.name)
         problems = {s: fidelity_problem((w, h), s, view) for s in settings.scales} if settings.fidelity else {}
         plans.append((plan_zoom((w, h), top, (w / 2, h / 2), view, STEP), view, problems))
     if settings.executor == "ray":

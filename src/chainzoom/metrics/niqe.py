@@ -143,6 +143,13 @@ def niqe(rgb: np.ndarray) -> float:
     return float(np.sqrt(difference @ np.linalg.pinv(pooled) @ difference))
 
 
+def require_scorable_view(view: tuple[int, int], image: str | None = None) -> None:
+    """Refuse, before any run, a view too small for NIQE (the adaptive policy's score)."""
+    if min(view) < MIN_SIDE:
+        where = f"{view[0]}x{view[1]}" if image is None else f"{image} at {view[0]}x{view[1]}"
+        raise OptionError("view", f"{where}: the adaptive policy scores with NIQE, which needs {MIN_SIDE} px a side")
+
+
 def score_niqe(image: torch.Tensor) -> float:
     """NIQE of a chainzoom ``[3, H, W]`` tensor: the adaptive zoom policy's score.
 
