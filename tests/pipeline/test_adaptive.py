@@ -124,3 +124,15 @@ def test_with_niqe_the_real_model_beats_a_blurred_copy(monkeypatch, tmp_path):
     decision = result.states[1].decision
     assert decision["backbone"] == "realesrgan" and decision["score"] == "niqe"
     assert decision["scores"]["realesrgan@4"] < decision["scores"]["blur@4"]
+
+
+def test_a_finished_stopped_run_reopened_runs_no_candidate_again(fake_backbones, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    first = zoom(scale=16, backbones=("blur",), out=out)
+    calls = []
+    upscale = fakes.BlurBackbone.upscale
+    monkeypatch.setattr(fakes.BlurBackbone, "upscale", lambda self, *a: calls.append(1) or upscale(self, *a))
+    again = zoom(scale=16, backbones=("blur",), out=out)
+    assert calls == [] and len(again.states) == len(first.states) == 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["policy"]["stopped"].startswith("step 1: the best candidate (blur")

@@ -11,8 +11,8 @@ best output scores no better than plain bicubic interpolation of the same crop b
 is kept on its state (``ScaleState.decision``) and in :attr:`AdaptivePolicy.decisions`.
 
 A resumed run repeats the same decisions: the factors already chosen are read back from
-the finished states' decisions, and the rest is decided again from the same pixels by
-the same deterministic models and score.
+the finished states' decisions, a recorded stop is taken as it was, and the rest is
+decided again from the same pixels by the same deterministic models and score.
 """
 
 from __future__ import annotations
@@ -57,6 +57,14 @@ class AdaptivePolicy:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     stopped: str | None = None
     plan: ZoomPlan | None = None
+    #: The stop a previous run of this folder recorded (:meth:`resume_from`): reaching that
+    #: step again stops there, without running every candidate once more.
+    recorded_stop: dict[str, Any] | None = None
+
+    def resume_from(self, record: dict[str, Any] | None) -> None:
+        """Take the stop from a previous run's manifest ``policy`` record, if it stopped."""
+        decisions = (record or {}).get("decisions") or []
+        self.recorded_stop = decisions[-1] if decisions and decisions[-1].get("stopped") else None
 
     def record(self) -> dict[str, Any]:
         """The policy's settings and outcome, for the manifest."""
@@ -96,6 +104,11 @@ def zoom_adaptive(
     policy.stopped = None
     policy.plan = _replan(plan, factors)
     while plan.scale / math.prod(factors) > 1 + _EPSILON:
+        stop = policy.recorded_stop
+        if stop is not None and stop.get("step") == len(states):
+            policy.stopped = stop["stopped"]
+            policy.decisions.append(stop)
+            return
         state = _decide(image, plan, policy, prompter, states, factors, consistency)
         if state is None:
             return

@@ -250,6 +250,8 @@ def _run(
     if prompter is not None and cache_prompts:
         prompter = CachedPrompter(prompter, folder.path / PROMPT_CACHE)
     done = folder.load_states(previous) if previous else []
+    if policy is not None and previous is not None:
+        policy.resume_from(previous.get("policy"))
     if maker is None:
         records = backbone_record(backbone), prompter.settings() if prompter is not None else None
         executor = {"kind": "local", "worker": worker_name("local")}
