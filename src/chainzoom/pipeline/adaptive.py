@@ -33,7 +33,15 @@ from chainzoom.core.states import ScaleState
 from chainzoom.errors import OptionError
 from chainzoom.io.images import LoadedImage, quantize
 from chainzoom.pipeline.consistency import make_consistent
-from chainzoom.pipeline.steps import ALPHA_METHOD, ask_prompt, crop_step, fit_view, initial_state, make_state
+from chainzoom.pipeline.steps import (
+    ask_prompt,
+    crop_step,
+    fit_view,
+    initial_state,
+    make_state,
+    step_alpha,
+    step_sources,
+)
 from chainzoom.prompts.base import Prompter
 
 #: Magnifications closer than this are the same (float products of factors).
@@ -157,7 +165,7 @@ def _decide(
         except OptionError:
             continue  # a factor this small cannot fill the view from the input: not a choice here
         step = trial.steps[-1]
-        source = image.rgb if step.source == "input" else previous.image
+        source, _ = step_sources(image, previous, step)
         crop = crop_step(source, step)
         prompt, prompt_seconds = ask_prompt(prompter, index, previous.image, crop)
         bicubic = policy.score(quantize(resize(crop, plan.view, "bicubic"), image.bit_depth))
@@ -194,11 +202,7 @@ def _decide(
         )
         policy.decisions.append({**decision, "stopped": policy.stopped})
         return None
-    alpha = None
-    if image.alpha is not None:
-        alpha_source = image.alpha if step.source == "input" else previous.alpha
-        if alpha_source is not None:
-            alpha = resize(crop_step(alpha_source, step), plan.view, ALPHA_METHOD)
+    alpha = step_alpha(step_sources(image, previous, step)[1], step, plan.view)
     state = make_state(index, trial, image.bit_depth, rgb, alpha, prompt, prompt_seconds, backbone_seconds, started)
     state.decision = decision
     return state

@@ -34,7 +34,17 @@ from chainzoom.io.images import LoadedImage
 from chainzoom.pipeline.adaptive import AdaptivePolicy, zoom_adaptive
 from chainzoom.pipeline.consistency import check_method, make_consistent
 from chainzoom.pipeline.official import official_states
-from chainzoom.pipeline.steps import ALPHA_METHOD, ask_prompt, crop_box, crop_step, fit_view, initial_state, make_state
+from chainzoom.pipeline.steps import (
+    ALPHA_METHOD,
+    ask_prompt,
+    crop_box,
+    crop_step,
+    fit_view,
+    initial_state,
+    make_state,
+    step_alpha,
+    step_sources,
+)
 from chainzoom.prompts.base import Prompter
 
 #: Input pixels of context kept around the region that ``direct`` mode feeds the
@@ -64,7 +74,7 @@ def zoom_chain(
         yield states[0]
     for step in plan.steps[len(states) - 1 :]:
         previous = states[-1]
-        source, source_alpha = (image.rgb, image.alpha) if step.source == "input" else (previous.image, previous.alpha)
+        source, source_alpha = step_sources(image, previous, step)
         started = time.perf_counter()
         crop = crop_step(source, step)
         prompt, prompt_seconds = ask_prompt(prompter, step.index, previous.image, crop)
@@ -72,9 +82,7 @@ def zoom_chain(
         upscaled = backbone.upscale(crop, prompt or "")
         backbone_seconds = time.perf_counter() - backbone_started
         rgb = make_consistent(consistency, fit_view(upscaled, plan.view), crop, image.rgb, step.box)
-        alpha = None
-        if source_alpha is not None:
-            alpha = resize(crop_step(source_alpha, step), plan.view, ALPHA_METHOD)
+        alpha = step_alpha(source_alpha, step, plan.view)
         state = make_state(
             step.index, plan, image.bit_depth, rgb, alpha, prompt, prompt_seconds, backbone_seconds, started
         )

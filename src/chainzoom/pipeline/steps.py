@@ -82,3 +82,13 @@ def fit_view(image: torch.Tensor, view: tuple[int, int]) -> torch.Tensor:
     if (image.shape[-1], image.shape[-2]) == view:
         return image
     return resize(image, view, "bicubic")
+
+
+def step_sources(image: LoadedImage, previous: ScaleState, step: StepPlan) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What a step crops, RGB and alpha: the full-resolution input for step 1, the previous state after it."""
+    return (image.rgb, image.alpha) if step.source == "input" else (previous.image, previous.alpha)
+
+
+def step_alpha(source_alpha: torch.Tensor | None, step: StepPlan, view: tuple[int, int]) -> torch.Tensor | None:
+    """The step's alpha: its crop of the source's alpha resized to the view (``None`` without one)."""
+    return None if source_alpha is None else resize(crop_step(source_alpha, step), view, ALPHA_METHOD)
