@@ -45,18 +45,26 @@ def make_consistent(
     """``output`` (a step's ``[3,H,W]`` result) made consistent with ``crop`` (its input) or,
     for ``anchor``, with the input ``image``'s region ``box``; clamped to ``[0, 1]``."""
     check_method(method)
+    if method != "anchor":
+        return make_locally_consistent(method, output, crop)
+    size = (output.shape[-1], output.shape[-2])
+    region = resize(image, size, "bicubic", box)
+    shift = region.float().mean((1, 2), keepdim=True) - output.float().mean((1, 2), keepdim=True)
+    return (output.float() + shift).clamp_(0.0, 1.0)
+
+
+def make_locally_consistent(method: str, output: torch.Tensor, crop: torch.Tensor) -> torch.Tensor:
+    """The methods that need only the step's own input (all but ``anchor``): what a full-image
+    tile can do with its own crop."""
     if method == "none":
         return output
-    size = (output.shape[-1], output.shape[-2])
     if method in ("wavelet", "adain"):
-        reference = resize(crop, size, "bicubic")
+        reference = resize(crop, (output.shape[-1], output.shape[-2]), "bicubic")
         fix = wavelet_color_fix if method == "wavelet" else adain_color_fix
         return fix(output.float(), reference.float()).clamp_(0.0, 1.0)
     if method == "backprojection":
         return back_project(output, crop)
-    region = resize(image, size, "bicubic", box)
-    shift = region.float().mean((1, 2), keepdim=True) - output.float().mean((1, 2), keepdim=True)
-    return (output.float() + shift).clamp_(0.0, 1.0)
+    raise OptionError("consistency", f"{method} needs more than the step's own input")
 
 
 def back_project(output: torch.Tensor, crop: torch.Tensor, iterations: int = BACKPROJECTION_ITERATIONS) -> torch.Tensor:

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from chainzoom.backbones.base import Backbone
-from chainzoom.core.geometry import Box, ZoomPlan
+from chainzoom.core.geometry import ZoomPlan
 from chainzoom.core.states import ScaleState
 from chainzoom.core.vocabulary import MODEL_MODES
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.images import LoadedImage, from_samples, to_samples
-from chainzoom.pipeline.consistency import make_consistent
+from chainzoom.pipeline.consistency import make_locally_consistent
 from chainzoom.prompts.base import PromptContext, Prompter
 
 
@@ -110,7 +110,7 @@ def render_tile(
     result = backbone.upscale(crop, prompt or "")
     seconds = time.perf_counter() - started
     if job.consistency != "none":  # local methods only (FullConfig refuses the others), so tiles blend
-        result = make_consistent(job.consistency, result, crop, crop, Box(0, 0, crop.shape[-1], crop.shape[-2]))
+        result = make_locally_consistent(job.consistency, result, crop)
     expected = (3, job.height * job.scale, job.width * job.scale)
     if tuple(result.shape) != expected:
         raise ChainZoomError(f"the backbone returned {tuple(result.shape)} for a tile, not {expected}")
