@@ -79,8 +79,9 @@ SPEC_FIELDS = ("backbone", "prompter", "critic", "policy")
 #: cut the cumulative colour drift by more than half at x256 and x1024 with NIQE within 5 %
 #: for both bundled backbones (docs/consistency.md).
 DEFAULT_CONSISTENCY = "anchor"
-#: The consistency methods of full-image mode: the local ones, which tiles can blend.
-FULL_CONSISTENCY = ("none", "wavelet", "backprojection")
+#: The consistency methods of full-image mode: the local ones, which tiles can blend, and
+#: ``anchor`` as a smooth shift field over the assembled level (chainzoom.runs.full).
+FULL_CONSISTENCY = ("none", "wavelet", "backprojection", "anchor")
 #: The adaptive policy's step factors unless ``factors`` says otherwise: a 4x step, or a 2x one
 #: where half the zoom scores better.
 DEFAULT_FACTORS = (2.0, 4.0)
@@ -340,7 +341,8 @@ class FullConfig(ExecutorConfig):
     out: str = "out"
     scale: float = 16.0
     format: str = "tiff"
-    #: Per tile, against the tile's input: ``none``, ``wavelet`` or ``backprojection``.
+    #: Per tile, against the tile's input: ``none``, ``wavelet`` or ``backprojection``; or
+    #: ``anchor``, per level, against the input image.
     consistency: str = "none"
     max_pixels: int | None = None
     overwrite: bool = False
@@ -350,7 +352,7 @@ class FullConfig(ExecutorConfig):
         super().check()
         check_scale(self.scale)
         if self.consistency not in FULL_CONSISTENCY:
-            why = "adain and anchor match a whole state's colour statistics; per tile they would show the seams"
+            why = "adain matches a state's colour spread, which per tile would show the seams"
             if self.consistency not in CONSISTENCY:
                 why = f"must be one of {', '.join(FULL_CONSISTENCY)}"
             raise OptionError("consistency", f"{self.consistency}: {why} (--full takes {', '.join(FULL_CONSISTENCY)})")

@@ -66,8 +66,15 @@ def test_consistency_is_recorded_and_refused_outside_the_chain(tmp_path):
 
     out = tmp_path / "o"
     args = ["zoom", "assets/sample.jpg", "--scale", "16", "--backbone", "bicubic", "--quiet", "--device", "cpu"]
-    assert main([*args, "--consistency", "anchor", "--out", str(out)]) == 0
+    assert main([*args, "--consistency", "backprojection", "--out", str(out)]) == 0
     import json
 
-    assert json.loads((out / "manifest.json").read_text())["request"]["consistency"] == "anchor"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["request"]["consistency"] == "backprojection"
+    assert manifest["consistency"] == {
+        "method": "backprojection",
+        "iterations": 3,
+        "downscale": "bicubic, antialiased (Pillow)",
+        "upscale": "bicubic",
+    }
     assert main([*args, "--consistency", "anchor", "--mode", "direct", "--out", str(tmp_path / "d")]) == 2

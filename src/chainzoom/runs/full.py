@@ -40,10 +40,12 @@ import torch
 
 from chainzoom import __version__
 from chainzoom.backbones.base import Backbone
+from chainzoom.core.geometry import Box
 from chainzoom.core.resample import resize
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.atomic import atomic_write, atomic_write_json
 from chainzoom.io.images import LoadedImage, from_samples, to_samples
+from chainzoom.pipeline.consistency import anchor_shift, method_record, resize_signed
 from chainzoom.pipeline.tiling import axis_weights, free_memory_bytes, tile_starts
 from chainzoom.prompts.base import Prompter
 from chainzoom.runs.executors import LocalExecutor, TileExecutor, TileInput, TileJob, TileResult
@@ -56,6 +58,8 @@ from chainzoom.runs.pyramid import FORMATS, PARTIAL, RawLevel, level_path, remov
 DEFAULT_TILE = 512
 #: Bytes a PNG level costs in memory when opened by a viewer or by Pillow (float32 RGB).
 PNG_BYTES_PER_PIXEL = 12
+#: Side, in level px, of the blocks the ``anchor`` passes read and write (at least one input px).
+ANCHOR_BLOCK = 1024
 #: Side of the neighbourhood the prompter sees, in tiles: the tile is its centre quarter,
 #: as a local-zoom view is the centre quarter of the previous state.
 PROMPT_CONTEXT = 4
@@ -232,6 +236,7 @@ def _make_levels(
         "format": fmt,
         "tile": tile,
         "tile_overlap": overlap,
+        "consistency": method_record(request.get("consistency", "none"), full=True),
         "levels": (previous or {}).get("levels", []),
         "complete": False,
     }
@@ -252,9 +257,14 @@ def _make_levels(
         xs = plan_axis(source.width, tile, overlap, step)
         ys = plan_axis(source.height, tile, overlap, step)
         consistency = request.get("consistency", "none")
-        stats = make_tiles(source, cache, xs, ys, None, None, index, on_tile, executor, consistency)
+        per_tile = "none" if consistency == "anchor" else consistency
+        stats = make_tiles(source, cache, xs, ys, None, None, index, on_tile, executor, per_tile)
         target.create()
         assemble(target, cache, xs, ys)
+        if consistency == "anchor":
+            window = max(1, round(xs.size / step ** (index - 1)))
+            anchor_level(target, from_samples(to_samples(image.rgb)), step**index, window)
+            stats["anchor_window"] = window
         stats["seconds"] = round(time.perf_counter() - started, 3)
         _finish_level(folder.path, manifest, target, step, fmt, stats)
         _remove_spent(folder.path, sizes, index + 1)
@@ -412,6 +422,37 @@ def _collect_prompts(cache: Path, xs: AxisPlan, ys: AxisPlan) -> None:
                 records.append({"box": [x, y, xs.size, ys.size], "prompt": text.read_text(encoding="utf-8")})
     if records:
         atomic_write_json(cache.parent.parent / f"{cache.name}_prompts.json", {"tiles": records})
+
+
+def anchor_level(target: RawLevel, image: torch.Tensor, magnification: int, window: int) -> None:
+    """``--consistency anchor`` for a whole level, in place: the level's colours pulled to the input's.
+
+    Two passes over the level file in blocks of whole input px: the first averages it down to
+    the input's size; the shift field (:func:`chainzoom.pipeline.consistency.anchor_shift`)
+    is then resampled (bilinear, continuous across blocks) and added in the second. Memory is
+    a block and the input-sized field. A kill between the passes is safe: a rerun assembles
+    the level again from its cached tiles.
+    """
+    height, width = image.shape[-2:]
+    side = max(1, ANCHOR_BLOCK // magnification)
+    blocks = [
+        (x, y, min(side, width - x), min(side, height - y))
+        for y in range(0, height, side)
+        for x in range(0, width, side)
+    ]
+    thumbnail = torch.empty(3, height, width)
+    for x, y, w, h in blocks:
+        pixels = target.read(x * magnification, y * magnification, w * magnification, h * magnification)
+        means = pixels.reshape(h, magnification, w, magnification, 3).mean((1, 3), dtype=np.float64) / 255.0
+        thumbnail[:, y : y + h, x : x + w] = torch.from_numpy(means).permute(2, 0, 1).float()
+    shift = anchor_shift(image, thumbnail, window)
+    for x, y, w, h in blocks:
+        size = (w * magnification, h * magnification)
+        field = resize_signed(shift, size, "bilinear", Box(x, y, x + w, y + h)).permute(1, 2, 0).numpy()
+        pixels = target.read(x * magnification, y * magnification, *size).astype(np.float32)
+        target.write(
+            x * magnification, y * magnification, np.rint(pixels + field * 255.0).clip(0, 255).astype(np.uint8)
+        )
 
 
 def assemble(target: RawLevel, cache: Path, xs: AxisPlan, ys: AxisPlan) -> None:

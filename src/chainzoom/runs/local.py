@@ -27,6 +27,7 @@ from chainzoom.io.digest import file_sha256
 from chainzoom.io.images import LoadedImage, load_image, save_image
 from chainzoom.pipeline.adaptive import AdaptivePolicy
 from chainzoom.pipeline.chain import run_states
+from chainzoom.pipeline.consistency import method_record
 from chainzoom.prompts.base import Prompter
 from chainzoom.prompts.cache import CachedPrompter
 from chainzoom.runs.animation import AnimationWriter, save_animation
@@ -267,6 +268,7 @@ def _run(
         "prompter": records[1],
         "executor": executor,
         "plan": plan_record(plan),
+        "consistency": method_record(request.get("consistency", "none")),
         "states": (previous or {}).get("states", [])[: len(done)],
         "complete": False,
     }
