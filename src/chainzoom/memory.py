@@ -118,9 +118,6 @@ class Placement:
     def weight_bytes(self, name: str) -> int:
         return sum(p.numel() * p.element_size() for m in self.groups[name] for p in m.parameters())
 
-    def set_plan(self, plan: MemoryPlan) -> None:
-        self.plan = plan
-
     @contextmanager
     def use(self, name: str) -> Iterator[None]:
         """Have group ``name`` on the device for the duration of the block."""

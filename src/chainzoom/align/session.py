@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from chainzoom.align.rewards import (
@@ -45,7 +45,7 @@ def run_align(config: AlignConfig, report: Callable[[str], None] = _to_stderr) -
     """Build (or reuse) the training pairs and train the adapter; return the adapter's folder."""
     from chainzoom.align.dataset import PairSettings, load_or_build_pairs, pair_images
     from chainzoom.align.log import plot_curves
-    from chainzoom.align.trainer import TrainSettings, train
+    from chainzoom.align.trainer import RUNTIME_FIELDS, TrainSettings, train
     from chainzoom.io.images import collect_inputs
     from chainzoom.prompts.vlm import check_source
 
@@ -61,20 +61,12 @@ def run_align(config: AlignConfig, report: Callable[[str], None] = _to_stderr) -
     images = tuple(str(p) for p in collect_inputs(config.images))
     pair_settings = PairSettings(images, config.backbone_spec, config.scale, config.view, config.centers, runtime.seed)
     settings = TrainSettings(
-        policy=config.policy,
-        steps=config.steps,
-        group_size=config.group_size,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        beta=config.beta,
-        clip=config.clip,
-        max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature,
-        save_every=config.save_every,
-        device=runtime.device,
-        dtype=runtime.dtype,
-        gradient_checkpointing=config.gradient_checkpointing,
-        seed=runtime.seed,
+        **{
+            field.name: getattr(config, field.name)
+            for field in fields(TrainSettings)
+            if field.name not in RUNTIME_FIELDS
+        },
+        **{name: getattr(runtime, name) for name in RUNTIME_FIELDS},
     )
     record = {
         "train": asdict(settings),

@@ -38,22 +38,31 @@ LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_p
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """The GRPO run: ``batch_size`` pairs per step, ``group_size`` prompts sampled per pair."""
+    """The GRPO run: ``batch_size`` pairs per step, ``group_size`` prompts sampled per pair.
+
+    The fields are :class:`chainzoom.config.AlignConfig`'s of the same names (its defaults
+    are the only ones), and the resolved runtime's ``device``, ``dtype`` and ``seed``
+    (:data:`RUNTIME_FIELDS`). Their record is the run folder's identity, so the order stays.
+    """
 
     policy: str
-    steps: int = 200
-    group_size: int = 4
-    batch_size: int = 2
-    lr: float = 5e-5
-    beta: float = 0.04
-    clip: float = 0.2
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    save_every: int = 50
-    device: str = "cpu"
-    dtype: str = "float32"
-    gradient_checkpointing: bool = False
-    seed: int = 0
+    steps: int
+    group_size: int
+    batch_size: int
+    lr: float
+    beta: float
+    clip: float
+    max_new_tokens: int
+    temperature: float
+    save_every: int
+    device: str
+    dtype: str
+    gradient_checkpointing: bool
+    seed: int
+
+
+#: The settings that come from the resolved runtime rather than from the align config.
+RUNTIME_FIELDS = ("device", "dtype", "seed")
 
 
 def load_vlm(source: str, device: str, dtype: torch.dtype | str, role: str) -> tuple[Any, Any]:

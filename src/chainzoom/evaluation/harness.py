@@ -93,8 +93,9 @@ class MetricCache:
         with contextlib.suppress(OSError, json.JSONDecodeError):
             self.values = json.loads(path.read_text(encoding="utf-8"))
 
-    def score(self, file: Path, image: np.ndarray, metric: Metric) -> float:
-        entry = self.values.setdefault(file_sha256(file), {})
+    def score(self, digest: str, image: np.ndarray, metric: Metric) -> float:
+        """``metric`` of ``image``, the state whose PNG has sha256 ``digest``."""
+        entry = self.values.setdefault(digest, {})
         if metric.name not in entry:
             value = metric.score(image)
             entry[metric.name] = None if math.isnan(value) else value
@@ -372,9 +373,9 @@ def evaluate(
             samples[name][mode] = {s: thumbnail(state.image) for s, state in at.items()}
             for scale, state in at.items():
                 array = as_array(state.image)
-                file = folder / step_filename(state.index)
+                digest = file_sha256(folder / step_filename(state.index))
                 for metric in metrics:
-                    value = cache.score(file, array, metric)
+                    value = cache.score(digest, array, metric)
                     if not math.isnan(value):
                         rows.append(ResultRow(name, mode, scale, metric.name, value))
             cache.save()

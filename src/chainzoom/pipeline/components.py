@@ -70,5 +70,5 @@ def share_device(backbone: Backbone, prompter: Prompter, input_pixels: int) -> M
         free += sum(placement.weight_bytes(group) for group in placement.resident)
         weights = {group: placement.weight_bytes(group) for group in placement.groups}
         per_pixel = BACKBONES.entry(inner.card().id).facts.bytes_per_input_pixel or 0
-        placement.set_plan(choose_plan(weights, {"sr": per_pixel * input_pixels, "vlm": VLM_WORKING_BYTES}, free))
+        placement.plan = choose_plan(weights, {"sr": per_pixel * input_pixels, "vlm": VLM_WORKING_BYTES}, free)
     return placement.plan
