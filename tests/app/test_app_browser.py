@@ -100,6 +100,7 @@ def test_upload_click_zoom_x16_and_download(app, browser, artifacts: Path) -> No
     page.locator("#backbone input").click()
     page.locator("#backbone input").fill("bicubic")
     page.keyboard.press("Enter")
+    choose(page, "#consistency", "wavelet")
     page.click("#run")
     page.wait_for_function("document.querySelectorAll('#zoom-gallery img').length === 3")
     page.wait_for_function("document.querySelector('#zoom-status').innerText.startsWith('Done')")
@@ -111,11 +112,12 @@ def test_upload_click_zoom_x16_and_download(app, browser, artifacts: Path) -> No
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["complete"] and len(manifest["states"]) == 3
     request = manifest["request"]
-    assert (request["backbone"], request["prompter"], request["scale"], request["mode"]) == (
+    assert (request["backbone"], request["prompter"], request["scale"], request["mode"], request["consistency"]) == (
         "bicubic",
         "null",
         16.0,
         "chain",
+        "wavelet",
     )
     assert request["center"] == pytest.approx([x, y], abs=1e-3)
 

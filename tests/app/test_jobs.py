@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import zipfile
 import zlib
@@ -120,6 +121,20 @@ def test_a_cancelled_run_is_listed_unfinished_and_resumes(tmp_path: Path, small:
     )
     with pytest.raises(Exception, match="no run"):
         folder.job_of("../../etc")
+
+
+def test_the_chosen_consistency_runs_names_its_folder_and_resumes(tmp_path: Path, small: Path) -> None:
+    folder, cache = AppFolder(tmp_path / "app"), ModelCache(device="cpu")
+    path = folder.accept(small).path
+    default = Job(path, 16.0, (0.5, 0.5), "chain", "bicubic", "null")
+    chosen = Job(path, 16.0, (0.5, 0.5), "chain", "bicubic", "null", "backprojection")
+    assert default.consistency == "anchor" and folder.run_folder(default) != folder.run_folder(chosen)
+    run, _, states = run_job(folder, cache, chosen)
+    assert [s.index for s in states] == [0, 1, 2]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["request"]["consistency"] == "backprojection" and manifest["consistency"]["iterations"] == 3
+    assert folder.job_of(run.name) == chosen
+    assert folder.previous_runs()[0]["consistency"] == "backprojection"
 
 
 def test_before_after_shows_the_same_region(tmp_path: Path, small: Path) -> None:

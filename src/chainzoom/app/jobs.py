@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chainzoom.config import DEFAULT_CONSISTENCY
 from chainzoom.errors import ChainZoomError, InputError
 from chainzoom.io.atomic import atomic_write
 from chainzoom.runs.manifest import MANIFEST
@@ -62,6 +63,8 @@ class Job:
     mode: str
     backbone: str
     prompter: str
+    #: After each chain step (``none`` for the baselines, which have no steps to correct).
+    consistency: str = DEFAULT_CONSISTENCY
 
     def folder_name(self) -> str:
         # An accepted input's folder is its content hash (inputs/SHA/NAME): two photos of one name
@@ -74,6 +77,7 @@ class Job:
                 self.mode,
                 self.backbone,
                 self.prompter,
+                self.consistency,
             ]
         )
         digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
@@ -131,6 +135,7 @@ class AppFolder:
                         "mode": request.get("mode"),
                         "backbone": request.get("backbone"),
                         "prompter": request.get("prompter"),
+                        "consistency": request.get("consistency"),
                         "states": f"{len(manifest.get('states', []))} of {len(manifest['plan']['steps']) + 1}",
                         "complete": bool(manifest.get("complete")),
                     }
@@ -156,6 +161,7 @@ class AppFolder:
             request["mode"],
             request.get("backbone") or "realesrgan",
             request.get("prompter") or "null",
+            request.get("consistency", "none"),
         )
 
     def zip_run(self, folder: Path) -> Path:
@@ -208,9 +214,10 @@ def run_job(folder: AppFolder, cache: ModelCache, job: Job) -> tuple[Path, int, 
     """
     pipeline = cache.get(job.backbone, job.prompter)
     out = folder.run_folder(job)
-    config = pipeline.job(job.input, scale=job.scale, center=job.center, mode=job.mode, out=str(out))
+    options = {"center": job.center, "mode": job.mode, "consistency": job.consistency, "out": str(out)}
+    config = pipeline.job(job.input, scale=job.scale, **options)
     plan = pipeline.plan(pipeline.load_input(job.input, config).size, config)
-    states = pipeline.iter_zoom(job.input, job.scale, center=job.center, mode=job.mode, out=str(out))
+    states = pipeline.iter_zoom(job.input, job.scale, **options)
     return out, len(plan.steps) + 1, states
 
 

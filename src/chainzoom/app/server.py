@@ -73,7 +73,8 @@ def build_app(folder: Path, max_pixels: int = DEFAULT_MAX_PIXELS, device: str = 
         raise ChainZoomError(f"chainzoom app needs {exc.name or 'gradio'}: pip install 'chainzoom[app]'") from None
 
     from chainzoom.backbones import BACKBONES
-    from chainzoom.core.vocabulary import MODES
+    from chainzoom.config import DEFAULT_CONSISTENCY
+    from chainzoom.core.vocabulary import CONSISTENCY, MODES
     from chainzoom.prompts import PROMPTERS
 
     app_folder = AppFolder(folder, max_pixels)
@@ -153,6 +154,7 @@ def build_app(folder: Path, max_pixels: int = DEFAULT_MAX_PIXELS, device: str = 
         backbone_argument: str,
         prompter: str,
         prompter_argument: str,
+        consistency: str,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way to ask for a progress bar
     ) -> Iterator[tuple[Any, ...]]:
         skip = tuple(gr.skip() for _ in PANEL[1:])
@@ -171,7 +173,8 @@ def build_app(folder: Path, max_pixels: int = DEFAULT_MAX_PIXELS, device: str = 
         if problem:
             yield (f"**Cannot run:** {problem}", *skip)
             return
-        job = Job(Path(upload["path"]), float(scale), (x, y), mode, backbone_spec, prompter_spec)
+        method = consistency if mode == "chain" else "none"  # the baselines have no steps to correct
+        job = Job(Path(upload["path"]), float(scale), (x, y), mode, backbone_spec, prompter_spec, method)
         yield from stream(job, progress)
 
     def resume(run: str | None, progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:  # noqa: B008
@@ -236,6 +239,12 @@ def build_app(folder: Path, max_pixels: int = DEFAULT_MAX_PIXELS, device: str = 
                 with gr.Column():
                     scale = gr.Radio(list(SCALES), value=256, label="Magnification", elem_id="scale")
                     mode = gr.Radio(list(MODES), value="chain", label="Mode", elem_id="mode")
+                    consistency = gr.Dropdown(
+                        list(CONSISTENCY),
+                        value=DEFAULT_CONSISTENCY,
+                        label="Consistency after each chain step (anchor: the input's colours; none: the paper's)",
+                        elem_id="consistency",
+                    )
                     with gr.Row():
                         backbone = gr.Dropdown(
                             [(c.label, c.name) for c in backbones],
@@ -275,7 +284,17 @@ def build_app(folder: Path, max_pixels: int = DEFAULT_MAX_PIXELS, device: str = 
         zoom_outputs = [zoom_panel[k] for k in PANEL]
         job = run_button.click(
             zoom,
-            inputs=[upload_state, center, scale, mode, backbone, backbone_argument, prompter, prompter_argument],
+            inputs=[
+                upload_state,
+                center,
+                scale,
+                mode,
+                backbone,
+                backbone_argument,
+                prompter,
+                prompter_argument,
+                consistency,
+            ],
             outputs=zoom_outputs,
             concurrency_id="zoom",
             concurrency_limit=1,
