@@ -4,13 +4,15 @@ Every bundled photo, resized to ``--side`` px on its long side, is zoomed ``--sc
 with ``zoom --full`` once per method, the tiles smaller than the level so that tiles blend.
 For each level it reports:
 
-- **local drift**: ΔE*ab between the level and the input, both averaged over
-  ``--block`` x ``--block`` input px (the level is area-averaged to the input's grid first),
-  the mean over the image: colour that moved away from the input at that scale;
+- **local drift**: ΔE*ab between the level and the input, both averaged over blocks of
+  ``--blocks`` input px (the level is area-averaged to the input's grid first), the mean
+  over the image: colour that moved away from the input at that scale;
 - **NIQE** of the level's centre ``--crop`` px (what a viewer shows at full zoom);
 - **seconds** of the level (tiles, blending and, for ``anchor``, its pass over the level).
 
-    PYTHONPATH=src python bench/full_consistency.py [--backbone realesrgan] [--json out.json]
+    PYTHONPATH=src python bench/full_consistency.py [--backbone realesrgan] [--out DIR] [--json out.json]
+
+The runs go to ``--out`` (default: a temporary folder), where a rerun resumes them.
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=16)
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=int, default=64)
-    parser.add_argument("--block", type=int, default=4)
+    parser.add_argument("--blocks", default="4,16", help="comma-separated block sides, input px")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--out", type=Path)
     parser.add_argument("--crop", type=int, default=512)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -69,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
 
     runtime = Runtime(device="cpu", tile=args.tile, tile_overlap=args.overlap)
     zoomer = ChainZoom(create_backbone(args.backbone, runtime), runtime=runtime)
-    rows: dict[str, list[dict]] = {method: [] for method in METHODS}
-    with tempfile.TemporaryDirectory() as scratch:
+    methods = args.methods.split(",")
+    blocks = [int(b) for b in args.blocks.split(",")]
+    rows: dict[str, list[dict]] = {method: [] for method in methods}
+    with tempfile.TemporaryDirectory() as temporary:
+        scratch = args.out or Path(temporary)
+        scratch.mkdir(parents=True, exist_ok=True)
         for photo_path in sorted(PHOTOS.iterdir()):
             photo = Image.open(photo_path).convert("RGB")
             width, height = photo.size
@@ -79,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
                 if width >= height
                 else (round(args.side * width / height), args.side)
             )
-            image_path = Path(scratch) / f"{photo_path.stem}.png"
+            image_path = scratch / f"{photo_path.stem}.png"
             photo.resize(size, Image.Resampling.LANCZOS).save(image_path)
             x0 = from_pil(Image.open(image_path)).rgb
-            for method in METHODS:
-                out = Path(scratch) / photo_path.stem / method
+            for method in methods:
+                out = scratch / photo_path.stem / method
                 manifest = zoomer.zoom_full(image_path, out, args.scale, format="png", consistency=method)
                 for record in manifest["levels"][1:]:
                     level = load_image(out / record["file"]).rgb
@@ -91,17 +99,17 @@ def main(argv: list[str] | None = None) -> int:
                         {
                             "photo": photo_path.stem,
                             "magnification": record["magnification"],
-                            "drift": local_drift(level, x0, args.block),
+                            **{f"drift@{b}": local_drift(level, x0, b) for b in blocks},
                             "niqe": niqe(centre(level, args.crop)),
                             "seconds": record["seconds"],
                         }
                     )
                 print(photo_path.stem, method, rows[method][-1], file=sys.stderr, flush=True)
-    magnifications = sorted({row["magnification"] for row in rows["none"]})
-    for key in ("drift", "niqe", "seconds"):
+    magnifications = sorted({row["magnification"] for row in rows[methods[0]]})
+    for key in (*(f"drift@{b}" for b in blocks), "niqe", "seconds"):
         print(f"\n| {key} | " + " | ".join(f"x{m}" for m in magnifications) + " |")
         print("|---|" + "---|" * len(magnifications))
-        for method in METHODS:
+        for method in methods:
             cells = []
             for m in magnifications:
                 values = [row[key] for row in rows[method] if row["magnification"] == m and not math.isnan(row[key])]

@@ -398,15 +398,17 @@ def test_full_image_anchor_holds_two_levels_to_the_input(tmp_path: Path) -> None
     for index in (1, 2):
         assert (pooled(anchored[index], 4**index) - source).mean((1, 2)).abs().max() < 0.01
     # The correction is one smooth field over the level, not a constant per tile: the anchored
-    # level is the cast-free one everywhere, at tile edges too.
-    assert (anchored[2] - plain[2]).abs().max() < 3 / 255
-    assert [level.get("anchor_window") for level in manifest["levels"]] == [None, 32, 8]
+    # level is the cast-free one everywhere, at tile edges too (within what box means of 2 input
+    # px tell apart from bicubic interpolation).
+    difference = (anchored[2] - plain[2]).abs()
+    assert difference.mean() < 1 / 255 and difference.max() < 5 / 255
+    assert [level.get("anchor_window") for level in manifest["levels"]] == [None, 8, 2]
     assert manifest["consistency"] == {
         "method": "anchor",
         "reference": "the input image at the step's box, bicubic",
         "statistics": "per-channel mean",
         "applied": "per level, as a shift field",
-        "window": "a tile's input footprint, in input px (levels[].anchor_window)",
+        "window": "a tile-sized patch of the level, in input px (levels[].anchor_window)",
     }
 
 

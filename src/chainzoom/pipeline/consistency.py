@@ -63,7 +63,7 @@ def method_record(method: str, full: bool = False) -> dict[str, object]:
     if full and method != "none":
         record["applied"] = "per level, as a shift field" if method == "anchor" else "per tile, before blending"
         if method == "anchor":
-            record["window"] = "a tile's input footprint, in input px (levels[].anchor_window)"
+            record["window"] = "a tile-sized patch of the level, in input px (levels[].anchor_window)"
     return record
 
 
@@ -100,8 +100,8 @@ def anchor_shift(image: torch.Tensor, thumbnail: torch.Tensor, window: int) -> t
     minus ``thumbnail`` (the level area-averaged to x0's size), each box-averaged over
     ``window`` px, so the shift is the level's colour drift at that scale and smooth across tiles.
 
-    ``window`` is the input footprint of a tile: the scale at which ``anchor`` matches means in
-    local mode, where each state is one tile.
+    ``window`` is the input footprint of a tile-sized patch of the level: the scale at which
+    ``anchor`` matches means in local mode, where each state is a view of that size.
     """
     return box_blur(image.float(), window) - box_blur(thumbnail.float(), window)
 

@@ -262,7 +262,7 @@ def _make_levels(
         target.create()
         assemble(target, cache, xs, ys)
         if consistency == "anchor":
-            window = max(1, round(xs.size / step ** (index - 1)))
+            window = max(1, round(xs.size / step**index))
             anchor_level(target, from_samples(to_samples(image.rgb)), step**index, window)
             stats["anchor_window"] = window
         stats["seconds"] = round(time.perf_counter() - started, 3)
