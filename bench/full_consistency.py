@@ -8,7 +8,8 @@ For each level it reports:
   ``--blocks`` input px (the level is area-averaged to the input's grid first), the mean
   over the image: colour that moved away from the input at that scale;
 - **NIQE** of the level's centre ``--crop`` px (what a viewer shows at full zoom);
-- **seconds** of the level (tiles, blending and, for ``anchor``, its pass over the level).
+- **seconds** of the level (tiles, blending and, for ``anchor``, its pass over the level);
+- for ``anchor``, the **share of the level's seconds** its pass over the level took.
 
     PYTHONPATH=src python bench/full_consistency.py [--backbone realesrgan] [--out DIR] [--json out.json]
 
@@ -102,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
                             **{f"drift@{b}": local_drift(level, x0, b) for b in blocks},
                             "niqe": niqe(centre(level, args.crop)),
                             "seconds": record["seconds"],
+                            "anchor_share": record.get("anchor_seconds", math.nan) / record["seconds"],
                         }
                     )
                 print(photo_path.stem, method, rows[method][-1], file=sys.stderr, flush=True)
     magnifications = sorted({row["magnification"] for row in rows[methods[0]]})
-    for key in (*(f"drift@{b}" for b in blocks), "niqe", "seconds"):
+    for key in (*(f"drift@{b}" for b in blocks), "niqe", "seconds", "anchor_share"):
         print(f"\n| {key} | " + " | ".join(f"x{m}" for m in magnifications) + " |")
         print("|---|" + "---|" * len(magnifications))
         for method in methods:

@@ -262,9 +262,11 @@ def _make_levels(
         target.create()
         assemble(target, cache, xs, ys)
         if consistency == "anchor":
+            anchored = time.perf_counter()
             window = max(1, round(xs.size / step**index))
             anchor_level(target, from_samples(to_samples(image.rgb)), step**index, window)
             stats["anchor_window"] = window
+            stats["anchor_seconds"] = round(time.perf_counter() - anchored, 3)
         stats["seconds"] = round(time.perf_counter() - started, 3)
         _finish_level(folder.path, manifest, target, step, fmt, stats)
         _remove_spent(folder.path, sizes, index + 1)
