@@ -341,9 +341,9 @@ class FullConfig(ExecutorConfig):
     out: str = "out"
     scale: float = 16.0
     format: str = "tiff"
-    #: Per tile, against the tile's input: ``none``, ``wavelet`` or ``backprojection``; or
-    #: ``anchor``, per level, against the input image.
-    consistency: str = "none"
+    #: ``anchor`` (the default, as for the chain: per level, against the input image), or per
+    #: tile, against the tile's input: ``wavelet``, ``backprojection``; ``none``.
+    consistency: str = DEFAULT_CONSISTENCY
     max_pixels: int | None = None
     overwrite: bool = False
     quiet: bool = False

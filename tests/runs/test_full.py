@@ -328,6 +328,7 @@ def test_the_command_runs_a_full_zoom_and_refuses_local_flags(tmp_path: Path, ca
     assert full_cli(tmp_path, "--scale", "4", "--tile", "256", "--tile-overlap", "16") == 0
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["request"]["kind"] == "full" and manifest["request"]["format"] == "tiff"
+    assert manifest["request"]["consistency"] == "anchor"  # the default, as for the chain
     assert manifest["levels"][-1]["size"] == [1804, 1200]
     with pytest.raises(ChainZoomError, match="center: does not apply to zoom --full"):
         full_cli(tmp_path, "--center", "0.2,0.2")

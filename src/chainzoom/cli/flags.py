@@ -103,7 +103,7 @@ FLAGS: dict[str, Flag] = {
     "consistency": Flag(
         "after each chain step: anchor (colours of the input image's region; the chain's default), "
         "none (the paper's chain), wavelet/adain (colours of the step's input), backprojection "
-        "(downscaled output = the step's input); --full: none (default), wavelet, backprojection or anchor; "
+        "(downscaled output = the step's input); --full: anchor (default), wavelet, backprojection or none; "
         "eval: comma-separated, the chain once per method (default none)"
     ),
     "protocol": Flag(
