@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -15,7 +20,7 @@ from chainzoom.metrics import niqe as niqe_module
 from chainzoom.runs.render import state_label
 
 from .. import fakes
-from ..conftest import SAMPLE
+from ..conftest import ROOT, SAMPLE
 
 
 @pytest.fixture
@@ -88,6 +93,47 @@ def test_a_resumed_run_repeats_the_same_decisions(fake_backbones, tmp_path):
         json.loads((tmp_path / "whole" / "manifest.json").read_text())["policy"]
     ] * 2
     assert (tmp_path / "whole" / "step_04.png").read_bytes() == (tmp_path / "killed" / "step_04.png").read_bytes()
+
+
+KILLABLE = """
+import sys
+from chainzoom.backbones import BACKBONES
+from tests.app.fakes import SLOW
+BACKBONES.register(SLOW)
+from chainzoom.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def adaptive_process(out) -> subprocess.Popen:
+    """``chainzoom zoom --policy adaptive`` in its own process, with a backbone that pauses a second a step."""
+    args = [str(SAMPLE), "--scale", "64", "--view", "288", "--policy", "adaptive", "--backbones", "slow,bicubic"]
+    args += ["--factors", "2,4", "--stop-below", "none", "--no-animation", "--quiet", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    return subprocess.Popen([sys.executable, "-c", KILLABLE, "zoom", *args], cwd=ROOT, env=env)
+
+
+@pytest.mark.slow
+def test_decisions_are_identical_after_a_kill_and_resume(tmp_path):
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    assert adaptive_process(reference).wait(timeout=300) == 0
+    process = adaptive_process(resumed)
+    manifest = resumed / "manifest.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if manifest.exists() and len(json.loads(manifest.read_text())["states"]) >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    expected = json.loads((reference / "manifest.json").read_text())
+    killed = json.loads(manifest.read_text())
+    assert 2 <= len(killed["states"]) < len(expected["states"]) and not killed["complete"]
+    assert adaptive_process(resumed).wait(timeout=300) == 0
+    finished = json.loads(manifest.read_text())
+    assert finished["policy"]["decisions"] == expected["policy"]["decisions"]
+    assert [s.get("decision") for s in finished["states"]] == [s.get("decision") for s in expected["states"]]
+    assert [s["sha256"] for s in finished["states"]] == [s["sha256"] for s in expected["states"]]
 
 
 def test_the_strip_labels_say_what_the_policy_chose(fake_backbones):
