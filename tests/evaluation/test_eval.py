@@ -47,6 +47,11 @@ def read_rows(out: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def measured(out: Path) -> list[dict]:
+    """The rows of ``results.csv`` but the time they took."""
+    return [row for row in read_rows(out) if row["metric"] != "seconds"]
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("eval") / "report"
@@ -70,11 +75,21 @@ def test_results_cover_every_combination(finished):
                     "drift_psnr",
                     "drift_delta_e",
                     "drift_x0_delta_e",
+                    "seconds",
                 ):
                     assert (image, mode, scale, metric) in keys
                 assert (image, mode, scale, "niqe") not in keys
-    assert len(rows) == len(keys) == 2 * len(MODES) * 2 * 8
+    assert len(rows) == len(keys) == 2 * len(MODES) * 2 * 9
     values = {(r["mode"], r["metric"]): float(r["value"]) for r in rows if r["image"] == "coffee" and r["scale"] == "4"}
+    # Reaching x16 took the steps to x4 and more.
+    assert all(
+        float(r16["value"]) > float(r4["value"]) > 0
+        for r4 in rows
+        for r16 in rows
+        if r4["metric"] == r16["metric"] == "seconds"
+        and (r4["image"], r4["mode"], r4["scale"], r16["image"], r16["mode"], r16["scale"])
+        == (r16["image"], r16["mode"], "4", r4["image"], r4["mode"], "16")
+    )
     # Interpolation stays closer to the original than nearest neighbour does, and
     # nearest neighbour's blocks are the sharpest edges of all.
     assert values[("bicubic", "fidelity_psnr")] > values[("nearest", "fidelity_psnr")]
@@ -91,6 +106,7 @@ def test_report_has_a_table_per_metric_like_the_paper(finished):
         "### Fidelity SSIM ↑",
         "### Drift PSNR",
         "### Drift ΔE",
+        "### Seconds to reach the magnification: every step's time, summed ↓",
     ):
         assert title in report
     assert "| mode | x4 | x16 |" in report
@@ -98,7 +114,16 @@ def test_report_has_a_table_per_metric_like_the_paper(finished):
         assert f"| {mode} | " in report
     assert " ± " in report  # two images: mean ± std
     assert "### NIQE ↓\n\nNo value: it needs states of at least 192 px a side." in report
-    for name in ("brisque", "sharpness", "entropy", "fidelity_psnr", "fidelity_ssim", "drift_psnr", "drift_delta_e"):
+    for name in (
+        "brisque",
+        "sharpness",
+        "entropy",
+        "fidelity_psnr",
+        "fidelity_ssim",
+        "drift_psnr",
+        "drift_delta_e",
+        "seconds",
+    ):
         assert f"(plots/{name}.png)" in report
         assert (finished / "plots" / f"{name}.png").stat().st_size > 5000
     for image in ("chelsea", "coffee"):
@@ -112,7 +137,7 @@ def test_learned_metrics_without_pyiqa_are_listed_not_available(tmp_path, monkey
     assert run_eval(out, "--metrics", "musiq,entropy", "--modes", "bicubic", "--no-fidelity", "--no-drift") == 0
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "- MUSIQ: pyiqa is not installed" in report
-    assert {r["metric"] for r in read_rows(out)} == {"entropy"}
+    assert {r["metric"] for r in read_rows(out)} == {"entropy", "seconds"}
 
 
 def test_interrupted_evaluation_resumes_to_identical_results(finished, tmp_path, monkeypatch):
@@ -133,17 +158,19 @@ def test_interrupted_evaluation_resumes_to_identical_results(finished, tmp_path,
     monkeypatch.setattr(ZoomProgress, "advance", advance)
 
     assert run_eval(out) == 0
-    assert (out / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()
+    assert measured(out) == measured(finished)  # every value but the seconds each run took
 
-    # A third run reuses every finished run: no state is made again and no model is built.
+    # A third run reuses every finished run: no state is made again and no model is built,
+    # so the seconds recorded with the states are the same too.
     steps = sorted(out.glob("runs/**/step_*.png"))
     stamps = [p.stat().st_mtime_ns for p in steps]
+    before = (out / "results.csv").read_bytes()
     monkeypatch.setattr(
         harness.ChainZoom, "backbone", property(lambda self: pytest.fail("a finished run built a model"))
     )
     assert run_eval(out) == 0
     assert [p.stat().st_mtime_ns for p in steps] == stamps
-    assert (out / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()
+    assert (out / "results.csv").read_bytes() == before
 
 
 @pytest.mark.parametrize(

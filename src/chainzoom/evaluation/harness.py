@@ -280,6 +280,13 @@ def states_at(states: list[ScaleState], scales: Sequence[int]) -> dict[int, Scal
     return found
 
 
+def seconds_to(states: list[ScaleState], index: int) -> float:
+    """The recorded time of every step up to state ``index`` (what reaching it cost; a resumed
+    run keeps the times its states were made in). Each step's time is rounded as its manifest
+    stores it, so a run read back gives the value of the run that made it."""
+    return round(sum(round(state.seconds.get("total", 0.0), 4) for state in states[1 : index + 1]), 4)
+
+
 def stopped_reason(folder: Path) -> str:
     """Why the run in ``folder`` has no state at some magnification: its policy's stop, or its steps."""
     manifest = RunFolder(folder).read_manifest() or {}
@@ -371,6 +378,8 @@ def evaluate(
                     f" ({stopped_reason(folder)})"
                 )
             samples[name][mode] = {s: thumbnail(state.image) for s, state in at.items()}
+            for scale, state in at.items():
+                rows.append(ResultRow(name, mode, scale, "seconds", seconds_to(states, state.index)))
             for scale, state in at.items():
                 array = as_array(state.image)
                 digest = file_sha256(folder / step_filename(state.index))

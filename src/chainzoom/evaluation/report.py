@@ -32,8 +32,9 @@ DERIVED = {
     "drift_psnr": ("Drift PSNR (dB): each state vs the state before", "higher"),
     "drift_delta_e": ("Drift ΔE*ab: mean Lab colour shift vs the state before", "lower"),
     "drift_x0_delta_e": ("Cumulative drift ΔE*ab: mean Lab colour shift vs the input's region", "lower"),
+    "seconds": ("Seconds to reach the magnification: every step's time, summed", "lower"),
 }
-DECIMALS = {"sharpness": 1, "fidelity_psnr": 2, "drift_psnr": 2, "brisque": 2, "fidelity_ssim": 4}
+DECIMALS = {"seconds": 1, "sharpness": 1, "fidelity_psnr": 2, "drift_psnr": 2, "brisque": 2, "fidelity_ssim": 4}
 ARROWS = {"lower": " ↓", "higher": " ↑", None: ""}
 
 Stats = dict[tuple[str, int], tuple[float, float, int]]
@@ -152,6 +153,15 @@ def write_report(results: EvalResults, command: str) -> Path:
         ]
         for metric in ("drift_psnr", "drift_delta_e", "drift_x0_delta_e"):
             lines += _section(results, metric, drift_scales, out)
+    lines += [
+        "## Time",
+        "",
+        "Each step's recorded `seconds.total` (backbone, prompt, consistency, an adaptive policy's "
+        "candidates and scores), summed up to the state at xM: on the machine, and under the load, "
+        "each run was made with.",
+        "",
+    ]
+    lines += _section(results, "seconds", scales, out)
     if results.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in results.notes] + [""]
     lines += ["## Samples", ""]
