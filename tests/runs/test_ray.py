@@ -252,7 +252,11 @@ def test_ray_evaluation_equals_local(ray_address: str, tmp_path: Path) -> None:
     args += ["--view", "64", "--modes", "chain,bicubic", "--metrics", "entropy", "-q"]
     assert main([*args, "--out", str(tmp_path / "local")]) == 0
     assert main([*args, "--out", str(tmp_path / "ray"), "--executor", "ray", "--ray-address", ray_address]) == 0
-    assert (tmp_path / "ray" / "results.csv").read_bytes() == (tmp_path / "local" / "results.csv").read_bytes()
+    measured = [
+        [line for line in (tmp_path / where / "results.csv").read_text().splitlines() if ",seconds," not in line]
+        for where in ("ray", "local")
+    ]
+    assert measured[0] == measured[1]  # every value but the seconds each run took
     runs = sorted((tmp_path / "ray" / "runs").rglob("manifest.json"))
     assert len(runs) == 6  # chain and bicubic, at x1 and for fidelity at x4 and x16
     for manifest in runs:
