@@ -51,7 +51,7 @@ from chainzoom.metrics.catalog import Metric, Unavailable
 from chainzoom.metrics.drift import as_array, chain_drift, cumulative_delta_e
 from chainzoom.metrics.fidelity import psnr, ssim
 from chainzoom.metrics.niqe import require_scorable_view
-from chainzoom.runs.local import RunFolder, StateMaker, iter_run, step_filename
+from chainzoom.runs.local import SECONDS_DIGITS, RunFolder, StateMaker, iter_run, step_filename
 from chainzoom.runs.progress import ZoomProgress
 
 STEP = 4
@@ -284,7 +284,8 @@ def seconds_to(states: list[ScaleState], index: int) -> float:
     """The recorded time of every step up to state ``index`` (what reaching it cost; a resumed
     run keeps the times its states were made in). Each step's time is rounded as its manifest
     stores it, so a run read back gives the value of the run that made it."""
-    return round(sum(round(state.seconds.get("total", 0.0), 4) for state in states[1 : index + 1]), 4)
+    steps = states[1 : index + 1]
+    return round(sum(round(state.seconds.get("total", 0.0), SECONDS_DIGITS) for state in steps), SECONDS_DIGITS)
 
 
 def stopped_reason(folder: Path) -> str:

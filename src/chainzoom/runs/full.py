@@ -224,6 +224,10 @@ def _make_levels(
     on_tile: TileCallback | None,
 ) -> dict[str, Any]:
     step = executor.scale
+    consistency = request.get("consistency", "none")
+    per_tile = "none" if consistency == "anchor" else consistency  # anchor runs on the assembled level
+    samples = to_samples(image.rgb)  # level 0, and for anchor what every level is pulled to
+    anchor_to = from_samples(samples) if consistency == "anchor" else None
     manifest: dict[str, Any] = {
         "chainzoom": __version__,
         "created": (previous or {}).get("created") or datetime.now(UTC).isoformat(),
@@ -236,7 +240,7 @@ def _make_levels(
         "format": fmt,
         "tile": tile,
         "tile_overlap": overlap,
-        "consistency": method_record(request.get("consistency", "none"), full=True),
+        "consistency": method_record(consistency, full=True),
         "levels": (previous or {}).get("levels", []),
         "complete": False,
     }
@@ -244,7 +248,7 @@ def _make_levels(
     if not manifest["levels"]:
         raw = raw_level(folder.path, 0, sizes[0])
         raw.create()
-        raw.write(0, 0, to_samples(image.rgb))
+        raw.write(0, 0, samples)
         _finish_level(folder.path, manifest, raw, step, fmt, {"tiles": 0, "seconds": 0.0})
     _remove_spent(folder.path, sizes, len(manifest["levels"]))
     for index in range(len(manifest["levels"]), levels + 1):
@@ -256,15 +260,13 @@ def _make_levels(
         cache = folder.path / CACHE / f"level_{index:02d}"
         xs = plan_axis(source.width, tile, overlap, step)
         ys = plan_axis(source.height, tile, overlap, step)
-        consistency = request.get("consistency", "none")
-        per_tile = "none" if consistency == "anchor" else consistency
         stats = make_tiles(source, cache, xs, ys, None, None, index, on_tile, executor, per_tile)
         target.create()
         assemble(target, cache, xs, ys)
-        if consistency == "anchor":
+        if anchor_to is not None:
             anchored = time.perf_counter()
             window = max(1, round(xs.size / step**index))
-            anchor_level(target, from_samples(to_samples(image.rgb)), step**index, window)
+            anchor_level(target, anchor_to, step**index, window)
             stats["anchor_window"] = window
             stats["anchor_seconds"] = round(time.perf_counter() - anchored, 3)
         stats["seconds"] = round(time.perf_counter() - started, 3)

@@ -185,6 +185,10 @@ class RunFolder:
         return states
 
 
+#: Decimals of the step timings a manifest keeps.
+SECONDS_DIGITS = 4
+
+
 def state_record(state: ScaleState, sha256: str) -> dict[str, Any]:
     return {
         "index": state.index,
@@ -193,7 +197,7 @@ def state_record(state: ScaleState, sha256: str) -> dict[str, Any]:
         "box": state.box.as_list(),
         "magnification": state.magnification,
         "prompt": state.prompt,
-        "seconds": {k: round(v, 4) for k, v in state.seconds.items()},
+        "seconds": {k: round(v, SECONDS_DIGITS) for k, v in state.seconds.items()},
         **({"decision": state.decision} if state.decision is not None else {}),
     }
 
