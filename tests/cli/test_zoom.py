@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from PIL import Image
 
 from chainzoom.cli import main
 
-from ..conftest import ROOT, SAMPLE
+from ..conftest import ROOT, SAMPLE, kill_after_states
 
 
 def run_cli(*args: str) -> int:
@@ -117,16 +115,8 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     assert _zoom_process(reference).wait(timeout=300) == 0
 
-    process = _zoom_process(resumed)
     manifest = resumed / "manifest.json"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if manifest.exists() and len(json.loads(manifest.read_text())["states"]) >= 3:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    finished = len(json.loads(manifest.read_text())["states"])
+    finished = kill_after_states(_zoom_process(resumed), manifest, 3)
     assert 3 <= finished < 6, "the kill must land between steps"
 
     assert _zoom_process(resumed).wait(timeout=300) == 0

@@ -47,6 +47,20 @@ def read_rows(out: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+#: Every metric the module's evaluation has a value, a table and a plot for (NIQE has none at --view 64).
+REPORTED = (
+    "brisque",
+    "sharpness",
+    "entropy",
+    "fidelity_psnr",
+    "fidelity_ssim",
+    "drift_psnr",
+    "drift_delta_e",
+    "drift_x0_delta_e",
+    "seconds",
+)
+
+
 def measured(out: Path) -> list[dict]:
     """The rows of ``results.csv`` but the time they took."""
     return [row for row in read_rows(out) if row["metric"] != "seconds"]
@@ -66,20 +80,10 @@ def test_results_cover_every_combination(finished):
         for mode in MODES:
             for scale in (4, 16):
                 # NIQE needs 192-px states: at --view 64 it has no value, and none is invented.
-                for metric in (
-                    "brisque",
-                    "sharpness",
-                    "entropy",
-                    "fidelity_psnr",
-                    "fidelity_ssim",
-                    "drift_psnr",
-                    "drift_delta_e",
-                    "drift_x0_delta_e",
-                    "seconds",
-                ):
+                for metric in REPORTED:
                     assert (image, mode, scale, metric) in keys
                 assert (image, mode, scale, "niqe") not in keys
-    assert len(rows) == len(keys) == 2 * len(MODES) * 2 * 9
+    assert len(rows) == len(keys) == 2 * len(MODES) * 2 * len(REPORTED)
     values = {(r["mode"], r["metric"]): float(r["value"]) for r in rows if r["image"] == "coffee" and r["scale"] == "4"}
     # Reaching x16 took the steps to x4 and more.
     assert all(
@@ -114,16 +118,7 @@ def test_report_has_a_table_per_metric_like_the_paper(finished):
         assert f"| {mode} | " in report
     assert " ± " in report  # two images: mean ± std
     assert "### NIQE ↓\n\nNo value: it needs states of at least 192 px a side." in report
-    for name in (
-        "brisque",
-        "sharpness",
-        "entropy",
-        "fidelity_psnr",
-        "fidelity_ssim",
-        "drift_psnr",
-        "drift_delta_e",
-        "seconds",
-    ):
+    for name in REPORTED:
         assert f"(plots/{name}.png)" in report
         assert (finished / "plots" / f"{name}.png").stat().st_size > 5000
     for image in ("chelsea", "coffee"):

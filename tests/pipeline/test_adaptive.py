@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -20,7 +18,7 @@ from chainzoom.metrics import niqe as niqe_module
 from chainzoom.runs.render import state_label
 
 from .. import fakes
-from ..conftest import ROOT, SAMPLE
+from ..conftest import ROOT, SAMPLE, kill_after_states
 
 
 @pytest.fixture
@@ -117,15 +115,8 @@ def adaptive_process(out) -> subprocess.Popen:
 def test_decisions_are_identical_after_a_kill_and_resume(tmp_path):
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     assert adaptive_process(reference).wait(timeout=300) == 0
-    process = adaptive_process(resumed)
     manifest = resumed / "manifest.json"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if manifest.exists() and len(json.loads(manifest.read_text())["states"]) >= 2:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after_states(adaptive_process(resumed), manifest, 2)
     expected = json.loads((reference / "manifest.json").read_text())
     killed = json.loads(manifest.read_text())
     assert 2 <= len(killed["states"]) < len(expected["states"]) and not killed["complete"]
