@@ -27,7 +27,6 @@ import types
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar, Union
 
 from chainzoom.backbones import BACKBONES, DEFAULT_BACKBONE
@@ -66,6 +65,7 @@ BACKBONE_OPTION_FIELDS = {"efficient_memory": "efficient_memory", "color_fix": "
 #: Config fields that set a prompter option, and that option's name.
 PROMPTER_OPTION_FIELDS = {
     "prompter_model": "model",
+    "prompter_context": "context",
     "prompter_adapter": "adapter",
     "prompter_max_tokens": "max_tokens",
     "prompter_sample": "sample",
@@ -73,6 +73,13 @@ PROMPTER_OPTION_FIELDS = {
     "prompter_timeout": "timeout",
     "prompt": "text",
 }
+#: Component specs that name the default: the same run as the option not given, so recorded as
+#: not given (and accepted where no model runs: a script may pass one set of flags to every mode).
+DEFAULT_SPECS: dict[str, str] = {"backbone": DEFAULT_BACKBONE, "prompter": "null"}
+#: Option values that change nothing where the component has no such option (or no model runs):
+#: accepted there and left out of the options. Where the option exists they are real choices
+#: (``numerics=chainzoom`` overrides what protocol official implies).
+NEUTRAL: dict[str, Any] = {"numerics": "chainzoom"}
 #: Fields holding component specs, which may carry credentials.
 SPEC_FIELDS = ("backbone", "prompter", "critic", "policy")
 #: The chain's consistency method unless the user names one: ``anchor``, the only method that
@@ -109,6 +116,9 @@ class BackboneConfig:
         for name in ("center", "view"):
             if hasattr(self, name):  # one spelling per value, so equal runs have equal requests
                 object.__setattr__(self, name, canonical(name, getattr(self, name)))
+        for name, spec in DEFAULT_SPECS.items():  # the default, named, is recorded as not given
+            if getattr(self, name, None) == spec:
+                object.__setattr__(self, name, None)
         self.check()
 
     def check(self) -> None:
@@ -132,8 +142,14 @@ class BackboneConfig:
         return self.backbone or DEFAULT_BACKBONE
 
     def backbone_options(self) -> dict[str, Any]:
-        """The backbone options the user set, under the backbone's names."""
-        return {option: getattr(self, name) for name, option in BACKBONE_OPTION_FIELDS.items() if _is_set(self, name)}
+        """The backbone options the user set, under the backbone's names (a neutral value of an
+        option the backbone does not have is left out: it changes nothing)."""
+        takes = BACKBONES.entry(self.backbone_spec).facts.options
+        return {
+            option: getattr(self, name)
+            for name, option in BACKBONE_OPTION_FIELDS.items()
+            if _is_set(self, name) and (option in takes or not _is_neutral(self, name))
+        }
 
 
 @dataclass(frozen=True)
@@ -148,6 +164,9 @@ class ModelConfig(BackboneConfig):
     prompter_offload: bool = False
     prompter_timeout: float | None = None
     prompt: str | None = None
+    #: The VLM's context (``multiscale`` or ``single``: one image or two in its message);
+    #: eval's ``contexts`` rows set it per row.
+    prompter_context: str | None = None
 
     def check(self) -> None:
         super().check()
@@ -155,6 +174,10 @@ class ModelConfig(BackboneConfig):
             math.isfinite(self.prompter_timeout) and self.prompter_timeout > 0
         ):
             raise OptionError("prompter_timeout", f"must be a positive number of seconds, got {self.prompter_timeout}")
+        if self.prompter_context is not None and self.prompter_context not in PROMPT_CONTEXTS:
+            raise OptionError(
+                "prompter_context", f"must be one of {', '.join(PROMPT_CONTEXTS)}, got {self.prompter_context!r}"
+            )
         if not self.uses_models:
             _refuse_set(self, ("prompter", *PROMPTER_OPTION_FIELDS), f"does not apply: {self.why_no_models}")
             return
@@ -256,15 +279,6 @@ class ZoomConfig(ExecutorConfig):
         self._check_policy()
         check_max_pixels(self.max_pixels)
         check_out(self.out)
-
-    def model_options(self) -> dict[str, Any]:
-        """As :meth:`ModelConfig.model_options`; protocol official also picks the official numerics
-        of a backbone that has them (osediff-sd3), unless numerics was set."""
-        options = super().model_options()
-        official = self.protocol == "official" and self.numerics is None and self.uses_models
-        if official and "numerics" in BACKBONES.entry(self.backbone_spec).facts.options:
-            options["numerics"] = "official"
-        return options
 
     def _check_policy(self) -> None:
         if self.policy not in POLICIES:
@@ -594,9 +608,14 @@ def _named_as_fields(fields: Mapping[str, str]) -> Iterator[None]:
 
 
 def _refuse_set(config: object, names: tuple[str, ...], problem: str) -> None:
+    """Refuse each of ``names`` that was given at a value that changes something."""
     for name in names:
-        if _is_set(config, name):
+        if _is_set(config, name) and not _is_neutral(config, name):
             raise OptionError(name, problem)
+
+
+def _is_neutral(config: object, name: str) -> bool:
+    return name in NEUTRAL and getattr(config, name) == NEUTRAL[name]
 
 
 def _is_set(config: object, name: str) -> bool:
@@ -696,34 +715,6 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-
-
-def read_rerun(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
-    """The kind (``zoom``/``full``) and the request of a finished or partial run's manifest.
-
-    The request's input is returned as ``inputs``; the input file must still hold the
-    bytes the run was made from (its SHA-256 is checked).
-    """
-    from chainzoom.io.digest import file_sha256
-
-    try:
-        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not a readable run manifest ({exc})") from None
-    request = manifest.get("request") if isinstance(manifest, dict) else None
-    source = manifest.get("input") if isinstance(manifest, dict) else None
-    if not isinstance(request, dict) or request.get("kind") not in ("zoom", "full") or not isinstance(source, str):
-        raise ConfigError(f"{path}: not a chainzoom run manifest (no request of a zoom or full run)")
-    data = dict(request)
-    kind, digest = data.pop("kind"), data.pop("input_sha256", None)
-    try:
-        actual = file_sha256(source)
-    except OSError as exc:
-        raise ConfigError(f"{path}: the run's input {source} cannot be read ({exc.strerror or exc})") from None
-    if digest is not None and actual != digest:
-        raise ConfigError(f"{path}: the run's input {source} has changed since the run (its SHA-256 differs)")
-    data["inputs"] = [source]
-    return kind, data
 
 
 def merged(*layers: Mapping[str, Any]) -> dict[str, Any]:

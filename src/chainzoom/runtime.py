@@ -3,7 +3,8 @@
 :class:`Runtime` is plain data that checks itself on construction without importing
 torch, so configs can be validated (and ``chainzoom models`` listed) in milliseconds.
 :meth:`Runtime.resolve` turns ``device="auto"`` into a real device, checks that the
-device exists, and applies threads and seed; factories always receive a resolved one.
+device exists, and applies threads; factories always receive a resolved one. The seed is
+applied where a run starts (the run driver), not here: resolving a runtime changes no state.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class Runtime:
         return self.device != "auto"
 
     def resolve(self) -> Runtime:
-        """The same runtime on a device that exists, with threads and seed applied to torch.
+        """The same runtime on a device that exists, with threads applied to torch.
 
         Half precision is refused on the CPU: without AVX512-bf16 it is several times
         slower than float32, and float16 convolutions are not implemented for every op.
@@ -93,7 +94,6 @@ class Runtime:
             raise OptionError("dtype", f"{self.dtype} is for GPUs; on the CPU use float32 (it is faster there)")
         if self.threads is not None:
             torch.set_num_threads(self.threads)
-        torch.manual_seed(self.seed)
         return replace(self, device=device)
 
 

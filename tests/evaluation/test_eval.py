@@ -138,19 +138,19 @@ def test_learned_metrics_without_pyiqa_are_listed_not_available(tmp_path, monkey
 def test_interrupted_evaluation_resumes_to_identical_results(finished, tmp_path, monkeypatch):
     out = tmp_path / "report"
     calls = {"n": 0}
-    advance = ZoomProgress.advance
+    step = ZoomProgress.step
 
-    def interrupt_after_some_states(self, state):
+    def interrupt_after_some_states(self, task, state):
         calls["n"] += 1
         if calls["n"] == 7:  # the first state of the third run: two runs done, one begun
             raise KeyboardInterrupt
-        advance(self, state)
+        step(self, task, state)
 
-    monkeypatch.setattr(ZoomProgress, "advance", interrupt_after_some_states)
+    monkeypatch.setattr(ZoomProgress, "step", interrupt_after_some_states)
     with pytest.raises(KeyboardInterrupt):
         run_eval(out)
     assert not (out / "results.csv").exists()
-    monkeypatch.setattr(ZoomProgress, "advance", advance)
+    monkeypatch.setattr(ZoomProgress, "step", step)
 
     assert run_eval(out) == 0
     assert measured(out) == measured(finished)  # every value but the seconds each run took
@@ -195,7 +195,7 @@ def test_fidelity_reference_is_the_region_the_final_state_shows(tmp_path, scale,
 
     import torch
 
-    from chainzoom.io.images import LoadedImage
+    from chainzoom.io.images import LoadedImage, load_image
     from chainzoom.metrics.drift import as_array
     from chainzoom.metrics.fidelity import psnr
     from chainzoom.pipeline.chain import run_states
@@ -204,7 +204,8 @@ def test_fidelity_reference_is_the_region_the_final_state_shows(tmp_path, scale,
     pattern = 0.5 + 0.4 * torch.sin(2 * math.pi * x / period) * torch.cos(2 * math.pi * y / (0.75 * period))
     image = LoadedImage(pattern.expand(3, -1, -1).contiguous(), None, 16)
     assert harness.fidelity_problem(image.size, scale, (512, 512)) is None
-    _, low, plan, reference = harness.prepare_fidelity(image, scale, (512, 512), tmp_path)
+    path, plan, reference = harness.prepare_fidelity(image, scale, (512, 512), tmp_path)
+    low = load_image(path)
     assert low.size == (512 // scale,) * 2 and plan.view == (view, view)
     final = as_array(list(run_states("bicubic", low, plan, None, None))[-1].image)
     aligned = psnr(final, reference)

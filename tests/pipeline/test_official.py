@@ -281,11 +281,19 @@ def test_process_size_without_the_official_protocol_is_refused(wide_photo, capsy
 
 
 def test_the_official_protocol_picks_the_official_numerics_of_osediff_sd3() -> None:
+    """The job (what runs and what the manifest records) holds the numerics the protocol implies."""
     from chainzoom.config import ZoomConfig
+    from chainzoom.job import resolve_job
+    from chainzoom.runtime import Runtime
 
-    official = ZoomConfig(backbone="osediff-sd3:/models/sd3", protocol="official")
-    assert official.model_options()["numerics"] == "official"
-    assert ZoomConfig(backbone="osediff-sd3:/models/sd3").model_options()["numerics"] is None
-    chosen = ZoomConfig(backbone="osediff-sd3:/models/sd3", protocol="official", numerics="chainzoom")
-    assert chosen.model_options()["numerics"] == "chainzoom"
-    assert ZoomConfig(backbone="bicubic", protocol="official").model_options()["numerics"] is None
+    def numerics(**options: object) -> str | None:
+        config = ZoomConfig(runtime=Runtime(device="cpu"), **options)  # type: ignore[arg-type]
+        job = resolve_job(config, config.runtime, "0" * 64, "<in memory>")
+        assert job.request()["numerics"] == job.config.numerics
+        return job.config.numerics
+
+    assert numerics(backbone="osediff-sd3:/models/sd3", protocol="official") == "official"
+    assert numerics(backbone="osediff-sd3:/models/sd3") is None
+    assert numerics(backbone="osediff-sd3:/models/sd3", protocol="official", numerics="chainzoom") == "chainzoom"
+    assert numerics(backbone="bicubic", protocol="official") is None
+    assert numerics(backbone="bicubic", protocol="official", numerics="chainzoom") is None

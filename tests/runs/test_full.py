@@ -20,8 +20,12 @@ from PIL import Image
 from chainzoom.backbones import create_backbone
 from chainzoom.backbones.base import Backbone, ModelCard
 from chainzoom.cli import build_parser
+from chainzoom.config import FullConfig
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.images import LoadedImage, from_samples, load_image, to_samples
+from chainzoom.job import resolve_job
+from chainzoom.prompts.base import Prompter
+from chainzoom.runs.executors import LocalExecutor
 from chainzoom.runs.full import level_count, plan_axis, zoom_full
 from chainzoom.runtime import Runtime
 
@@ -35,6 +39,35 @@ def sample(width: int, height: int, left: int = 150, top: int = 80) -> LoadedIma
     """A detailed crop of the bundled photo (fur and eyes: tile seams would show)."""
     rgb = load_image(SAMPLE).rgb[:, top : top + height, left : left + width].contiguous()
     return LoadedImage(rgb, None, 8, None)
+
+
+def full_run(
+    image: LoadedImage,
+    out: Path,
+    backbone: Backbone,
+    prompter: Prompter | None,
+    *,
+    levels: int,
+    fmt: str,
+    tile: int = 512,
+    overlap: int = 160,
+    request: dict,
+    overwrite: bool = False,
+) -> dict:
+    """:func:`zoom_full` of a job made for these arguments, its tiles made here by ``backbone``.
+
+    ``request`` stands for the input's identity: runs of different requests are different runs.
+    """
+    config = FullConfig(
+        out=str(out),
+        scale=float(backbone.scale**levels),
+        format=fmt,
+        consistency="none",
+        overwrite=overwrite,
+        runtime=Runtime(device="cpu"),
+    )
+    job = resolve_job(config, config.runtime, json.dumps(request, sort_keys=True), "<in memory>")
+    return zoom_full(image, job, LocalExecutor(backbone, prompter), tile=tile, overlap=overlap)
 
 
 def png_pixels(path: Path) -> np.ndarray:
@@ -89,7 +122,7 @@ def test_the_working_file_is_a_tiff_that_tiles_write_into(tmp_path: Path) -> Non
 def test_two_bicubic_levels_equal_untiled_within_one_level(tmp_path: Path) -> None:
     image = sample(150, 110)
     backbone = create_backbone("bicubic", Runtime(device="cpu"))
-    manifest = zoom_full(image, tmp_path, backbone, None, levels=2, fmt="png", tile=48, overlap=24, request={"test": 1})
+    manifest = full_run(image, tmp_path, backbone, None, levels=2, fmt="png", tile=48, overlap=24, request={"test": 1})
     assert manifest["complete"] and [level["size"] for level in manifest["levels"]] == [
         [150, 110],
         [600, 440],
@@ -118,7 +151,7 @@ def test_realesrgan_tiles_equal_untiled_within_one_level(tmp_path: Path) -> None
     # put this crop 1.6/255 off with 51 px, 0.4/255 with 78 (measured, float, untiled vs tiled).
     image = sample(224, 64, 150, 140)
     backbone = create_backbone("realesrgan", Runtime(device="cpu"))
-    manifest = zoom_full(image, tmp_path, backbone, None, levels=1, fmt="png", tile=192, overlap=160, request={})
+    manifest = full_run(image, tmp_path, backbone, None, levels=1, fmt="png", tile=192, overlap=160, request={})
     assert manifest["levels"][1]["tiles"] == 2
     level = png_pixels(tmp_path / "level_01.png")
     reference = untiled(backbone, to_samples(image.rgb))
@@ -128,7 +161,7 @@ def test_realesrgan_tiles_equal_untiled_within_one_level(tmp_path: Path) -> None
 def test_tiff_and_dzi_pyramids_open_with_the_right_size_and_levels(tmp_path: Path) -> None:
     image = sample(200, 130)
     backbone = create_backbone("bicubic", Runtime(device="cpu"))
-    zoom_full(image, tmp_path / "tiff", backbone, None, levels=2, fmt="tiff", tile=256, overlap=32, request={})
+    full_run(image, tmp_path / "tiff", backbone, None, levels=2, fmt="tiff", tile=256, overlap=32, request={})
     tiff = tmp_path / "tiff" / "level_02.tif"
     opened = pyvips.Image.new_from_file(str(tiff))
     assert (opened.width, opened.height, opened.bands) == (3200, 2080, 3)
@@ -151,7 +184,7 @@ def test_tiff_and_dzi_pyramids_open_with_the_right_size_and_levels(tmp_path: Pat
         assert len(series.levels) == pages
         assert all(page.is_tiled for page in handle.pages)
 
-    zoom_full(image, tmp_path / "dzi", backbone, None, levels=1, fmt="dzi", tile=256, overlap=32, request={})
+    full_run(image, tmp_path / "dzi", backbone, None, levels=1, fmt="dzi", tile=256, overlap=32, request={})
     dzi = tmp_path / "dzi" / "level_01.dzi"
     root = ET.parse(dzi).getroot()
     size = root.find("{http://schemas.microsoft.com/deepzoom/2008}Size")
@@ -167,9 +200,8 @@ RESUMED_RUN = textwrap.dedent(
     import sys, time
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
-    from tests.runs.test_full import sample
+    from tests.runs.test_full import full_run, sample
     from chainzoom.backbones import create_backbone
-    from chainzoom.runs.full import zoom_full
     from chainzoom.runtime import Runtime
 
     bicubic = create_backbone("bicubic", Runtime(device="cpu"))
@@ -179,7 +211,7 @@ RESUMED_RUN = textwrap.dedent(
             time.sleep(0.1)
             return super().upscale(image, prompt)
 
-    zoom_full(sample(120, 100), Path(sys.argv[1]), Slow("bicubic"), None, levels=1, fmt="png",
+    full_run(sample(120, 100), Path(sys.argv[1]), Slow("bicubic"), None, levels=1, fmt="png",
               tile=32, overlap=12, request={"resume": 1})
     """
 )
@@ -200,13 +232,13 @@ def test_a_killed_run_resumes_from_its_finished_tiles(tmp_path: Path) -> None:
     assert not (out / "level_01.png").exists()
 
     backbone = Counting(create_backbone("bicubic", Runtime(device="cpu")))
-    manifest = zoom_full(
+    manifest = full_run(
         sample(120, 100), out, backbone, None, levels=1, fmt="png", tile=32, overlap=12, request={"resume": 1}
     )
     assert manifest["levels"][1]["tiles"] == 30  # 6 columns x 5 rows
     assert backbone.calls == 30 - finished
     reference = tmp_path / "reference"
-    zoom_full(sample(120, 100), reference, backbone.inner, None, levels=1, fmt="png", tile=32, overlap=12, request={})
+    full_run(sample(120, 100), reference, backbone.inner, None, levels=1, fmt="png", tile=32, overlap=12, request={})
     assert np.array_equal(png_pixels(out / "level_01.png"), png_pixels(reference / "level_01.png"))
 
 
@@ -225,14 +257,14 @@ def test_an_interrupt_between_levels_resumes_at_the_next_level(tmp_path: Path) -
     bicubic = create_backbone("bicubic", Runtime(device="cpu"))
     first = StopAfter(bicubic, limit=2)  # level 1 of a 100x60 input is 2x1 tiles
     with pytest.raises(KeyboardInterrupt):
-        zoom_full(sample(100, 60), tmp_path / "run", first, None, **args)
+        full_run(sample(100, 60), tmp_path / "run", first, None, **args)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert [level["index"] for level in manifest["levels"]] == [0, 1] and not manifest["complete"]
     assert not (tmp_path / "run" / "level_00.work.tif").exists()  # no longer needed: level 1 is made
     second = Counting(bicubic)
-    done = zoom_full(sample(100, 60), tmp_path / "run", second, None, **args)
+    done = full_run(sample(100, 60), tmp_path / "run", second, None, **args)
     assert second.calls == done["levels"][2]["tiles"]
-    zoom_full(sample(100, 60), tmp_path / "reference", bicubic, None, **args)
+    full_run(sample(100, 60), tmp_path / "reference", bicubic, None, **args)
     for name in ("level_01.png", "level_02.png"):
         assert np.array_equal(png_pixels(tmp_path / "run" / name), png_pixels(tmp_path / "reference" / name))
 
@@ -240,13 +272,13 @@ def test_an_interrupt_between_levels_resumes_at_the_next_level(tmp_path: Path) -
 def test_a_finished_run_is_not_redone_and_a_different_one_is_refused(tmp_path: Path) -> None:
     backbone = Counting(create_backbone("bicubic", Runtime(device="cpu")))
     args = dict(levels=1, fmt="png", tile=64, overlap=16, request={"a": 1})
-    zoom_full(sample(80, 60), tmp_path, backbone, None, **args)
+    full_run(sample(80, 60), tmp_path, backbone, None, **args)
     calls = backbone.calls
-    zoom_full(sample(80, 60), tmp_path, backbone, None, **args)
+    full_run(sample(80, 60), tmp_path, backbone, None, **args)
     assert backbone.calls == calls
     with pytest.raises(ChainZoomError, match="different arguments"):
-        zoom_full(sample(80, 60), tmp_path, backbone, None, **{**args, "request": {"a": 2}})
-    zoom_full(sample(80, 60), tmp_path, backbone, None, **{**args, "fmt": "dzi", "overwrite": True})
+        full_run(sample(80, 60), tmp_path, backbone, None, **{**args, "request": {"a": 2}})
+    full_run(sample(80, 60), tmp_path, backbone, None, **{**args, "fmt": "dzi", "overwrite": True})
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         ".chainzoom.lock",
         "level_00.dzi",
@@ -268,7 +300,7 @@ def test_each_tile_gets_its_own_prompt_from_its_neighbourhood(tmp_path: Path) ->
             return f"{context.step}:{context.view.mean():.3f}"
 
     image = sample(120, 60)
-    zoom_full(
+    full_run(
         image,
         tmp_path,
         create_backbone("bicubic", Runtime(device="cpu")),
@@ -292,7 +324,7 @@ def test_scale_must_be_a_power_of_the_step_and_big_png_is_refused(tmp_path: Path
     with pytest.raises(ChainZoomError, match="power of 4"):
         level_count(32, 4)
     with pytest.raises(ChainZoomError, match="--format tiff or --format dzi"):
-        zoom_full(
+        full_run(
             sample(300, 200),
             tmp_path,
             create_backbone("bicubic", Runtime(device="cpu")),

@@ -149,19 +149,23 @@ class AppFolder:
         folder = self.runs / run
         if _UNSAFE.sub("", run) != run or not (folder / MANIFEST).is_file():
             raise ChainZoomError(f"no run {run!r} in {self.runs}")
+        from chainzoom.job import ZoomJob
+
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        request = manifest["request"]
-        center = request["center"]
         source = Path(manifest["input"])
         moved = self.inputs / source.parent.name / source.name  # the app's folder was moved since
+        config = ZoomJob.read(manifest["request"], str(source), str(folder / MANIFEST)).zoom
+        center = config.center
+        if isinstance(center, str):
+            raise ChainZoomError(f"run {run!r} zooms into a point in pixels, which the app does not take")
         return Job(
             source if source.exists() or not moved.exists() else moved,
-            float(request["scale"]),
-            (float(center[0]), float(center[1])),
-            request["mode"],
-            request.get("backbone") or "realesrgan",
-            request.get("prompter") or "null",
-            request.get("consistency", "none"),
+            config.scale,
+            center,
+            config.mode,
+            config.backbone_spec,
+            config.prompter_spec,
+            config.consistency,
         )
 
     def zip_run(self, folder: Path) -> Path:
@@ -212,13 +216,13 @@ def run_job(folder: AppFolder, cache: ModelCache, job: Job) -> tuple[Path, int, 
     Every option is checked (by the API's config classes) before the iterator is returned;
     closing the iterator early (a cancelled job) leaves a run that the same job resumes.
     """
+    from chainzoom.runs import driver
+
     pipeline = cache.get(job.backbone, job.prompter)
     out = folder.run_folder(job)
-    options = {"center": job.center, "mode": job.mode, "consistency": job.consistency, "out": str(out)}
-    config = pipeline.job(job.input, scale=job.scale, **options)
-    plan = pipeline.plan(pipeline.load_input(job.input, config).size, config)
-    states = pipeline.iter_zoom(job.input, job.scale, **options)
-    return out, len(plan.steps) + 1, states
+    config = pipeline.job(job.input, scale=job.scale, center=job.center, mode=job.mode, consistency=job.consistency)
+    zoom = driver.prepare(pipeline, job.input, config)
+    return out, zoom.states_planned, driver.zoom_states(pipeline, zoom, out)
 
 
 def preview(path: Path, size: tuple[int, int]) -> Image.Image:

@@ -132,6 +132,9 @@ FLAGS: dict[str, Flag] = {
     "prompter_adapter": Flag("LoRA adapter folder for vlm (e.g. a GRPO one)"),
     "prompter_max_tokens": Flag("longest prompt in tokens"),
     "prompter_sample": Flag("sample (seeded by --seed) instead of greedy", action="store_true"),
+    "prompter_context": Flag(
+        "the VLM's context: multiscale (two images, the paper's) or single", choices=("multiscale", "single")
+    ),
     "prompter_offload": Flag("keep the VLM on the CPU between steps", action="store_true"),
     "prompter_timeout": Flag("seconds per request for openai"),
     "prompt": Flag("your own text, joined to each generated prompt"),

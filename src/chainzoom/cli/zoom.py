@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from chainzoom.cli.flags import add_config_flags
 from chainzoom.cli.parsing import add_config_source, file_layer, flags_of, refuse_foreign
-from chainzoom.config import FullConfig, ZoomConfig, from_mapping, merged, read_rerun
-from chainzoom.core.vocabulary import MODEL_MODES
+from chainzoom.config import FullConfig, ZoomConfig, from_mapping, merged
 from chainzoom.errors import OptionError
+from chainzoom.job import read_rerun
 
 
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
@@ -63,70 +62,35 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_local(config: ZoomConfig) -> int:
+    """Every input into its run folder, through the run driver; bars per image."""
     from chainzoom.api import ChainZoom
-    from chainzoom.io.images import collect_inputs, input_names
+    from chainzoom.runs import driver
     from chainzoom.runs.progress import ZoomProgress
 
-    if config.executor == "ray":
-        return run_batch(config)
-    paths = collect_inputs(config.inputs)
     pipeline = ChainZoom.from_config(config)
-    # Every input is decoded and planned before the models load (a bad one stops the batch
-    # with nothing loaded or written); it is decoded again for its run, so memory holds one
-    # image, not the batch.
-    for path in paths:
-        pipeline.plan(pipeline.load_input(path, config).size, config)
-    if config.mode in MODEL_MODES:
-        pipeline.load()
-    # One input writes into --out; several write into --out/<name> each.
-    out = Path(config.out)
-    outs = [out] if len(paths) == 1 else [out / name for name in input_names(paths)]
+    batch = driver.start_batch(pipeline, config)  # inputs, models and cluster checked before the bars
     with ZoomProgress(enabled=not config.quiet) as progress:
-        progress.start_batch(len(paths))
-        for path, folder in zip(paths, outs):
-            loaded, plan = pipeline.prepare(path, config)
-            progress.start(path.name, len(plan.steps) + 1)
-            pipeline.run(path, loaded, plan, config, on_state=progress.advance, out=folder)
-            progress.finish(folder)
+        driver.run_batch(pipeline, config, progress, batch)
     return 0
 
 
 def run_full(config: FullConfig) -> int:
+    """The one input's levels, through the run driver; bars per level."""
     from chainzoom.api import ChainZoom
-    from chainzoom.io.images import collect_inputs
+    from chainzoom.runs import driver
+    from chainzoom.runs.full import level_count
     from chainzoom.runs.progress import TileProgress
 
-    paths = collect_inputs(config.inputs)
-    if len(paths) != 1:
-        raise OptionError("inputs", f"--full takes one input image, got {len(paths)}; run one command per image")
-    config = dataclasses.replace(config, inputs=(str(paths[0]),))
+    path = driver.full_input(config)
+    config = dataclasses.replace(config, inputs=(str(path),))
     pipeline = ChainZoom.from_config(config)
-    from chainzoom.runs.full import level_count
-
     if config.executor == "ray":
         from chainzoom.runs.ray_loader import check_ray
 
         check_ray(config.ray_address)
-        _ = pipeline.runtime  # device and dtype checked before the bars (the models load on the workers)
-        levels = level_count(config.scale, pipeline.step_factor())
-    else:
-        levels = level_count(config.scale, pipeline.backbone.scale)
-    with TileProgress(paths[0].name, levels, enabled=not config.quiet) as progress:
-        pipeline.run_full(config, on_tile=progress.update)
+    _ = pipeline.runtime  # device and dtype checked before the bars (with Ray the models load on the workers)
+    levels = level_count(config.scale, pipeline.step_factor(driver.effective_models(pipeline, config)))
+    with TileProgress(path.name, levels, enabled=not config.quiet) as progress:
+        driver.run_full(pipeline, config, on_tile=progress.update)
     print(config.out)
-    return 0
-
-
-def run_batch(config: ZoomConfig) -> int:
-    """Every input as a task on a Ray actor (``--executor ray``); the folders are written here."""
-    from chainzoom.api import ChainZoom
-    from chainzoom.runs.progress import ZoomProgress
-    from chainzoom.runs.ray_loader import check_ray
-
-    check_ray(config.ray_address)
-    pipeline = ChainZoom.from_config(config)
-    _ = pipeline.runtime  # device and dtype checked before the bars (the models load on the workers)
-    batch = pipeline.check_batch(config)
-    with ZoomProgress(enabled=not config.quiet) as progress:
-        pipeline.run_batch(config, progress, batch)
     return 0

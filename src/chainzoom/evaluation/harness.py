@@ -27,17 +27,18 @@ Protocol (see ``docs/evaluation.md``):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from chainzoom.api import ChainZoom
-from chainzoom.config import EvalConfig, EvalRow, View, ZoomConfig, eval_rows
+from chainzoom.config import EvalConfig, EvalRow, View, eval_rows
 from chainzoom.core.geometry import Box, ZoomPlan, default_view, plan_zoom, resolve_view
 from chainzoom.core.resample import resize
 from chainzoom.core.states import ScaleState
@@ -51,7 +52,10 @@ from chainzoom.metrics.catalog import Metric, Unavailable
 from chainzoom.metrics.drift import as_array, chain_drift, cumulative_delta_e
 from chainzoom.metrics.fidelity import psnr, ssim
 from chainzoom.metrics.niqe import require_scorable_view
-from chainzoom.runs.local import SECONDS_DIGITS, RunFolder, StateMaker, iter_run, step_filename
+from chainzoom.runs import driver
+from chainzoom.runs.driver import PreparedZoom
+from chainzoom.runs.executors import StateMaker
+from chainzoom.runs.local import SECONDS_DIGITS, RunFolder, step_filename
 from chainzoom.runs.progress import ZoomProgress
 
 STEP = 4
@@ -108,17 +112,16 @@ class MetricCache:
 
 @dataclass
 class _Runner:
-    """Makes or reuses run folders with one pipeline, with progress."""
+    """Makes or reuses run folders with one pipeline, through the run driver, with progress."""
 
     settings: EvalConfig
     pipeline: ChainZoom
     progress: ZoomProgress
-    by_context: dict[str, ChainZoom] = field(default_factory=dict)
 
-    def job(self, path: Path, image: LoadedImage, plan: ZoomPlan, row: EvalRow) -> tuple[ZoomConfig, dict]:
-        """The ``chainzoom zoom`` config of one run, and its request (identity)."""
-        pipeline = self.pipeline_for(row)
-        config = pipeline.job(
+    def prepare(self, path: Path, plan: ZoomPlan, row: EvalRow) -> PreparedZoom:
+        """The ``chainzoom zoom`` job of one run: ``row``'s mode, consistency, policy and VLM context,
+        at ``plan``'s scale and view; its request is the run folder's identity."""
+        config = self.pipeline.job(
             path,
             mode=row.mode,
             consistency=row.consistency,
@@ -128,8 +131,9 @@ class _Runner:
             overwrite=self.settings.overwrite,
             animation=False,
         )
-        request, _ = pipeline.request(path, image, config, "zoom")
-        return config, request
+        if row.context is not None and config.uses_models:
+            config = dataclasses.replace(config, prompter_context=row.context)
+        return driver.prepare(self.pipeline, path, config)
 
     def finished(self, folder: Path, request: dict) -> list[ScaleState] | None:
         """The states of a finished run of ``request`` in ``folder`` (read back, every one), or None.
@@ -151,25 +155,28 @@ class _Runner:
         return None
 
     def run(
-        self, folder: Path, label: str, path: Path, image: LoadedImage, plan: ZoomPlan, row: EvalRow
+        self, folder: Path, label: str, path: Path, plan: ZoomPlan, row: EvalRow, maker: StateMaker | None = None
     ) -> list[ScaleState]:
-        """The states of the run of ``mode`` in ``folder``: read back when finished, else made or resumed.
+        """The states of ``row``'s run of ``path`` in ``folder``: read back when finished, else made or
+        resumed (by ``maker``, a Ray worker, if given).
 
         Each run is the ``chainzoom zoom`` run of the same image, mode and view, so its
         folder means the same to both commands.
         """
-        config, request = self.job(path, image, plan, row)
-        total = len(plan.steps) + 1
-        states = self.finished(folder, request)
+        zoom = self.prepare(path, plan, row)
+        states = self.finished(folder, zoom.job.request())
         if states is not None:
-            self.progress.start(f"{label} (finished before)", 0)
-            self.progress.finish(folder)
+            task = self.progress.add(f"{label} (finished before)", 0)
+            self.progress.done(task, folder)
             return states
         self.check_backbone(row)
-        self.progress.start(label, total)
-        result = self.pipeline_for(row).run(path, image, plan, config, on_state=self.progress.advance, out=folder)
-        self.progress.finish(folder)
-        return result.states
+        task = self.progress.add(label, zoom.states_planned)
+        states = []
+        for state in driver.zoom_states(self.pipeline, zoom, folder, maker):
+            states.append(state)
+            self.progress.step(task, state)
+        self.progress.done(task, folder)
+        return states
 
     def policy_options(self, row: EvalRow) -> dict[str, Any]:
         """The zoom options of ``row``'s policy: none for fixed, the adaptive policy's settings otherwise."""
@@ -183,21 +190,6 @@ class _Runner:
             "stop_below": settings.stop_below,
         }
 
-    def pipeline_for(self, row: EvalRow) -> ChainZoom:
-        """The pipeline of ``row``: the configured one, or one whose VLM shows ``row.context``
-        (the same backbone and the same loaded VLM, so nothing loads twice)."""
-        if row.context is None or row.mode not in MODEL_MODES:
-            return self.pipeline
-        if row.context not in self.by_context:
-            prompter = self.pipeline.prompter
-            with_context = getattr(prompter, "with_context", None)
-            if with_context is None:
-                raise OptionError("contexts", f"prompter {prompter.id} has no contexts")
-            self.by_context[row.context] = ChainZoom(
-                self.pipeline.backbone, with_context(row.context), runtime=self.pipeline.runtime
-            )
-        return self.by_context[row.context]
-
     def check_backbone(self, row: EvalRow) -> None:
         if row.mode in MODEL_MODES and self.pipeline.step_factor() != STEP:
             scale = self.pipeline.step_factor()
@@ -205,26 +197,7 @@ class _Runner:
 
     def make_on(self, maker: StateMaker, folder: Path, label: str, path: Path, plan: ZoomPlan, row: EvalRow) -> None:
         """Make (or finish) one run with its states from ``maker`` (a Ray worker); this process writes it."""
-        image = load_image(path)
-        config, request = self.job(path, image, plan, row)
-        if self.finished(folder, request) is not None:
-            return
-        task = self.progress.add(label, len(plan.steps) + 1)
-        states = iter_run(
-            RunFolder(folder),
-            image,
-            plan,
-            request,
-            str(path),
-            None,
-            None,
-            overwrite=config.overwrite,
-            animation=False,
-            maker=maker,
-        )
-        for state in states:
-            self.progress.step(task, state)
-        self.progress.done(task, folder)
+        self.run(folder, label, path, plan, row, maker)
 
 
 def make_on_ray(settings: EvalConfig, runner: _Runner, images: Sequence[Path], plans: list) -> None:
@@ -249,7 +222,7 @@ def make_on_ray(settings: EvalConfig, runner: _Runner, images: Sequence[Path], p
         for scale, problem in problems.items():
             if problem is None:
                 folder = out / "runs" / name / f"fidelity-x{scale}"
-                low_path, _, low_plan, _ = prepare_fidelity(load_image(path), scale, view, folder)
+                low_path, low_plan, _ = prepare_fidelity(load_image(path), scale, view, folder)
                 for row in rows:
                     label = f"{name} fidelity x{scale} {row.label}"
                     runs.append(
@@ -262,7 +235,7 @@ def make_on_ray(settings: EvalConfig, runner: _Runner, images: Sequence[Path], p
                             row=row,
                         )
                     )
-    with runner.pipeline.ray_executor(settings, tile_prompter=False) as executor:
+    with driver.ray_executor(runner.pipeline, settings, tile_prompter=False) as executor:
         executor.zoom_runs(runs)
 
 
@@ -315,7 +288,7 @@ def fidelity_problem(size: tuple[int, int], scale: int, view: tuple[int, int]) -
 
 def prepare_fidelity(
     image: LoadedImage, scale: int, view: tuple[int, int], folder: Path
-) -> tuple[Path, LoadedImage, ZoomPlan, np.ndarray]:
+) -> tuple[Path, ZoomPlan, np.ndarray]:
     """The downscaled input (written to ``folder/input.png``), its plan, and the original
     pixels its zoomed final state should show (see :func:`fidelity_problem` first)."""
     w, h = image.size
@@ -325,10 +298,9 @@ def prepare_fidelity(
     original = image.rgb[:, top : top + small[1] * scale, left : left + small[0] * scale]
     path = folder / "input.png"
     save_image(path, resize(original, small, "bicubic"), bit_depth=image.bit_depth)
-    low = load_image(path)
     plan = plan_zoom(small, scale, (small[0] / 2, small[1] / 2), fview, STEP)
     box = Box(*(v * scale for v in plan.final_box.as_list()))
-    return path, low, plan, as_array(resize(original, fview, "bicubic", box))
+    return path, plan, as_array(resize(original, fview, "bicubic", box))
 
 
 def evaluate(
@@ -371,7 +343,7 @@ def evaluate(
         for row in rows_to_make:
             mode = row.label
             folder = out / "runs" / name / mode
-            states = runner.run(folder, f"{name} {mode}", path, image, plan, row)
+            states = runner.run(folder, f"{name} {mode}", path, plan, row)
             at = states_at(states, settings.scales)
             if len(at) < len(settings.scales):
                 notes.append(
@@ -408,11 +380,11 @@ def _fidelity_rows(
     settings: EvalConfig, runner: _Runner, name: str, image: LoadedImage, scale: int, view: tuple[int, int]
 ) -> list[ResultRow]:
     folder = Path(settings.out) / "runs" / name / f"fidelity-x{scale}"
-    path, low, plan, reference = prepare_fidelity(image, scale, view, folder)
+    path, plan, reference = prepare_fidelity(image, scale, view, folder)
     rows = []
     for row in eval_rows(settings):
         mode = row.label
-        states = runner.run(folder / mode, f"{name} fidelity x{scale} {mode}", path, low, plan, row)
+        states = runner.run(folder / mode, f"{name} fidelity x{scale} {mode}", path, plan, row)
         if not math.isclose(states[-1].magnification, plan.magnification(len(plan.steps))):
             continue  # an adaptive chain that stopped before the magnification has no final state to compare
         final = as_array(states[-1].image)

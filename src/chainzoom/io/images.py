@@ -136,6 +136,25 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
         return from_pil(image, path=p, max_pixels=max_pixels)
 
 
+#: What the API takes as an image: a path, a PIL image, a :class:`LoadedImage` or a
+#: ``[3,H,W]`` float tensor in ``[0,1]``.
+ImageInput = str | Path | Image.Image | LoadedImage | torch.Tensor
+
+
+def as_loaded(image: ImageInput, max_pixels: int | None = None) -> LoadedImage:
+    """Any :data:`ImageInput` as a :class:`LoadedImage` (a path is decoded and checked)."""
+    limit = max_pixels or DEFAULT_MAX_PIXELS
+    if isinstance(image, LoadedImage):
+        return image
+    if isinstance(image, (str, Path)):
+        return load_image(image, max_pixels=limit)
+    if isinstance(image, Image.Image):
+        return from_pil(image, max_pixels=limit)
+    if isinstance(image, torch.Tensor) and image.ndim == 3 and image.shape[0] == 3:
+        return LoadedImage(image.float().clamp(0, 1), None, 8, None)
+    raise TypeError("image must be a path, a PIL image, a LoadedImage or a [3,H,W] tensor")
+
+
 def from_pil(
     image: Image.Image, path: str | os.PathLike | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> LoadedImage:

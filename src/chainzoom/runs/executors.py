@@ -6,8 +6,8 @@ only makes pixels from inputs it is handed, with two units of work:
 
 - a **tile** of a full-image level (:func:`render_tile`): the tile and its prompt
   context in, the kept part of the upscaled tile and its prompt out;
-- the **states of one zoom** (:func:`zoom_states`): an image and its plan in, the
-  scale-states out, one by one.
+- the **states of one zoom** (:class:`LocalMaker`, :func:`zoom_states`): the job's config,
+  an image and its plan in, the scale-states out, one by one.
 
 Both executors call these same functions, so a tile or a state is the same bytes
 wherever it was made. :class:`LocalExecutor` runs them here, in order; the Ray
@@ -22,29 +22,107 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from chainzoom.backbones.base import Backbone
+from chainzoom.config import ModelConfig, ZoomConfig
 from chainzoom.core.geometry import ZoomPlan
 from chainzoom.core.states import ScaleState
-from chainzoom.core.vocabulary import MODEL_MODES
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.images import LoadedImage, from_samples, to_samples
+from chainzoom.pipeline.adaptive import AdaptivePolicy
+from chainzoom.pipeline.chain import run_states
 from chainzoom.pipeline.consistency import make_locally_consistent
 from chainzoom.prompts.base import PromptContext, Prompter
+from chainzoom.prompts.cache import CachedPrompter
 
 
 class Models(Protocol):
-    """What a worker holds: a backbone and a prompter, loaded on first use (a :class:`chainzoom.ChainZoom`)."""
+    """What a worker holds: the models of a job's config, loaded on first use (a :class:`chainzoom.ChainZoom`)."""
 
-    @property
-    def backbone(self) -> Backbone: ...
+    def backbone_for(self, config: ModelConfig) -> Backbone:
+        """The backbone ``config`` names, with its options (built once)."""
+        ...
 
-    @property
-    def prompter(self) -> Prompter: ...
+    def prompter_for(self, config: ModelConfig) -> Prompter:
+        """The prompter ``config`` names, with its options (built once)."""
+        ...
+
+
+class StateMaker(Protocol):
+    """Where a zoom's states are made: here (:class:`LocalMaker`) or on a Ray actor
+    (:class:`~chainzoom.runs.ray_executor.RemoteChain`)."""
+
+    def records(self, config: ZoomConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The backbone's record and the prompter's settings, for the manifest."""
+        ...
+
+    def executor_record(self) -> dict[str, Any]:
+        """What the manifest says about the executor, with ``worker``: the process making the states."""
+        ...
+
+    def states(
+        self, config: ZoomConfig, image: LoadedImage, plan: ZoomPlan, done: Sequence[ScaleState]
+    ) -> Iterator[ScaleState]:
+        """The states of ``config``'s zoom of ``image`` after ``done``."""
+        ...
+
+
+def backbone_record(backbone: Backbone | None) -> dict[str, Any] | None:
+    """The backbone's card, plus its settings (adapter files and hashes) when it has them."""
+    if backbone is None:
+        return None
+    record = backbone.card().as_dict()
+    settings = getattr(backbone, "settings", None)
+    if callable(settings):
+        record["settings"] = settings()
+    return record
+
+
+class LocalMaker:
+    """A zoom's states made in this process, with the job's models (``None`` where no model runs)."""
+
+    def __init__(
+        self,
+        backbone: Backbone | None,
+        prompter: Prompter | None,
+        policy: AdaptivePolicy | None = None,
+        worker: str | None = None,
+    ) -> None:
+        self.backbone = backbone
+        self.prompter = prompter
+        self.policy = policy
+        self.worker = worker or worker_name("local")
+
+    def caching_prompts(self, path: Path) -> LocalMaker:
+        """The same maker, its prompter's answers kept in the file ``path`` (a resumed run asks no model twice)."""
+        prompter = CachedPrompter(self.prompter, path) if self.prompter is not None else None
+        return LocalMaker(self.backbone, prompter, self.policy, self.worker)
+
+    def records(self, config: ZoomConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        return backbone_record(self.backbone), self.prompter.settings() if self.prompter is not None else None
+
+    def executor_record(self) -> dict[str, Any]:
+        return {"kind": "local", "worker": self.worker}
+
+    def states(
+        self, config: ZoomConfig, image: LoadedImage, plan: ZoomPlan, done: Sequence[ScaleState]
+    ) -> Iterator[ScaleState]:
+        return run_states(
+            config.mode,
+            image,
+            plan,
+            self.backbone,
+            self.prompter,
+            done,
+            config.consistency,
+            config.protocol,
+            self.policy,
+        )
 
 
 @dataclass(frozen=True)
@@ -119,21 +197,13 @@ def render_tile(
 
 
 def zoom_states(
-    models: Models,
-    mode: str,
-    image: LoadedImage,
-    plan: ZoomPlan,
-    done: Sequence[ScaleState],
-    consistency: str,
-    protocol: str = "chainzoom",
+    models: Models, config: ZoomConfig, image: LoadedImage, plan: ZoomPlan, done: Sequence[ScaleState], worker: str
 ) -> Iterator[ScaleState]:
-    """The states of one zoom after ``done`` (what :func:`chainzoom.pipeline.chain.run_states` yields)."""
-    from chainzoom.pipeline.chain import run_states
-
-    uses_model = mode in MODEL_MODES
-    backbone = models.backbone if uses_model else None
-    prompter = models.prompter if uses_model else None
-    return run_states(mode, image, plan, backbone, prompter, done, consistency, protocol)
+    """The states of one zoom after ``done``, made with ``models`` (a Ray worker's)."""
+    uses_model = config.uses_models
+    backbone = models.backbone_for(config) if uses_model else None
+    prompter = models.prompter_for(config) if uses_model else None
+    return LocalMaker(backbone, prompter, None, worker).states(config, image, plan, done)
 
 
 class TileExecutor(Protocol):
@@ -153,6 +223,10 @@ class TileExecutor(Protocol):
         ...
 
     def prompter_settings(self) -> dict[str, Any] | None: ...
+
+    def backbone_record(self) -> dict[str, Any] | None:
+        """The backbone's record (:func:`backbone_record`) of the models making the tiles."""
+        ...
 
     def record(self) -> dict[str, Any]:
         """What the manifest says about the executor."""
@@ -183,6 +257,9 @@ class LocalExecutor:
 
     def prompter_settings(self) -> dict[str, Any] | None:
         return self.prompter.settings() if self.prompter is not None else None
+
+    def backbone_record(self) -> dict[str, Any] | None:
+        return backbone_record(self.backbone)
 
     def record(self) -> dict[str, Any]:
         return {"kind": self.kind}

@@ -30,7 +30,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,20 +37,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from chainzoom import __version__
-from chainzoom.backbones.base import Backbone
+from chainzoom.config import FullConfig
 from chainzoom.core.geometry import Box
 from chainzoom.core.resample import resize
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.atomic import atomic_write, atomic_write_json
 from chainzoom.io.images import LoadedImage, from_samples, to_samples
+from chainzoom.job import ZoomJob
 from chainzoom.pipeline.consistency import anchor_shift, method_record, resize_signed
 from chainzoom.pipeline.tiling import axis_weights, free_memory_bytes, tile_starts
-from chainzoom.prompts.base import Prompter
-from chainzoom.runs.executors import LocalExecutor, TileExecutor, TileInput, TileJob, TileResult
-from chainzoom.runs.local import RunFolder
+from chainzoom.runs.executors import TileExecutor, TileInput, TileJob, TileResult
+from chainzoom.runs.local import RunFolder, manifest_header
 from chainzoom.runs.manifest import MANIFEST
-from chainzoom.runs.pyramid import FORMATS, PARTIAL, RawLevel, level_path, remove_level, write_level
+from chainzoom.runs.pyramid import PARTIAL, RawLevel, level_path, remove_level, write_level
+from chainzoom.runtime import DEFAULT_OVERLAP
 
 #: Default tile side in input px: big enough that the overlap (context RRDBNet needs)
 #: costs little, small enough for a CPU; ``--tile`` overrides it.
@@ -155,56 +154,31 @@ def level_size(size: tuple[int, int], step: int, index: int) -> tuple[int, int]:
 
 def zoom_full(
     image: LoadedImage,
-    out: Path,
-    backbone: Backbone | None,
-    prompter: Prompter | None,
+    job: ZoomJob,
+    executor: TileExecutor,
     *,
-    levels: int,
-    fmt: str = "tiff",
     tile: int = DEFAULT_TILE,
-    overlap: int = 112,
-    request: dict[str, Any],
-    input_path: str = "<in memory>",
-    backbone_record: dict | None = None,
-    overwrite: bool = False,
+    overlap: int = DEFAULT_OVERLAP,
     on_tile: TileCallback | None = None,
-    executor: TileExecutor | None = None,
 ) -> dict:
-    """Make (or finish) a full-image run of ``levels`` steps in ``out``; return its manifest.
+    """Make (or finish) ``job``'s full-image run in its ``out``; return its manifest.
 
-    ``request`` identifies the run (a rerun with a different one is refused unless
-    ``overwrite``). Level 0 is the input itself (8-bit RGB; an alpha channel is
-    dropped). ``on_tile(level, done, total)`` is called as tiles finish. The tiles are
-    made by ``executor`` (default: in this process with ``backbone`` and ``prompter``,
-    which it then ignores); the executor is not part of the request, so a run started
-    on one resumes on the other.
+    The job's request identifies the run (a rerun with a different one is refused unless
+    ``overwrite``). Level 0 is the input itself (8-bit RGB; an alpha channel is dropped).
+    ``on_tile(level, done, total)`` is called as tiles finish. The tiles are made by
+    ``executor`` (in this process or on Ray actors); the executor is not part of the
+    request, so a run started on one resumes on the other.
     """
-    if fmt not in FORMATS:
-        raise ChainZoomError(f"unknown --format {fmt!r} (known: {', '.join(FORMATS)})")
-    if executor is None:
-        if backbone is None:
-            raise ChainZoomError("zoom_full needs a backbone or an executor")
-        executor = LocalExecutor(backbone, prompter)
-    step = executor.scale
-    if fmt == "png":
-        check_png_fits(level_size(image.size, step, levels), free_memory_bytes(torch.device("cpu")))
-    folder = FullRunFolder(out)
-    previous = folder.prepare(request, overwrite)
+    config = job.config
+    if not isinstance(config, FullConfig):
+        raise TypeError("zoom_full takes a full-image job")
+    levels = level_count(config.scale, executor.scale)
+    if config.format == "png":
+        check_png_fits(level_size(image.size, executor.scale, levels), free_memory_bytes(torch.device("cpu")))
+    folder = FullRunFolder(Path(config.out))
+    previous = folder.prepare(job.request(), config.overwrite)
     try:
-        return _make_levels(
-            folder,
-            previous,
-            image,
-            executor,
-            levels,
-            fmt,
-            tile,
-            overlap,
-            request,
-            input_path,
-            backbone_record,
-            on_tile,
-        )
+        return _make_levels(folder, previous, image, job, config, executor, levels, tile, overlap, on_tile)
     finally:
         folder.close()
 
@@ -213,28 +187,24 @@ def _make_levels(
     folder: FullRunFolder,
     previous: dict[str, Any] | None,
     image: LoadedImage,
+    job: ZoomJob,
+    config: FullConfig,
     executor: TileExecutor,
     levels: int,
-    fmt: str,
     tile: int,
     overlap: int,
-    request: dict[str, Any],
-    input_path: str,
-    backbone_record: dict[str, Any] | None,
     on_tile: TileCallback | None,
 ) -> dict[str, Any]:
     step = executor.scale
-    consistency = request.get("consistency", "none")
+    fmt = config.format
+    consistency = config.consistency
     per_tile = "none" if consistency == "anchor" else consistency  # anchor runs on the assembled level
     samples = to_samples(image.rgb)  # level 0, and for anchor what every level is pulled to
     anchor_to = from_samples(samples) if consistency == "anchor" else None
     manifest: dict[str, Any] = {
-        "chainzoom": __version__,
-        "created": (previous or {}).get("created") or datetime.now(UTC).isoformat(),
+        **manifest_header(previous, job),
         "mode": "full",
-        "request": request,
-        "input": input_path,
-        "backbone": backbone_record,
+        "backbone": executor.backbone_record(),
         "prompter": executor.prompter_settings(),
         "executor": executor.record(),
         "format": fmt,
@@ -260,7 +230,7 @@ def _make_levels(
         cache = folder.path / CACHE / f"level_{index:02d}"
         xs = plan_axis(source.width, tile, overlap, step)
         ys = plan_axis(source.height, tile, overlap, step)
-        stats = make_tiles(source, cache, xs, ys, None, None, index, on_tile, executor, per_tile)
+        stats = make_tiles(source, cache, xs, ys, index, executor, on_tile, per_tile)
         target.create()
         assemble(target, cache, xs, ys)
         if anchor_to is not None:
@@ -312,23 +282,16 @@ def make_tiles(
     cache: Path,
     xs: AxisPlan,
     ys: AxisPlan,
-    backbone: Backbone | None,
-    prompter: Prompter | None,
     level: int,
+    executor: TileExecutor,
     on_tile: TileCallback | None = None,
-    executor: TileExecutor | None = None,
     consistency: str = "none",
 ) -> dict:
     """Upscale every tile of ``source`` not already in ``cache``; prompts go to ``prompts.json``.
 
-    The tiles are made by ``executor`` (default: here, with ``backbone`` and ``prompter``);
-    this process reads their inputs and writes every result as it comes back, so only
+    The tiles are made by ``executor`` (here or on Ray actors); this process reads their inputs and writes every result as it comes back, so only
     the tiles in flight are ever held in memory.
     """
-    if executor is None:
-        if backbone is None:
-            raise ChainZoomError("make_tiles needs a backbone or an executor")
-        executor = LocalExecutor(backbone, prompter)
     cache.mkdir(parents=True, exist_ok=True)
     jobs = tile_jobs(xs, ys, level, consistency)
     total = len(jobs)

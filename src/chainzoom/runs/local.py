@@ -11,27 +11,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from chainzoom import __version__
-from chainzoom.backbones.base import Backbone
 from chainzoom.core.geometry import Box, ZoomPlan
 from chainzoom.core.states import ScaleState
-from chainzoom.core.vocabulary import MODEL_MODES
 from chainzoom.errors import InputError, RunFolderError
 from chainzoom.io.atomic import atomic_write_json
 from chainzoom.io.digest import file_sha256
 from chainzoom.io.images import LoadedImage, load_image, save_image
-from chainzoom.pipeline.adaptive import AdaptivePolicy
-from chainzoom.pipeline.chain import run_states
+from chainzoom.job import ZoomJob
 from chainzoom.pipeline.consistency import method_record
-from chainzoom.prompts.base import Prompter
-from chainzoom.prompts.cache import CachedPrompter
 from chainzoom.runs.animation import AnimationWriter, save_animation
-from chainzoom.runs.executors import worker_name
+from chainzoom.runs.executors import LocalMaker, StateMaker
 from chainzoom.runs.lock import RunLock
 from chainzoom.runs.manifest import MANIFEST, check_manifest
 from chainzoom.runs.render import plan_placements, save_strip
@@ -43,28 +38,6 @@ PROMPT_CACHE = "prompts.json"
 RUN_FILE_PATTERNS = ("step_*.png", MANIFEST, STRIP, ANIMATION, PROMPT_CACHE)
 #: Temporary files of :func:`chainzoom.io.atomic.atomic_write` that a killed run left behind.
 STALE_TEMP_PATTERN = ".*.tmp.*"
-
-
-class StateMaker(Protocol):
-    """Where a run's states are made when not here: the Ray executor's :class:`~chainzoom.runs.ray_executor.RemoteChain`."""
-
-    def records(self, uses_model: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """The backbone's record and the prompter's settings, for the manifest."""
-        ...
-
-    def executor_record(self) -> dict[str, Any]:
-        """What the manifest says about the executor, with ``worker``: the process making the states."""
-        ...
-
-    def states(
-        self,
-        mode: str,
-        image: LoadedImage,
-        plan: ZoomPlan,
-        done: Sequence[ScaleState],
-        consistency: str,
-        protocol: str,
-    ) -> Iterator[ScaleState]: ...
 
 
 def step_filename(index: int) -> str:
@@ -204,75 +177,57 @@ def state_record(state: ScaleState, sha256: str) -> dict[str, Any]:
 
 def iter_run(
     folder: RunFolder,
+    job: ZoomJob,
     image: LoadedImage,
     plan: ZoomPlan,
-    request: dict[str, Any],
-    source: str,
-    backbone: Backbone | None,
-    prompter: Prompter | None,
+    maker: StateMaker,
     *,
     overwrite: bool = False,
     animation: bool = True,
     cache_prompts: bool = False,
-    policy: AdaptivePolicy | None = None,
-    maker: StateMaker | None = None,
 ) -> Iterator[ScaleState]:
-    """Make (or finish) the run ``request`` describes in ``folder``, yielding every state.
-
-    ``source`` (the input's path) is recorded beside the request, for ``--rerun``.
+    """Make (or finish) ``job``'s run in ``folder``, yielding every state.
 
     States a previous run finished are read back and yielded first; each new state is
-    saved, and the manifest rewritten, before it is yielded. The strip and the animation
-    are written once the last state has been yielded: a consumer that stops early leaves
-    a run that the next call resumes. ``cache_prompts`` keeps the prompter's answers in
-    the folder, so a resumed run never asks a model twice. With ``maker`` (a Ray worker)
-    the states are made there instead, from the same function, and ``backbone`` and
-    ``prompter`` are not used; its prompter's answers are then not cached here.
+    made by ``maker`` (here, or on a Ray worker), saved, and the manifest rewritten, before
+    it is yielded. The strip and the animation are written once the last state has been
+    yielded: a consumer that stops early leaves a run that the next call resumes.
+    ``cache_prompts`` keeps a local maker's prompts in the folder, so a resumed run never
+    asks a model twice.
     """
-    previous = folder.prepare(request, overwrite)
+    previous = folder.prepare(job.request(), overwrite)
     try:
-        yield from _run(
-            folder, image, plan, request, source, previous, backbone, prompter, animation, cache_prompts, policy, maker
-        )
+        yield from _run(folder, job, image, plan, previous, maker, animation, cache_prompts)
     finally:
         folder.close()
 
 
 def _run(
     folder: RunFolder,
+    job: ZoomJob,
     image: LoadedImage,
     plan: ZoomPlan,
-    request: dict[str, Any],
-    source: str,
     previous: dict[str, Any] | None,
-    backbone: Backbone | None,
-    prompter: Prompter | None,
+    maker: StateMaker,
     animation: bool,
     cache_prompts: bool,
-    policy: AdaptivePolicy | None,
-    maker: StateMaker | None = None,
 ) -> Iterator[ScaleState]:
-    if prompter is not None and cache_prompts:
-        prompter = CachedPrompter(prompter, folder.path / PROMPT_CACHE)
+    config = job.zoom
+    policy = maker.policy if isinstance(maker, LocalMaker) else None
+    if cache_prompts and isinstance(maker, LocalMaker):
+        maker = maker.caching_prompts(folder.path / PROMPT_CACHE)
     done = folder.load_states(previous) if previous else []
     if policy is not None and previous is not None:
         policy.resume_from(previous.get("policy"))
-    if maker is None:
-        records = backbone_record(backbone), prompter.settings() if prompter is not None else None
-        executor = {"kind": "local", "worker": worker_name("local")}
-    else:
-        records = maker.records(request["mode"] in MODEL_MODES)
-        executor = maker.executor_record()
+    records = maker.records(config)
+    executor = maker.executor_record()
     manifest: dict[str, Any] = {
-        "chainzoom": __version__,
-        "created": (previous or {}).get("created") or datetime.now(UTC).isoformat(),
-        "request": request,
-        "input": source,
+        **manifest_header(previous, job),
         "backbone": records[0],
         "prompter": records[1],
         "executor": executor,
         "plan": plan_record(plan),
-        "consistency": method_record(request.get("consistency", "none")),
+        "consistency": method_record(config.consistency),
         "states": (previous or {}).get("states", [])[: len(done)],
         "complete": False,
     }
@@ -287,12 +242,7 @@ def _run(
             if writer is not None:
                 writer.add(state)
             yield state
-        consistency, protocol = request.get("consistency", "none"), request.get("protocol", "chainzoom")
-        if maker is None:
-            made = run_states(request["mode"], image, plan, backbone, prompter, done, consistency, protocol, policy)
-        else:
-            made = maker.states(request["mode"], image, plan, done, consistency, protocol)
-        for state in made:
+        for state in maker.states(config, image, plan, done):
             path = folder.path / step_filename(state.index)
             save_image(path, state.image, state.alpha, image.bit_depth)
             states.append(state)
@@ -319,15 +269,14 @@ def _run(
     atomic_write_json(folder.manifest_path, manifest)
 
 
-def backbone_record(backbone: Backbone | None) -> dict[str, Any] | None:
-    """The backbone's card, plus its settings (adapter files and hashes) when it has them."""
-    if backbone is None:
-        return None
-    record = backbone.card().as_dict()
-    settings = getattr(backbone, "settings", None)
-    if callable(settings):
-        record["settings"] = settings()
-    return record
+def manifest_header(previous: dict[str, Any] | None, job: ZoomJob) -> dict[str, Any]:
+    """What every manifest starts with: the version that wrote it, when the run began, what it is."""
+    return {
+        "chainzoom": __version__,
+        "created": (previous or {}).get("created") or datetime.now(UTC).isoformat(),
+        "request": job.request(),
+        "input": job.source,
+    }
 
 
 def plan_record(plan: ZoomPlan) -> dict[str, Any]:

@@ -43,11 +43,15 @@ class _Bars:
 
 
 class ZoomProgress(_Bars):
-    """One bar per image, advancing per scale-state, and an overall bar for batches."""
+    """One bar per image, advancing per scale-state, and an overall bar for batches.
+
+    Each run asks for its own bar (:meth:`add`) and keeps its id, so runs made at the same
+    time (a Ray batch) each advance their own; rich's Progress is safe to update from
+    several threads. Without bars (``--quiet``) each finished run's folder is printed.
+    """
 
     def __init__(self, enabled: bool = True) -> None:
         super().__init__(enabled, TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
-        self.task: TaskID | None = None
         self.batch: TaskID | None = None
 
     def start_batch(self, images: int) -> None:
@@ -55,27 +59,8 @@ class ZoomProgress(_Bars):
         if self.progress is not None and images > 1:
             self.batch = self.progress.add_task("images", total=images, detail="")
 
-    def start(self, name: str, states: int) -> None:
-        if self.progress is not None:
-            self.task = self.progress.add_task(name, total=states, detail="")
-
-    def advance(self, state: ScaleState) -> None:
-        if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, advance=1, detail=f"x{state.magnification:g}")
-
-    def finish(self, out: Path) -> None:
-        if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, detail=f"done -> {out}")
-            if self.batch is not None:
-                self.progress.update(self.batch, advance=1)
-        elif self.progress is None:
-            print(f"{out}", file=sys.stdout)
-
-    # One bar per image for images made at the same time (a Ray batch): each caller keeps
-    # its bar's id; rich's Progress is safe to update from several threads.
-
     def add(self, name: str, states: int) -> TaskID | None:
-        """A new bar for one image of a batch; its id goes to :meth:`step` and :meth:`done`."""
+        """A new bar for one run; its id goes to :meth:`step` and :meth:`done`."""
         return self.progress.add_task(name, total=states, detail="") if self.progress is not None else None
 
     def step(self, task: TaskID | None, state: ScaleState) -> None:

@@ -30,11 +30,21 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from chainzoom.config import ModelConfig, ZoomConfig
 from chainzoom.core.geometry import ZoomPlan
 from chainzoom.core.states import ScaleState
 from chainzoom.errors import ChainZoomError, OptionError, one_line
 from chainzoom.io.images import LoadedImage
-from chainzoom.runs.executors import Models, TileInput, TileJob, TileResult, render_tile, worker_name, zoom_states
+from chainzoom.runs.executors import (
+    Models,
+    TileInput,
+    TileJob,
+    TileResult,
+    backbone_record,
+    render_tile,
+    worker_name,
+    zoom_states,
+)
 
 #: Tasks queued per actor: one running, one whose input is already on its way.
 DEPTH = 2
@@ -73,17 +83,16 @@ def check_address(address: str) -> None:
 class _Worker:
     """A Ray actor: one backbone and one prompter, loaded once, for every tile and zoom it is given."""
 
-    def __init__(self, models: Models, tile_prompter: bool) -> None:
+    def __init__(self, models: Models, config: ModelConfig, tile_prompter: bool) -> None:
         self.models = models
+        self.config = config
         self.tile_prompter = tile_prompter
         self.name = worker_name("ray")
 
     def describe(self) -> dict[str, Any]:
         """Load the models now (a bad model fails before any work) and say what they are."""
-        from chainzoom.runs.local import backbone_record
-
-        backbone = self.models.backbone
-        prompter = self.models.prompter if self.tile_prompter else None
+        backbone = self.models.backbone_for(self.config)
+        prompter = self.models.prompter_for(self.config) if self.tile_prompter else None
         return {
             "name": self.name,
             "scale": backbone.scale,
@@ -95,26 +104,19 @@ class _Worker:
         return self.name
 
     def tile(self, job: TileJob, tile: TileInput) -> TileResult:
-        prompter = self.models.prompter if self.tile_prompter else None
-        return render_tile(self.models.backbone, prompter, job, tile, self.name)
+        prompter = self.models.prompter_for(self.config) if self.tile_prompter else None
+        return render_tile(self.models.backbone_for(self.config), prompter, job, tile, self.name)
 
-    def records(self, uses_model: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
-        from chainzoom.runs.local import backbone_record
-
-        if not uses_model:
+    def records(self, config: ZoomConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
+        if not config.uses_models:
             return None, None, self.name
-        return backbone_record(self.models.backbone), self.models.prompter.settings(), self.name
+        backbone, prompter = self.models.backbone_for(config), self.models.prompter_for(config)
+        return backbone_record(backbone), prompter.settings(), self.name
 
     def zoom(
-        self,
-        mode: str,
-        image: LoadedImage,
-        plan: ZoomPlan,
-        done: Sequence[ScaleState],
-        consistency: str,
-        protocol: str = "chainzoom",
+        self, config: ZoomConfig, image: LoadedImage, plan: ZoomPlan, done: Sequence[ScaleState]
     ) -> Iterator[ScaleState]:
-        yield from zoom_states(self.models, mode, image, plan, done, consistency, protocol)
+        yield from zoom_states(self.models, config, image, plan, done, self.name)
 
 
 @dataclass
@@ -135,7 +137,13 @@ class RayExecutor:
     kind = "ray"
 
     def __init__(
-        self, models: Models, address: str | None, workers: int | None, device: str, tile_prompter: bool
+        self,
+        models: Models,
+        config: ModelConfig,
+        address: str | None,
+        workers: int | None,
+        device: str,
+        tile_prompter: bool,
     ) -> None:
         self.address = resolve_address(address)
         check_address(self.address)
@@ -153,12 +161,14 @@ class RayExecutor:
                 reason = one_line(exc.__cause__ or exc)  # Ray's own reason (an auth token, a version) is the cause
                 raise OptionError("ray_address", f"{self.address}: cannot join the Ray cluster ({reason})") from None
         try:
-            self._start(models, workers, device, tile_prompter)
+            self._start(models, config, workers, device, tile_prompter)
         except BaseException:
             self.close()
             raise
 
-    def _start(self, models: Models, workers: int | None, device: str, tile_prompter: bool) -> None:
+    def _start(
+        self, models: Models, config: ModelConfig, workers: int | None, device: str, tile_prompter: bool
+    ) -> None:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0)) if device != "cpu" else 0
         cpus = max(1, int(resources.get("CPU", 1)))
@@ -170,7 +180,7 @@ class RayExecutor:
         else:
             options = {"num_cpus": cpus // self.workers if self.workers <= cpus else cpus / self.workers}
         remote = ray.remote(max_restarts=-1, max_task_retries=0, **options)(_Worker)
-        self.actors = [_Actor(remote.remote(models, tile_prompter)) for _ in range(self.workers)]
+        self.actors = [_Actor(remote.remote(models, config, tile_prompter)) for _ in range(self.workers)]
         try:
             facts = [self._get(actor.handle.describe.remote(), timeout=STARTUP_TIMEOUT) for actor in self.actors]
         except ray.exceptions.GetTimeoutError:
@@ -342,23 +352,17 @@ class RemoteChain:
         self.executor = executor
         self.worker = "ray:?"
 
-    def records(self, uses_model: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        backbone, prompter, self.worker = self.executor._get(self.actor.records.remote(uses_model))
+    def records(self, config: ZoomConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        backbone, prompter, self.worker = self.executor._get(self.actor.records.remote(config))
         return backbone, prompter
 
     def executor_record(self) -> dict[str, Any]:
         return {**self.executor.record(), "worker": self.worker}
 
     def states(
-        self,
-        mode: str,
-        image: LoadedImage,
-        plan: ZoomPlan,
-        done: Sequence[ScaleState],
-        consistency: str,
-        protocol: str = "chainzoom",
+        self, config: ZoomConfig, image: LoadedImage, plan: ZoomPlan, done: Sequence[ScaleState]
     ) -> Iterator[ScaleState]:
         remote = self.actor.zoom.options(num_returns="streaming")
-        stream = remote.remote(mode, image, plan, list(done), consistency, protocol)
+        stream = remote.remote(config, image, plan, list(done))
         for ref in stream:
             yield self.executor._get(ref)
