@@ -18,9 +18,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 from chainzoom.api import ChainZoom
-from chainzoom.backbones.base import ModelCard, Restorer
+from chainzoom.backbones import BACKBONES
+from chainzoom.backbones.base import ModelCard, Restorer, component_of, restorer_of
 from chainzoom.cli import main
+from chainzoom.config import ZoomConfig
+from chainzoom.pipeline.tiling import TiledBackbone
 from chainzoom.prompts.base import PromptContext, Prompter
+from chainzoom.registry import BackboneEntry, BackboneFacts
+from chainzoom.runtime import Runtime
+
+from ..fakes import CountingBackbone
 
 
 def model_in_signed_space(x: torch.Tensor) -> torch.Tensor:
@@ -49,6 +56,25 @@ class FakeRestorer(Restorer):
 
     def card(self) -> ModelCard:
         return ModelCard("fake-restorer", "test", "tanh", 4)
+
+
+def create_fake_restorer(argument: str | None, runtime: Runtime, color_fix: str | None = None) -> FakeRestorer:
+    return FakeRestorer(color_fix or "none")
+
+
+#: The fake restorer as a registered backbone, so it is built the way the CLI builds any backbone.
+FAKE_RESTORER = BackboneEntry(
+    "fake-restorer",
+    "tests.pipeline.test_official:create_fake_restorer",
+    "test backbone: a one-step restorer with a smooth fake model",
+    facts=BackboneFacts(text_aware=True, options=("color_fix",)),
+)
+
+
+@pytest.fixture
+def fake_restorer_entry(monkeypatch) -> str:
+    monkeypatch.setitem(BACKBONES._builtin, FAKE_RESTORER.name, FAKE_RESTORER)
+    return FAKE_RESTORER.name
 
 
 class Recorder(Prompter):
@@ -119,8 +145,15 @@ def stablesr_adain(target: Image.Image, source: Image.Image) -> Image.Image:
     return to_pil_image((((content - cm) / cs) * ss + sm).clamp_(0.0, 1.0))
 
 
-def official_run(path: Path, mode: str, rec_num: int, size: int, align: str = "nofix") -> list[Image.Image]:
-    """inference_coz.py's loop for one image: the list 0.png ... {rec_num}.png."""
+def official_run(
+    path: Path, mode: str, rec_num: int, size: int, align: str = "nofix", restore=None
+) -> list[Image.Image]:
+    """inference_coz.py's loop for one image: the list 0.png ... {rec_num}.png.
+
+    The SR model is the fake "weights", or ``restore``: a real model's output in [0, 1]
+    for the ``ToTensor`` of the 8-bit bicubic ``sr_input`` (what OSEDiff computes from
+    ``lq = sr_input * 2 - 1``, mapped back by ``* 0.5 + 0.5``).
+    """
     states = [resize_and_center_crop(Image.open(path).convert("RGB"), size)]
     for rec in range(rec_num):
         if mode in ("nearest", "bicubic", "onestep"):
@@ -133,9 +166,12 @@ def official_run(path: Path, mode: str, rec_num: int, size: int, align: str = "n
         else:
             w, h = states[-1].size
             sr_input = centre(states[-1], 4).resize((w, h), Image.BICUBIC)
-        lq = to_tensor(sr_input)[None] * 2 - 1
-        output = torch.clamp(model_in_signed_space(lq)[0], -1.0, 1.0)
-        output_pil = to_pil_image(output * 0.5 + 0.5)
+        if restore is None:
+            lq = to_tensor(sr_input)[None] * 2 - 1
+            output = torch.clamp(model_in_signed_space(lq)[0], -1.0, 1.0)
+            output_pil = to_pil_image(output * 0.5 + 0.5)
+        else:
+            output_pil = to_pil_image(restore(to_tensor(sr_input)))
         if align == "wavelet":
             output_pil = stablesr_wavelet(output_pil, sr_input)
         elif align == "adain":
@@ -187,6 +223,102 @@ def test_the_official_colour_fixes_run_on_the_truncated_pictures(wide_photo, ali
     reference = official_run(wide_photo, "chain", 2, 64, align)
     for state, expected in zip(result.states, reference):
         np.testing.assert_array_equal(samples(state), pixels(expected))
+
+
+# ------------------------------------------------- a restorer behind a wrapper (issue 22, item 0)
+
+
+def test_restorer_of_and_component_of_see_through_wrappers() -> None:
+    restorer, plain = FakeRestorer(), CountingBackbone()
+    tiled = TiledBackbone(restorer)
+    assert restorer.wrapped is None and plain.wrapped is None
+    assert tiled.wrapped is restorer and tiled.inner is restorer  # ``inner`` keeps working
+    assert restorer_of(restorer) is restorer
+    assert restorer_of(tiled) is restorer and restorer_of(TiledBackbone(tiled)) is restorer
+    assert component_of(TiledBackbone(tiled)) is restorer and component_of(plain) is plain
+    assert restorer_of(plain) is None and restorer_of(TiledBackbone(plain)) is None
+
+
+@pytest.mark.parametrize(("mode", "align"), [("chain", "nofix"), ("onestep", "nofix"), ("chain", "wavelet")])
+def test_a_restorer_inside_the_tiler_takes_the_official_8_bit_path(wide_photo, mode, align) -> None:
+    """The tiler every front-end builds is no Restorer: its model's capability is read through it.
+
+    Before the fix the tiler's ``upscale`` ran instead (FakeRestorer refuses it).
+    """
+    tiled = TiledBackbone(FakeRestorer("none" if align == "nofix" else align))
+    result = ChainZoom(tiled, "null")(wide_photo, scale=16, mode=mode, protocol="official", process_size=64)
+    reference = official_run(wide_photo, mode, 2, 64, align)
+    assert len(result.states) == 3
+    for state, expected in zip(result.states, reference):
+        np.testing.assert_array_equal(samples(state), pixels(expected), err_msg=f"{mode} state {state.index}")
+
+
+@pytest.mark.parametrize("mode", ["chain", "onestep"])
+def test_the_cli_hands_a_registered_restorer_the_official_8_bit_picture(
+    wide_photo, fake_restorer_entry, tmp_path, mode
+) -> None:
+    """``chainzoom zoom --protocol official`` builds the backbone through the registry and the tiler."""
+    out = tmp_path / "run"
+    argv = [str(wide_photo), "--backbone", fake_restorer_entry, "--prompter", "null", "--color-fix", "wavelet"]
+    argv += ["--protocol", "official", "--process-size", "64", "--scale", "16", "--mode", mode]
+    assert main(["zoom", *argv, "--out", str(out), "-q", "--no-animation"]) == 0
+    reference = official_run(wide_photo, mode, 2, 64, "wavelet")
+    for index, expected in enumerate(reference):
+        written = Image.open(out / f"step_{index:02d}.png").convert("RGB")
+        np.testing.assert_array_equal(pixels(written), pixels(expected), err_msg=f"{mode} state {index}")
+
+
+@pytest.fixture(scope="module")
+def official_sd3() -> ChainZoom:
+    """A tiny random SD3 with official-format adapters, built as ``chainzoom zoom --protocol official``
+    builds its pipeline: the spec as on the command line, ``ChainZoom.from_config``."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("peft")
+    import tempfile
+
+    from ..tiny_diffusion import build_sd3, write_sd3_transformer_lora, write_sd3_vae_encoder
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        base = build_sd3(root / "base")
+        lora, vae = root / "model_20001.pkl", root / "vae_encoder_20001.pt"
+        write_sd3_transformer_lora(base, lora)
+        write_sd3_vae_encoder(base, vae)
+        config = ZoomConfig(
+            backbone=f"osediff-sd3:{base},lora={lora},vae={vae}",
+            prompter="null",
+            color_fix="wavelet",
+            protocol="official",
+            process_size=64,
+            scale=16,
+            runtime=Runtime(device="cpu"),
+        )
+        return ChainZoom.from_config(config).load()
+
+
+@pytest.mark.slow  # 7 to 15 s on 2 shared cores: building the tiny SD3 and its first forward pass
+def test_osediff_sd3_built_as_the_cli_builds_it_equals_the_bare_restorer_byte_for_byte(
+    wide_photo, official_sd3
+) -> None:
+    """The real one-step model behind the tiler, under the official chain and onestep (k=2).
+
+    Each step must be ``restore`` on the official 8-bit bicubic picture, truncated, then the
+    colour fix on the 8-bit pictures, truncated: the bytes the bare restorer gives, and the
+    bytes the official loop computes with that model. Before the fix the tiler's ``upscale``
+    ran on the integer crop instead (a float bicubic, the colour fix on float pictures).
+    """
+    restorer = restorer_of(official_sd3.backbone)
+    assert restorer is not None and restorer is not official_sd3.backbone  # built inside the tiler
+    assert restorer.settings()["numerics"] == "official"
+    bare = ChainZoom(restorer, "null")
+    for mode in ("chain", "onestep"):
+        options = {"scale": 16, "mode": mode, "protocol": "official", "process_size": 64}
+        wrapped, alone = official_sd3(wide_photo, **options), bare(wide_photo, **options)
+        reference = official_run(wide_photo, mode, 2, 64, "wavelet", restore=lambda view: restorer.restore(view, ""))
+        assert len(wrapped.states) == len(alone.states) == 3
+        for state, other, expected in zip(wrapped.states, alone.states, reference):
+            np.testing.assert_array_equal(samples(state), samples(other), err_msg=f"{mode} state {state.index}")
+            np.testing.assert_array_equal(samples(state), pixels(expected), err_msg=f"{mode} state {state.index}")
 
 
 def test_rounding_instead_of_truncation_would_be_caught(wide_photo) -> None:

@@ -47,6 +47,18 @@ class Backbone(ABC):
     def card(self) -> ModelCard:
         """Describe this backbone for listings and manifests."""
 
+    @property
+    def wrapped(self) -> Backbone | None:
+        """The backbone this one wraps, or ``None`` for a model itself (the default).
+
+        A wrapper (tiling, placement, caching) adds *how* a model runs, never *what* it
+        can do: it overrides this to return the backbone it runs, so that a caller reads a
+        capability (:class:`Restorer`, its colour fix, a memory placement) from the
+        component with :func:`component_of` or :func:`restorer_of`, never from
+        ``isinstance`` on whatever object it was handed.
+        """
+        return None
+
 
 class Restorer(Backbone):
     """A backbone that upscales by bicubic first and then restores at the output size.
@@ -65,6 +77,36 @@ class Restorer(Backbone):
     @abstractmethod
     def color_fix_method(self) -> str:
         """The colour fix :meth:`upscale` applies against the bicubic view (``none``, ``wavelet``, ``adain``)."""
+
+
+def wrappers_of(backbone: Backbone) -> list[Backbone]:
+    """``backbone`` and every backbone it wraps, outermost first (following :attr:`Backbone.wrapped`)."""
+    chain = [backbone]
+    while (inner := chain[-1].wrapped) is not None:
+        if any(inner is seen for seen in chain):
+            raise ValueError(f"backbone {type(inner).__name__} wraps itself")
+        chain.append(inner)
+    return chain
+
+
+def component_of(backbone: Backbone) -> Backbone:
+    """The model at the bottom of any wrappers around ``backbone`` (``backbone`` itself if none)."""
+    return wrappers_of(backbone)[-1]
+
+
+def restorer_of(backbone: Backbone) -> Restorer | None:
+    """The :class:`Restorer` that ``backbone`` is or wraps, else ``None``.
+
+    The official protocol hands a restorer its own 8-bit bicubic picture; every front-end
+    builds the backbone wrapped in the tiler, so ``isinstance(backbone, Restorer)`` on what
+    it receives would silently take the plain-x4 route instead. The outermost restorer in
+    the chain wins, so a wrapper that is itself a restorer (and restores its own way) is
+    used as such.
+    """
+    for layer in wrappers_of(backbone):
+        if isinstance(layer, Restorer):
+            return layer
+    return None
 
 
 def count_parameters(module: torch.nn.Module) -> int:

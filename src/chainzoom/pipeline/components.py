@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from chainzoom.backbones import BACKBONES
-from chainzoom.backbones.base import Backbone
+from chainzoom.backbones.base import Backbone, component_of
 from chainzoom.memory import MemoryPlan, Placement, choose_plan
 from chainzoom.pipeline.tiling import TiledBackbone
 from chainzoom.prompts import PROMPTERS
@@ -56,7 +56,7 @@ def share_device(backbone: Backbone, prompter: Prompter, input_pixels: int) -> M
     ``input_pixels`` pixels; elsewhere the plan asked for (or the official efficient mode)
     stays. Returns the plan in effect, or ``None`` when nothing is placed.
     """
-    inner = getattr(backbone, "inner", backbone)
+    inner = component_of(backbone)  # the model's own placement, through the tiler
     placement: Placement | None = getattr(inner, "residency", None)
     if placement is None:
         return None

@@ -22,10 +22,16 @@ else, and a comparison with the paper's numbers needs exactly that:
 
 A backbone that *restores* at its input's size after an internal bicubic x4 (the
 one-step diffusion models, :class:`chainzoom.backbones.base.Restorer`) gets the 8-bit
-bicubic picture, as officially. Any other x4 backbone gets the integer crop itself and
-its x4 output is truncated the same way (and, if it does not land on the process size,
-resized to it with 8-bit bicubic): the official protocol has no such models, so that is
-this module's reading of it. docs/parity.md lists what still differs and why.
+bicubic picture, as officially. That capability is read from the model through any
+wrapper (:func:`chainzoom.backbones.base.restorer_of`): every front-end hands over the
+backbone inside the tiler, which is no restorer itself, so an ``isinstance`` test on it
+would send the diffusion models down the plain-x4 route (a float bicubic crop, the colour
+fix on float pictures). The restorer then runs on the whole ``process_size`` square,
+untiled, as ``inference_coz.py`` runs it. Any other x4 backbone gets the integer crop
+itself and its x4 output is truncated the same way (and, if it does not land on the
+process size, resized to it with 8-bit bicubic): the official protocol has no such
+models, so that is this module's reading of it. docs/parity.md lists what still differs
+and why.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from chainzoom.backbones.base import Backbone, Restorer
+from chainzoom.backbones.base import Backbone, restorer_of
 from chainzoom.core.colorfix import color_fix
 from chainzoom.core.geometry import Box, Crop, StepPlan, ZoomPlan
 from chainzoom.core.states import ScaleState
@@ -181,10 +187,16 @@ def official_states(
 
 
 def _super_resolve(backbone: Backbone, crop: Image.Image, view: Image.Image, prompt: str, mode: str) -> Image.Image:
-    """One SR pass the official way: the model, ``ToPILImage`` truncation, the colour fix, truncation."""
-    if isinstance(backbone, Restorer):
-        output = truncate(backbone.restore(_tensor(view), prompt))
-        method = backbone.color_fix_method
+    """One SR pass the official way: the model, ``ToPILImage`` truncation, the colour fix, truncation.
+
+    ``backbone`` may be a wrapper (the tiler every front-end builds): the restorer it
+    wraps, if any, gets the 8-bit bicubic ``view`` directly, so a wrapped model gives
+    the same bytes as the bare one.
+    """
+    restorer = restorer_of(backbone)
+    if restorer is not None:
+        output = truncate(restorer.restore(_tensor(view), prompt))
+        method = restorer.color_fix_method
         if method != "none":
             output = truncate(color_fix(_tensor(output), _tensor(view), method))
         return output

@@ -130,6 +130,10 @@ class TiledBackbone(Backbone):
     ``tile=None`` chooses from free memory per call, budgeting ``bytes_per_pixel`` of
     working memory per input pixel (the backbone's registry fact). A CUDA/MPS
     out-of-memory error halves the tile and retries down to :data:`MIN_TILE`.
+
+    The tiler changes how :meth:`upscale` runs, not what the model is: :attr:`wrapped`
+    (also ``inner``) is the backbone it runs, so a caller that needs a capability of the
+    model (:func:`chainzoom.backbones.base.restorer_of`) finds it through the tiler.
     """
 
     def __init__(
@@ -169,6 +173,11 @@ class TiledBackbone(Backbone):
                 tile = max(tile, self.overlap + 1)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
+
+    @property
+    def wrapped(self) -> Backbone:
+        """The backbone this tiler runs (the same object as ``inner``)."""
+        return self.inner
 
     def card(self) -> ModelCard:
         return self.inner.card()
