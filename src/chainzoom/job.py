@@ -99,6 +99,7 @@ def resolve_job(
     input_sha256: str,
     source: str,
     objects: tuple[str | None, str | None] = (None, None),
+    view: tuple[int, int] | None = None,
 ) -> ZoomJob:
     """The job of ``config`` on one input, on the resolved ``runtime``.
 
@@ -106,11 +107,18 @@ def resolve_job(
     (``None`` for those named by spec). Made explicit here, once, for every front-end:
 
     - the device the runtime resolved to (a run on ``auto`` records ``cpu`` or ``cuda``);
+    - the size of the states, ``view``, as planned for the input (a run with the default view
+      is the same run as one that names that size), and the adaptive policy's candidates and
+      factors (named or default);
     - no model options where no model runs (a baseline of any pipeline is the same run);
     - under protocol official, the official numerics of a backbone that has them
       (osediff-sd3), unless numerics was set.
     """
     changes: dict[str, Any] = {"runtime": runtime, "inputs": (source,)}
+    if view is not None and isinstance(config, ZoomConfig) and config.protocol == "chainzoom":
+        changes["view"] = view
+    if isinstance(config, ZoomConfig) and config.policy == "adaptive":
+        changes.update(backbones=config.candidate_backbones, factors=config.step_factors)
     if not config.uses_models:
         defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
         changes.update({name: defaults[name] for name in MODEL_FIELDS})

@@ -293,7 +293,11 @@ def official_sd3() -> ChainZoom:
             scale=16,
             runtime=Runtime(device="cpu"),
         )
-        return ChainZoom.from_config(config).load()
+        pipeline = ChainZoom.from_config(config)
+        from chainzoom.runs.driver import load_models
+
+        load_models(pipeline, config)  # what the CLI loads before a run: the job's models
+        return pipeline, config
 
 
 @pytest.mark.slow  # 7 to 15 s on 2 shared cores: building the tiny SD3 and its first forward pass
@@ -307,13 +311,18 @@ def test_osediff_sd3_built_as_the_cli_builds_it_equals_the_bare_restorer_byte_fo
     bytes the official loop computes with that model. Before the fix the tiler's ``upscale``
     ran on the integer crop instead (a float bicubic, the colour fix on float pictures).
     """
-    restorer = restorer_of(official_sd3.backbone)
-    assert restorer is not None and restorer is not official_sd3.backbone  # built inside the tiler
+    from chainzoom.runs.driver import effective_models
+
+    pipeline, config = official_sd3
+    built = pipeline.backbone_for(effective_models(pipeline, config))  # the protocol's numerics: official
+    restorer = restorer_of(built)
+    assert restorer is not None and restorer is not built  # built inside the tiler
     assert restorer.settings()["numerics"] == "official"
     bare = ChainZoom(restorer, "null")
     for mode in ("chain", "onestep"):
         options = {"scale": 16, "mode": mode, "protocol": "official", "process_size": 64}
-        wrapped, alone = official_sd3(wide_photo, **options), bare(wide_photo, **options)
+        wrapped, alone = pipeline(wide_photo, **options), bare(wide_photo, **options)
+        assert wrapped.config.numerics == "official"
         reference = official_run(wide_photo, mode, 2, 64, "wavelet", restore=lambda view: restorer.restore(view, ""))
         assert len(wrapped.states) == len(alone.states) == 3
         for state, other, expected in zip(wrapped.states, alone.states, reference):

@@ -122,14 +122,22 @@ def plan_for(pipeline: Pipeline, size: tuple[int, int], config: ZoomConfig) -> Z
     return plan_zoom(size, config.scale, resolve_center(config.center, size), view, step)
 
 
-def job_for(pipeline: Pipeline, image: ImageInput, loaded: LoadedImage, config: ZoomConfig | FullConfig) -> ZoomJob:
-    """The job of ``config`` on ``image``: the input's SHA-256 is its identity, its path provenance
-    (a run folder stays valid when its input or the folder itself is moved)."""
+def job_for(
+    pipeline: Pipeline,
+    image: ImageInput,
+    loaded: LoadedImage,
+    config: ZoomConfig | FullConfig,
+    plan: ZoomPlan | None = None,
+) -> ZoomJob:
+    """The job of ``config`` on ``image`` (with the states' size of ``plan``): the input's SHA-256
+    is its identity, its path provenance (a run folder stays valid when its input or the folder
+    itself is moved)."""
     if isinstance(image, (str, Path)):
         source, digest = str(image), file_sha256(image)
     else:
         source, digest = "<in memory>", hashlib.sha256(loaded.rgb.numpy().tobytes()).hexdigest()
-    return resolve_job(config, pipeline.runtime, digest, source, pipeline.objects)
+    view = plan.view if plan is not None else None
+    return resolve_job(config, pipeline.runtime, digest, source, pipeline.objects, view)
 
 
 def effective_models(pipeline: Pipeline, config: ZoomConfig | FullConfig) -> ZoomConfig | FullConfig:
@@ -141,7 +149,7 @@ def prepare(pipeline: Pipeline, image: ImageInput, config: ZoomConfig) -> Prepar
     """Decode and plan one input and resolve its job (nothing is loaded or written)."""
     loaded = load_input(image, config)
     plan = plan_for(pipeline, loaded.size, config)
-    job = job_for(pipeline, image, loaded, config)
+    job = job_for(pipeline, image, loaded, config, plan)
     return PreparedZoom(job, loaded, plan, pipeline.adaptive_policy(job.zoom))
 
 
