@@ -137,7 +137,6 @@ def test_two_bicubic_levels_equal_untiled_within_one_level(tmp_path: Path) -> No
         assert np.abs(level - untiled(backbone, previous)).max() <= 1
     # Only pyramids and the manifest remain: raw levels and tile caches are removed.
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        ".chainzoom.lock",  # the run folder's lock (held by no one now)
         "level_00.png",
         "level_01.png",
         "level_02.png",
@@ -280,13 +279,69 @@ def test_a_finished_run_is_not_redone_and_a_different_one_is_refused(tmp_path: P
         full_run(sample(80, 60), tmp_path, backbone, None, **{**args, "request": {"a": 2}})
     full_run(sample(80, 60), tmp_path, backbone, None, **{**args, "fmt": "dzi", "overwrite": True})
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        ".chainzoom.lock",
         "level_00.dzi",
         "level_00_files",
         "level_01.dzi",
         "level_01_files",
         "manifest.json",
     ]
+
+
+class FailsAfter(Counting):
+    """Counts like :class:`Counting`, and raises on call ``limit + 1``."""
+
+    def __init__(self, inner: Backbone, limit: int) -> None:
+        super().__init__(inner)
+        self.limit = limit
+
+    def upscale(self, image: torch.Tensor, prompt: str = "") -> torch.Tensor:
+        if self.calls >= self.limit:
+            raise RuntimeError("backbone failed")
+        return super().upscale(image, prompt)
+
+
+def every_file(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_refused_run_leaves_the_folder_as_it_found_it(tmp_path: Path) -> None:
+    backbone = create_backbone("bicubic", Runtime(device="cpu"))
+    args = dict(levels=1, fmt="png", tile=64, overlap=16, request={"a": 1})
+    zoom_full(sample(80, 60), tmp_path, backbone, None, **args)
+    before = every_file(tmp_path)
+    assert ".chainzoom.lock" not in before
+    with pytest.raises(ChainZoomError, match="different arguments"):
+        zoom_full(sample(80, 60), tmp_path, backbone, None, **{**args, "request": {"a": 2}})
+    (tmp_path / "manifest.json").write_text('{"made by": "another program"}')
+    before = every_file(tmp_path)
+    with pytest.raises(ChainZoomError, match="is not a chainzoom manifest"):
+        zoom_full(sample(80, 60), tmp_path, backbone, None, **args)
+    assert every_file(tmp_path) == before
+
+
+def test_a_run_that_fails_before_its_first_level_leaves_no_folder(tmp_path: Path) -> None:
+    """Level 0 is the input itself: a run whose backbone fails on level 1's first tile made nothing."""
+    backbone = FailsAfter(create_backbone("bicubic", Runtime(device="cpu")), 0)
+    out = tmp_path / "new" / "run"
+    with pytest.raises(RuntimeError, match="backbone failed"):
+        zoom_full(sample(80, 60), out, backbone, None, levels=1, fmt="tiff", tile=32, overlap=8, request={})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_that_fails_later_keeps_its_levels_and_tiles_but_not_its_lock(tmp_path: Path) -> None:
+    inner = create_backbone("bicubic", Runtime(device="cpu"))
+    args = dict(levels=2, fmt="png", tile=32, overlap=8, request={})
+    level1 = len(plan_axis(80, 32, 8, 4).starts) * len(plan_axis(60, 32, 8, 4).starts)
+    backbone = FailsAfter(inner, level1 + 3)  # level 2 fails after 3 tiles of its own
+    with pytest.raises(RuntimeError, match="backbone failed"):
+        zoom_full(sample(80, 60), tmp_path, backbone, None, **args)
+    assert [level["index"] for level in json.loads((tmp_path / "manifest.json").read_text())["levels"]] == [0, 1]
+    assert len(list((tmp_path / "tiles" / "level_02").glob("*.npy"))) == 3
+    assert not (tmp_path / ".chainzoom.lock").exists()
+    resumed = Counting(inner)
+    assert zoom_full(sample(80, 60), tmp_path, resumed, None, **args)["complete"]
+    assert resumed.calls == len(plan_axis(320, 32, 8, 4).starts) * len(plan_axis(240, 32, 8, 4).starts) - 3
+    assert not (tmp_path / ".chainzoom.lock").exists()
 
 
 def test_each_tile_gets_its_own_prompt_from_its_neighbourhood(tmp_path: Path) -> None:

@@ -133,6 +133,8 @@ def check_png_fits(size: tuple[int, int], free_bytes: int) -> None:
 class FullRunFolder(RunFolder):
     """A full-image run folder: the local-zoom folder's checks, plus level files and tile caches."""
 
+    RESULTS = "levels"
+
     def clear(self) -> None:
         super().clear()
         for path in self.path.glob("level_*"):

@@ -9,6 +9,7 @@ A rerun with a different request stops with a clear message unless ``overwrite``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -47,9 +48,16 @@ def step_filename(index: int) -> str:
 class RunFolder:
     """One run's output folder: what is finished in it, and how to add to it."""
 
+    #: The manifest's list of what the run made, each with its ``index`` (0: the input itself).
+    RESULTS = "states"
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.lock = RunLock(self.path)
+        #: The folders :meth:`prepare` made, outermost first (see :meth:`close`).
+        self._created: list[Path] = []
+        #: Whether :meth:`prepare` took the folder: only then are the files in it this run's.
+        self._taken = False
 
     @property
     def manifest_path(self) -> Path:
@@ -73,8 +81,13 @@ class RunFolder:
     def prepare(self, request: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
         """Lock the folder and check it can take this request; return the previous manifest to resume from.
 
-        The lock is held until :meth:`close`; temporary files of killed runs are removed
-        only under it, so another live run's files are never touched.
+        The request is checked before anything is written, so a refused run (a folder
+        holding another run, or a manifest that is not chainzoom's) leaves the folder as
+        it found it; it is checked again under the lock, in case another run wrote in
+        between. The folders made for ``path`` are recorded, so :meth:`close` can take
+        them away again when the run made nothing. The lock is held until :meth:`close`;
+        temporary files of killed runs are removed only under it, so another live run's
+        files are never touched.
         """
         if self.path.exists() and not self.path.is_dir():
             raise RunFolderError(f"output {self.path} exists and is not a folder")
@@ -85,12 +98,30 @@ class RunFolder:
             raise
 
     def _prepare(self, request: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
-        if self.path.is_dir():
+        self._check(request, overwrite)
+        probe = self.path / ".chainzoom-write-test"
+        try:
+            self._make_folders()
             self._lock()
-        previous = self.read_manifest()
-        if previous is not None and overwrite:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                probe.unlink(missing_ok=True)
+            raise RunFolderError(f"cannot write to {self.path}: {exc.strerror or exc}") from None
+        previous = self._check(request, overwrite)
+        if overwrite and self.manifest_path.exists():
             self.clear()
+        for stale in self.path.glob(STALE_TEMP_PATTERN):
+            stale.unlink()
+        self._taken = True
+        return previous
+
+    def _check(self, request: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
+        """The manifest to resume from, or None; raises when the folder holds a run this request may not take."""
+        if overwrite or not self.path.is_dir():
             return None
+        previous = self.read_manifest()
         if previous is not None and previous.get("request") != request:
             changed = sorted(
                 key
@@ -101,17 +132,21 @@ class RunFolder:
                 f"{self.path} holds a run with different arguments ({', '.join(changed)}); "
                 "use another --out or add --overwrite"
             )
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._lock()
-            probe = self.path / ".chainzoom-write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise RunFolderError(f"cannot write to {self.path}: {exc.strerror or exc}") from None
-        for stale in self.path.glob(STALE_TEMP_PATTERN):
-            stale.unlink()
         return previous
+
+    def _make_folders(self) -> None:
+        """``mkdir -p`` the folder, recording each folder this call made (not one another process made first)."""
+        missing = []
+        folder = self.path
+        while not folder.exists() and folder.parent != folder:
+            missing.append(folder)
+            folder = folder.parent
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            self._created.append(folder)
 
     def _lock(self) -> None:
         try:
@@ -119,9 +154,44 @@ class RunFolder:
         except PermissionError as exc:
             raise RunFolderError(f"cannot write to {self.path}: {exc.strerror or exc}") from None
 
+    def has_results(self) -> bool:
+        """Whether the folder holds a run's result: a complete run, or a state past state 0 (the input's view).
+
+        (For a full-image run, a level past level 0: :attr:`RESULTS`.)
+
+        A manifest that cannot be read counts as results: what is not understood is kept.
+        """
+        try:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError):
+            return True
+        if not isinstance(manifest, dict) or manifest.get("complete"):
+            return True
+        made = manifest.get(self.RESULTS, [])
+        return not isinstance(made, list) or any(not isinstance(m, dict) or m.get("index") != 0 for m in made)
+
     def close(self) -> None:
-        """Release the folder's lock (a no-op when it is not held)."""
+        """Release the folder's lock and delete its file (a no-op when it is not held).
+
+        A run that made the folder (and the folders above it) and made nothing in it
+        (:meth:`has_results`) takes them away again: its own files are removed under
+        the lock, then each folder it made, innermost first, while they are empty. A
+        folder that existed before the run is never removed.
+        """
+        created, self._created = self._created, []
+        taken, self._taken = self._taken, False
+        if created and taken and self.lock.held and not self.has_results():
+            self.clear()
+            for stale in self.path.glob(STALE_TEMP_PATTERN):
+                stale.unlink(missing_ok=True)
         self.lock.release()
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: the run's results, another run's lock, or files not the run's
+                break
 
     def clear(self) -> None:
         for pattern in RUN_FILE_PATTERNS:
@@ -191,7 +261,9 @@ def iter_run(
     States a previous run finished are read back and yielded first; each new state is
     made by ``maker`` (here, or on a Ray worker), saved, and the manifest rewritten, before
     it is yielded. The strip and the animation are written once the last state has been
-    yielded: a consumer that stops early leaves a run that the next call resumes.
+    yielded: a consumer that stops early leaves a run that the next call resumes. The
+    folder's lock file goes when the run ends, however it ends; a run that made ``folder``
+    and ends before any state past state 0 removes it again (:meth:`RunFolder.close`).
     ``cache_prompts`` keeps a local maker's prompts in the folder, so a resumed run never
     asks a model twice.
     """
