@@ -48,7 +48,7 @@ def test_result_holds_states_plan_cards_and_timings():
     assert result.backbone["id"] == "bicubic" and result.prompter == {"id": "fixed", "text": "a cat"}
     assert [s.prompt for s in result] == [None, "a cat", "a cat"]
     assert result.timings["total"] >= result.timings["backbone"] >= 0 and result.out is None
-    assert result.config.scale == 16 and result.config.view == 64
+    assert result.config.scale == 16 and result.config.view == (64, 40)  # what ran: the view as planned
 
 
 def test_iter_zoom_streams_and_on_state_sees_every_state():
@@ -183,3 +183,85 @@ def test_onestep_interpolates_first_and_runs_the_backbone_once(counting):
         small = resize(image, (12, 16), "bicubic", state.box)
         expected = quantize(small.repeat_interleave(4, -1).repeat_interleave(4, -2), 8)
         assert torch.equal(state.image, expected)
+
+
+# ---------------------------------------------------------------- the run engine (issue 22)
+
+
+def test_a_single_zoom_refuses_an_executor_it_cannot_honour(tmp_path):
+    """Item 3: ``cz(img, executor="ray")`` ran locally; now it is refused in the words the config uses."""
+    cz = chainzoom.ChainZoom("bicubic", runtime=chainzoom.Runtime(device="cpu"))
+    image = torch.rand(3, 32, 32)
+    for options in ({"executor": "ray"}, {"workers": 2}, {"ray_address": "auto"}):
+        with pytest.raises(OptionError, match="one zoom runs in this process"):
+            cz(image, 4, out=tmp_path / "run", **options)
+        with pytest.raises(OptionError, match="one zoom runs in this process"):
+            next(cz.iter_zoom(image, 4, **options))
+    assert not (tmp_path / "run").exists()
+    assert len(cz(image, 4, executor="local")) == 2  # the neutral value changes nothing
+
+
+def test_a_full_run_does_not_depend_on_earlier_calls(tmp_path):
+    """Item 2: after any ``cz(...)`` the null prompter was built, and ``zoom_full`` then prompted
+    every tile (``level_01_prompts.json``, ``prompter: {"id": "null"}``)."""
+    pytest.importorskip("pyvips")
+    photo = tmp_path / "photo.png"
+    Image.open(SAMPLE).convert("RGB").crop((100, 100, 164, 164)).save(photo)
+    fresh = chainzoom.ChainZoom("bicubic", runtime=chainzoom.Runtime(device="cpu")).zoom_full(
+        photo, tmp_path / "fresh", 4.0, format="png"
+    )
+    used = chainzoom.ChainZoom("bicubic", runtime=chainzoom.Runtime(device="cpu"))
+    used(photo, 16)
+    after = used.zoom_full(photo, tmp_path / "used", 4.0, format="png")
+    assert after["prompter"] is None and fresh["prompter"] is None
+    assert not list((tmp_path / "used").glob("*prompts.json"))
+    assert (tmp_path / "used" / "level_01.png").read_bytes() == (tmp_path / "fresh" / "level_01.png").read_bytes()
+
+
+def test_the_official_protocol_records_and_runs_the_official_numerics_from_the_api():
+    """Item 4: the CLI picked the official numerics under protocol official, ``ChainZoom`` did not,
+    and both recorded ``numerics: null``. The job decides it for both, and records it."""
+    from chainzoom.runs import driver
+
+    cz = chainzoom.ChainZoom("osediff-sd3:/models/sd3", runtime=chainzoom.Runtime(device="cpu"))
+    image = torch.rand(3, 64, 64)
+    config = cz.job(image, scale=16, protocol="official", process_size=64)
+    zoom = driver.prepare(cz, image, config)  # plans from the facts; nothing loads
+    assert zoom.job.config.numerics == "official" and zoom.job.request()["numerics"] == "official"
+    chosen = driver.prepare(cz, image, cz.job(image, scale=16, protocol="chainzoom"))
+    assert chosen.job.request()["numerics"] is None
+
+
+def test_resolving_a_runtime_leaves_the_random_state_alone():
+    """Item 6: ``Runtime.resolve()`` re-seeded the global torch RNG as a side effect."""
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    chainzoom.Runtime(device="cpu", seed=7).resolve()
+    assert torch.equal(torch.rand(4), expected)
+
+
+def test_options_of_a_component_passed_as_an_object_are_refused():
+    """Item 6: an object's options were judged by the default backbone's facts (realesrgan's)."""
+    backbone = fakes.CountingBackbone()
+    for options in ({"numerics": "official"}, {"color_fix": "wavelet"}, {"efficient_memory": True}):
+        with pytest.raises(OptionError, match="passed as an object"):
+            chainzoom.ChainZoom(backbone, **options)
+    from chainzoom.prompts import PROMPTERS
+
+    fixed = PROMPTERS.create("fixed:a cat")
+    for options in ({"prompt": "more"}, {"prompter_max_tokens": 8}):
+        with pytest.raises(OptionError, match="passed as an object"):
+            chainzoom.ChainZoom("bicubic", fixed, **options)
+
+
+def test_a_run_of_an_object_records_it_and_cannot_be_rerun(tmp_path):
+    """A request names a component passed as an object (``object:<id>``); ``--rerun`` says why it cannot."""
+    photo = tmp_path / "photo.png"
+    Image.open(SAMPLE).convert("RGB").crop((0, 0, 48, 48)).save(photo)
+    cz = chainzoom.ChainZoom(fakes.CountingBackbone(), runtime=chainzoom.Runtime(device="cpu"))
+    cz(photo, 4, out=tmp_path / "run")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["request"]["backbone"] == "object:counting"
+    assert main(["zoom", "--rerun", str(tmp_path / "run" / "manifest.json"), "--out", str(tmp_path / "again")]) == 2
+    assert not (tmp_path / "again").exists()

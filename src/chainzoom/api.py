@@ -97,17 +97,17 @@ class ChainZoom:
     ) -> None:
         given_backbone = None if isinstance(backbone, str) or backbone is None else backbone
         given_prompter = None if isinstance(prompter, str) or prompter is None else prompter
+        # An object's options are its own: none of the spec options can reach it.
+        if given_backbone is not None:
+            _refuse_options(options, BACKBONE_OPTION_FIELDS, "backbone")
+        if given_prompter is not None:
+            _refuse_options(options, PROMPTER_OPTION_FIELDS, "prompter")
         self.config = ModelConfig(
             backbone=backbone if isinstance(backbone, str) else None,
             prompter=prompter if isinstance(prompter, str) else None,
             runtime=runtime or Runtime(),
             **options,
         )
-        # An object's options are its own: none of the spec options can reach it.
-        if given_backbone is not None:
-            _refuse_options(self.config, BACKBONE_OPTION_FIELDS, "backbone")
-        if given_prompter is not None:
-            _refuse_options(self.config, PROMPTER_OPTION_FIELDS, "prompter")
         #: Components the caller passed as objects (a Ray worker gets these; it builds the others).
         self._given = (given_backbone, given_prompter)
         self._runtime: Runtime | None = None
@@ -379,11 +379,11 @@ def _same_but_context(loaded: ComponentKey, wanted: ComponentKey) -> bool:
     return strip(loaded) == strip(wanted)
 
 
-def _refuse_options(config: ModelConfig, fields: dict[str, str], component: str) -> None:
+def _refuse_options(options: dict[str, Any], fields: dict[str, str], component: str) -> None:
     """Refuse an option of a component passed as an object (it was built with its own)."""
-    options = config.backbone_options() if component == "backbone" else config.prompter_options()
-    for name, option in fields.items():
-        if option in options:
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    for name in fields:
+        if name in options and options[name] != defaults[name]:
             raise OptionError(
                 name, f"sets an option of a {component} named by its spec, not of one passed as an object"
             )

@@ -193,3 +193,23 @@ def test_models_lists_backbones_and_prompters(capsys):
     out = capsys.readouterr().out
     for name in ("realesrgan", "realsr", "bicubic", "null", "fixed"):
         assert name in out
+
+
+def test_options_at_the_value_that_changes_nothing_are_accepted_everywhere(tmp_path: Path, capsys) -> None:
+    """Issue 22 item 7: a script may pass one set of flags to every mode (the official script passes
+    ``--prompt_type`` to every ``rec_type``). A neutral value is the same run as no value; a value
+    that would change something and cannot is still refused."""
+    photo = tmp_path / "photo.png"
+    Image.open(SAMPLE).convert("RGB").crop((0, 0, 64, 48)).save(photo)
+    out = tmp_path / "run"
+    base = ["zoom", str(photo), "--scale", "16", "--out", str(out), "-q", "--device", "cpu"]
+    assert main([*base, "--mode", "nearest"]) == 0
+    before = (out / "manifest.json").read_text()
+    neutral = ["--prompter", "null", "--numerics", "chainzoom", "--backbone", "realesrgan"]
+    assert main([*base, "--mode", "nearest", *neutral]) == 0  # the same run: finished, not "different"
+    assert (out / "manifest.json").read_text() == before
+    assert main([*base, "--mode", "nearest", "--prompter", "fixed:a cat"]) == 2
+    assert "--prompter: does not apply: mode nearest uses no model" in capsys.readouterr().err
+    chain = ["zoom", str(photo), "--scale", "16", "--out", str(tmp_path / "chain"), "-q", "--device", "cpu"]
+    assert main([*chain, "--backbone", "bicubic", "--numerics", "chainzoom"]) == 0  # bicubic has no numerics
+    assert json.loads((tmp_path / "chain" / "manifest.json").read_text())["request"]["numerics"] is None

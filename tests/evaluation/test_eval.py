@@ -288,6 +288,10 @@ def test_the_model_modes_run_once_per_vlm_context_sharing_one_model(tmp_path, mo
         for c in ("multiscale", "single")
     }
     assert messages == {"multiscale": "multiscale", "single": "single"}
+    # Each run's request names the VLM and its context, so a run of another model is never reused.
+    requests = {c: json.loads((runs / f"chain@{c}" / "manifest.json").read_text())["request"] for c in messages}
+    for context, request in requests.items():
+        assert request["prompter"] == f"vlm:{tiny}" and request["prompter_context"] == context
 
 
 @pytest.mark.parametrize(

@@ -307,15 +307,15 @@ def every_file(folder: Path) -> dict[str, bytes]:
 def test_a_refused_run_leaves_the_folder_as_it_found_it(tmp_path: Path) -> None:
     backbone = create_backbone("bicubic", Runtime(device="cpu"))
     args = dict(levels=1, fmt="png", tile=64, overlap=16, request={"a": 1})
-    zoom_full(sample(80, 60), tmp_path, backbone, None, **args)
+    full_run(sample(80, 60), tmp_path, backbone, None, **args)
     before = every_file(tmp_path)
     assert ".chainzoom.lock" not in before
     with pytest.raises(ChainZoomError, match="different arguments"):
-        zoom_full(sample(80, 60), tmp_path, backbone, None, **{**args, "request": {"a": 2}})
+        full_run(sample(80, 60), tmp_path, backbone, None, **{**args, "request": {"a": 2}})
     (tmp_path / "manifest.json").write_text('{"made by": "another program"}')
     before = every_file(tmp_path)
     with pytest.raises(ChainZoomError, match="is not a chainzoom manifest"):
-        zoom_full(sample(80, 60), tmp_path, backbone, None, **args)
+        full_run(sample(80, 60), tmp_path, backbone, None, **args)
     assert every_file(tmp_path) == before
 
 
@@ -324,7 +324,7 @@ def test_a_run_that_fails_before_its_first_level_leaves_no_folder(tmp_path: Path
     backbone = FailsAfter(create_backbone("bicubic", Runtime(device="cpu")), 0)
     out = tmp_path / "new" / "run"
     with pytest.raises(RuntimeError, match="backbone failed"):
-        zoom_full(sample(80, 60), out, backbone, None, levels=1, fmt="tiff", tile=32, overlap=8, request={})
+        full_run(sample(80, 60), out, backbone, None, levels=1, fmt="tiff", tile=32, overlap=8, request={})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -334,12 +334,12 @@ def test_a_run_that_fails_later_keeps_its_levels_and_tiles_but_not_its_lock(tmp_
     level1 = len(plan_axis(80, 32, 8, 4).starts) * len(plan_axis(60, 32, 8, 4).starts)
     backbone = FailsAfter(inner, level1 + 3)  # level 2 fails after 3 tiles of its own
     with pytest.raises(RuntimeError, match="backbone failed"):
-        zoom_full(sample(80, 60), tmp_path, backbone, None, **args)
+        full_run(sample(80, 60), tmp_path, backbone, None, **args)
     assert [level["index"] for level in json.loads((tmp_path / "manifest.json").read_text())["levels"]] == [0, 1]
     assert len(list((tmp_path / "tiles" / "level_02").glob("*.npy"))) == 3
     assert not (tmp_path / ".chainzoom.lock").exists()
     resumed = Counting(inner)
-    assert zoom_full(sample(80, 60), tmp_path, resumed, None, **args)["complete"]
+    assert full_run(sample(80, 60), tmp_path, resumed, None, **args)["complete"]
     assert resumed.calls == len(plan_axis(320, 32, 8, 4).starts) * len(plan_axis(240, 32, 8, 4).starts) - 3
     assert not (tmp_path / ".chainzoom.lock").exists()
 
