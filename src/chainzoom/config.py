@@ -73,13 +73,11 @@ PROMPTER_OPTION_FIELDS = {
     "prompter_timeout": "timeout",
     "prompt": "text",
 }
-#: Component specs that name the default: the same run as the option not given, so recorded as
-#: not given (and accepted where no model runs: a script may pass one set of flags to every mode).
-DEFAULT_SPECS: dict[str, str] = {"backbone": DEFAULT_BACKBONE, "prompter": "null"}
-#: Option values that change nothing where the component has no such option (or no model runs):
-#: accepted there and left out of the options. Where the option exists they are real choices
-#: (``numerics=chainzoom`` overrides what protocol official implies).
-NEUTRAL: dict[str, Any] = {"numerics": "chainzoom"}
+#: Values that change nothing where no model runs, or where the component has no such option:
+#: accepted there (a script may pass one set of flags to every mode) and left out of the
+#: options. Where the option exists they are real choices (``numerics=chainzoom`` overrides
+#: what protocol official implies); a run's job records the default components by name.
+NEUTRAL: dict[str, Any] = {"backbone": DEFAULT_BACKBONE, "prompter": "null", "numerics": "chainzoom"}
 #: Fields holding component specs, which may carry credentials.
 SPEC_FIELDS = ("backbone", "prompter", "critic", "policy")
 #: The chain's consistency method unless the user names one: ``anchor``, the only method that
@@ -116,9 +114,6 @@ class BackboneConfig:
         for name in ("center", "view"):
             if hasattr(self, name):  # one spelling per value, so equal runs have equal requests
                 object.__setattr__(self, name, canonical(name, getattr(self, name)))
-        for name, spec in DEFAULT_SPECS.items():  # the default, named, is recorded as not given
-            if getattr(self, name, None) == spec:
-                object.__setattr__(self, name, None)
         self.check()
 
     def check(self) -> None:

@@ -110,7 +110,8 @@ def resolve_job(
     - the size of the states, ``view``, as planned for the input (a run with the default view
       is the same run as one that names that size), and the adaptive policy's candidates and
       factors (named or default);
-    - no model options where no model runs (a baseline of any pipeline is the same run);
+    - no model options where no model runs (a baseline of any pipeline is the same run), and
+      where models run, the default components by name (``realesrgan``, ``null``);
     - under protocol official, the official numerics of a backbone that has them
       (osediff-sd3), unless numerics was set.
     """
@@ -123,7 +124,11 @@ def resolve_job(
         defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
         changes.update({name: defaults[name] for name in MODEL_FIELDS})
         objects = (None, None)
-    elif "numerics" not in config.backbone_options() and config.numerics is not None:
+    else:
+        # the components by name (the default ones too), none where passed as objects
+        changes["backbone"] = config.backbone_spec if objects[0] is None else None
+        changes["prompter"] = config.prompter_spec if objects[1] is None else None
+    if config.uses_models and "numerics" not in config.backbone_options() and config.numerics is not None:
         changes["numerics"] = None  # a neutral value of an option this backbone does not have
     elif (
         isinstance(config, ZoomConfig)

@@ -20,14 +20,13 @@ from PIL import Image
 from chainzoom.backbones import create_backbone
 from chainzoom.backbones.base import Backbone, ModelCard
 from chainzoom.cli import build_parser
-from chainzoom.config import FullConfig
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.images import LoadedImage, from_samples, load_image, to_samples
-from chainzoom.job import resolve_job
 from chainzoom.prompts.base import Prompter
-from chainzoom.runs.executors import LocalExecutor
-from chainzoom.runs.full import level_count, plan_axis, zoom_full
+from chainzoom.runs.full import level_count, plan_axis
 from chainzoom.runtime import Runtime
+
+from ..fullrun import make_full_run
 
 pyvips = pytest.importorskip("pyvips", reason="full-image mode needs the [tiles] extra (pyvips)")
 
@@ -39,35 +38,6 @@ def sample(width: int, height: int, left: int = 150, top: int = 80) -> LoadedIma
     """A detailed crop of the bundled photo (fur and eyes: tile seams would show)."""
     rgb = load_image(SAMPLE).rgb[:, top : top + height, left : left + width].contiguous()
     return LoadedImage(rgb, None, 8, None)
-
-
-def full_run(
-    image: LoadedImage,
-    out: Path,
-    backbone: Backbone,
-    prompter: Prompter | None,
-    *,
-    levels: int,
-    fmt: str,
-    tile: int = 512,
-    overlap: int = 160,
-    request: dict,
-    overwrite: bool = False,
-) -> dict:
-    """:func:`zoom_full` of a job made for these arguments, its tiles made here by ``backbone``.
-
-    ``request`` stands for the input's identity: runs of different requests are different runs.
-    """
-    config = FullConfig(
-        out=str(out),
-        scale=float(backbone.scale**levels),
-        format=fmt,
-        consistency="none",
-        overwrite=overwrite,
-        runtime=Runtime(device="cpu"),
-    )
-    job = resolve_job(config, config.runtime, json.dumps(request, sort_keys=True), "<in memory>")
-    return zoom_full(image, job, LocalExecutor(backbone, prompter), tile=tile, overlap=overlap)
 
 
 def png_pixels(path: Path) -> np.ndarray:
@@ -122,7 +92,9 @@ def test_the_working_file_is_a_tiff_that_tiles_write_into(tmp_path: Path) -> Non
 def test_two_bicubic_levels_equal_untiled_within_one_level(tmp_path: Path) -> None:
     image = sample(150, 110)
     backbone = create_backbone("bicubic", Runtime(device="cpu"))
-    manifest = full_run(image, tmp_path, backbone, None, levels=2, fmt="png", tile=48, overlap=24, request={"test": 1})
+    manifest = make_full_run(
+        image, tmp_path, backbone, None, levels=2, fmt="png", tile=48, overlap=24, request={"test": 1}
+    )
     assert manifest["complete"] and [level["size"] for level in manifest["levels"]] == [
         [150, 110],
         [600, 440],
@@ -150,7 +122,7 @@ def test_realesrgan_tiles_equal_untiled_within_one_level(tmp_path: Path) -> None
     # put this crop 1.6/255 off with 51 px, 0.4/255 with 78 (measured, float, untiled vs tiled).
     image = sample(224, 64, 150, 140)
     backbone = create_backbone("realesrgan", Runtime(device="cpu"))
-    manifest = full_run(image, tmp_path, backbone, None, levels=1, fmt="png", tile=192, overlap=160, request={})
+    manifest = make_full_run(image, tmp_path, backbone, None, levels=1, fmt="png", tile=192, overlap=160, request={})
     assert manifest["levels"][1]["tiles"] == 2
     level = png_pixels(tmp_path / "level_01.png")
     reference = untiled(backbone, to_samples(image.rgb))
@@ -160,7 +132,7 @@ def test_realesrgan_tiles_equal_untiled_within_one_level(tmp_path: Path) -> None
 def test_tiff_and_dzi_pyramids_open_with_the_right_size_and_levels(tmp_path: Path) -> None:
     image = sample(200, 130)
     backbone = create_backbone("bicubic", Runtime(device="cpu"))
-    full_run(image, tmp_path / "tiff", backbone, None, levels=2, fmt="tiff", tile=256, overlap=32, request={})
+    make_full_run(image, tmp_path / "tiff", backbone, None, levels=2, fmt="tiff", tile=256, overlap=32, request={})
     tiff = tmp_path / "tiff" / "level_02.tif"
     opened = pyvips.Image.new_from_file(str(tiff))
     assert (opened.width, opened.height, opened.bands) == (3200, 2080, 3)
@@ -183,7 +155,7 @@ def test_tiff_and_dzi_pyramids_open_with_the_right_size_and_levels(tmp_path: Pat
         assert len(series.levels) == pages
         assert all(page.is_tiled for page in handle.pages)
 
-    full_run(image, tmp_path / "dzi", backbone, None, levels=1, fmt="dzi", tile=256, overlap=32, request={})
+    make_full_run(image, tmp_path / "dzi", backbone, None, levels=1, fmt="dzi", tile=256, overlap=32, request={})
     dzi = tmp_path / "dzi" / "level_01.dzi"
     root = ET.parse(dzi).getroot()
     size = root.find("{http://schemas.microsoft.com/deepzoom/2008}Size")
@@ -199,7 +171,8 @@ RESUMED_RUN = textwrap.dedent(
     import sys, time
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
-    from tests.runs.test_full import full_run, sample
+    from tests.fullrun import make_full_run
+    from tests.runs.test_full import sample
     from chainzoom.backbones import create_backbone
     from chainzoom.runtime import Runtime
 
@@ -210,7 +183,7 @@ RESUMED_RUN = textwrap.dedent(
             time.sleep(0.1)
             return super().upscale(image, prompt)
 
-    full_run(sample(120, 100), Path(sys.argv[1]), Slow("bicubic"), None, levels=1, fmt="png",
+    make_full_run(sample(120, 100), Path(sys.argv[1]), Slow("bicubic"), None, levels=1, fmt="png",
               tile=32, overlap=12, request={"resume": 1})
     """
 )
@@ -231,13 +204,15 @@ def test_a_killed_run_resumes_from_its_finished_tiles(tmp_path: Path) -> None:
     assert not (out / "level_01.png").exists()
 
     backbone = Counting(create_backbone("bicubic", Runtime(device="cpu")))
-    manifest = full_run(
+    manifest = make_full_run(
         sample(120, 100), out, backbone, None, levels=1, fmt="png", tile=32, overlap=12, request={"resume": 1}
     )
     assert manifest["levels"][1]["tiles"] == 30  # 6 columns x 5 rows
     assert backbone.calls == 30 - finished
     reference = tmp_path / "reference"
-    full_run(sample(120, 100), reference, backbone.inner, None, levels=1, fmt="png", tile=32, overlap=12, request={})
+    make_full_run(
+        sample(120, 100), reference, backbone.inner, None, levels=1, fmt="png", tile=32, overlap=12, request={}
+    )
     assert np.array_equal(png_pixels(out / "level_01.png"), png_pixels(reference / "level_01.png"))
 
 
@@ -256,14 +231,14 @@ def test_an_interrupt_between_levels_resumes_at_the_next_level(tmp_path: Path) -
     bicubic = create_backbone("bicubic", Runtime(device="cpu"))
     first = StopAfter(bicubic, limit=2)  # level 1 of a 100x60 input is 2x1 tiles
     with pytest.raises(KeyboardInterrupt):
-        full_run(sample(100, 60), tmp_path / "run", first, None, **args)
+        make_full_run(sample(100, 60), tmp_path / "run", first, None, **args)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert [level["index"] for level in manifest["levels"]] == [0, 1] and not manifest["complete"]
     assert not (tmp_path / "run" / "level_00.work.tif").exists()  # no longer needed: level 1 is made
     second = Counting(bicubic)
-    done = full_run(sample(100, 60), tmp_path / "run", second, None, **args)
+    done = make_full_run(sample(100, 60), tmp_path / "run", second, None, **args)
     assert second.calls == done["levels"][2]["tiles"]
-    full_run(sample(100, 60), tmp_path / "reference", bicubic, None, **args)
+    make_full_run(sample(100, 60), tmp_path / "reference", bicubic, None, **args)
     for name in ("level_01.png", "level_02.png"):
         assert np.array_equal(png_pixels(tmp_path / "run" / name), png_pixels(tmp_path / "reference" / name))
 
@@ -271,13 +246,13 @@ def test_an_interrupt_between_levels_resumes_at_the_next_level(tmp_path: Path) -
 def test_a_finished_run_is_not_redone_and_a_different_one_is_refused(tmp_path: Path) -> None:
     backbone = Counting(create_backbone("bicubic", Runtime(device="cpu")))
     args = dict(levels=1, fmt="png", tile=64, overlap=16, request={"a": 1})
-    full_run(sample(80, 60), tmp_path, backbone, None, **args)
+    make_full_run(sample(80, 60), tmp_path, backbone, None, **args)
     calls = backbone.calls
-    full_run(sample(80, 60), tmp_path, backbone, None, **args)
+    make_full_run(sample(80, 60), tmp_path, backbone, None, **args)
     assert backbone.calls == calls
     with pytest.raises(ChainZoomError, match="different arguments"):
-        full_run(sample(80, 60), tmp_path, backbone, None, **{**args, "request": {"a": 2}})
-    full_run(sample(80, 60), tmp_path, backbone, None, **{**args, "fmt": "dzi", "overwrite": True})
+        make_full_run(sample(80, 60), tmp_path, backbone, None, **{**args, "request": {"a": 2}})
+    make_full_run(sample(80, 60), tmp_path, backbone, None, **{**args, "fmt": "dzi", "overwrite": True})
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "level_00.dzi",
         "level_00_files",
@@ -307,15 +282,15 @@ def every_file(folder: Path) -> dict[str, bytes]:
 def test_a_refused_run_leaves_the_folder_as_it_found_it(tmp_path: Path) -> None:
     backbone = create_backbone("bicubic", Runtime(device="cpu"))
     args = dict(levels=1, fmt="png", tile=64, overlap=16, request={"a": 1})
-    full_run(sample(80, 60), tmp_path, backbone, None, **args)
+    make_full_run(sample(80, 60), tmp_path, backbone, None, **args)
     before = every_file(tmp_path)
     assert ".chainzoom.lock" not in before
     with pytest.raises(ChainZoomError, match="different arguments"):
-        full_run(sample(80, 60), tmp_path, backbone, None, **{**args, "request": {"a": 2}})
+        make_full_run(sample(80, 60), tmp_path, backbone, None, **{**args, "request": {"a": 2}})
     (tmp_path / "manifest.json").write_text('{"made by": "another program"}')
     before = every_file(tmp_path)
     with pytest.raises(ChainZoomError, match="is not a chainzoom manifest"):
-        full_run(sample(80, 60), tmp_path, backbone, None, **args)
+        make_full_run(sample(80, 60), tmp_path, backbone, None, **args)
     assert every_file(tmp_path) == before
 
 
@@ -324,7 +299,7 @@ def test_a_run_that_fails_before_its_first_level_leaves_no_folder(tmp_path: Path
     backbone = FailsAfter(create_backbone("bicubic", Runtime(device="cpu")), 0)
     out = tmp_path / "new" / "run"
     with pytest.raises(RuntimeError, match="backbone failed"):
-        full_run(sample(80, 60), out, backbone, None, levels=1, fmt="tiff", tile=32, overlap=8, request={})
+        make_full_run(sample(80, 60), out, backbone, None, levels=1, fmt="tiff", tile=32, overlap=8, request={})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -334,18 +309,18 @@ def test_a_run_that_fails_later_keeps_its_levels_and_tiles_but_not_its_lock(tmp_
     level1 = len(plan_axis(80, 32, 8, 4).starts) * len(plan_axis(60, 32, 8, 4).starts)
     backbone = FailsAfter(inner, level1 + 3)  # level 2 fails after 3 tiles of its own
     with pytest.raises(RuntimeError, match="backbone failed"):
-        full_run(sample(80, 60), tmp_path, backbone, None, **args)
+        make_full_run(sample(80, 60), tmp_path, backbone, None, **args)
     assert [level["index"] for level in json.loads((tmp_path / "manifest.json").read_text())["levels"]] == [0, 1]
     assert len(list((tmp_path / "tiles" / "level_02").glob("*.npy"))) == 3
     assert not (tmp_path / ".chainzoom.lock").exists()
     resumed = Counting(inner)
-    assert full_run(sample(80, 60), tmp_path, resumed, None, **args)["complete"]
+    assert make_full_run(sample(80, 60), tmp_path, resumed, None, **args)["complete"]
     assert resumed.calls == len(plan_axis(320, 32, 8, 4).starts) * len(plan_axis(240, 32, 8, 4).starts) - 3
     assert not (tmp_path / ".chainzoom.lock").exists()
 
 
 def test_each_tile_gets_its_own_prompt_from_its_neighbourhood(tmp_path: Path) -> None:
-    from chainzoom.prompts.base import PromptContext, Prompter
+    from chainzoom.prompts.base import PromptContext
 
     class Brightness(Prompter):
         id = "brightness"
@@ -355,7 +330,7 @@ def test_each_tile_gets_its_own_prompt_from_its_neighbourhood(tmp_path: Path) ->
             return f"{context.step}:{context.view.mean():.3f}"
 
     image = sample(120, 60)
-    full_run(
+    make_full_run(
         image,
         tmp_path,
         create_backbone("bicubic", Runtime(device="cpu")),
@@ -379,7 +354,7 @@ def test_scale_must_be_a_power_of_the_step_and_big_png_is_refused(tmp_path: Path
     with pytest.raises(ChainZoomError, match="power of 4"):
         level_count(32, 4)
     with pytest.raises(ChainZoomError, match="--format tiff or --format dzi"):
-        full_run(
+        make_full_run(
             sample(300, 200),
             tmp_path,
             create_backbone("bicubic", Runtime(device="cpu")),

@@ -29,9 +29,10 @@ from PIL import Image
 from chainzoom.backbones import create_backbone
 from chainzoom.cli import main
 from chainzoom.io.images import LoadedImage, load_image
-from chainzoom.runs.full import zoom_full
 from chainzoom.runtime import Runtime
 from chainzoom.viewer.server import make_server, url_of
+
+from ..fullrun import make_full_run
 
 pyvips = pytest.importorskip("pyvips", reason="the viewer's TIFF tiles need the [tiles] extra (pyvips)")
 
@@ -75,7 +76,7 @@ def full_run(tmp_path_factory) -> Path:
     """A two-level --full run (x16) of a crop of the sample, as pyramidal TIFFs."""
     out = tmp_path_factory.mktemp("full")
     rgb = load_image(SAMPLE).rgb[:, 60:260, 100:400].contiguous()
-    zoom_full(
+    make_full_run(
         LoadedImage(rgb, None, 8, None),
         out,
         create_backbone("bicubic", Runtime(device="cpu")),
@@ -123,7 +124,7 @@ def test_the_server_answers_page_layers_dzi_and_a_deepest_tile(full_run: Path) -
 
 def test_a_dzi_run_is_served_from_its_files(tmp_path: Path) -> None:
     rgb = load_image(SAMPLE).rgb[:, :100, :150].contiguous()
-    zoom_full(
+    make_full_run(
         LoadedImage(rgb, None, 8, None),
         tmp_path,
         create_backbone("bicubic", Runtime(device="cpu")),
@@ -246,7 +247,7 @@ def odd_run(tmp_path_factory) -> Path:
     """A one-level TIFF run with odd files beside it: text named .tif, a TIFF cut short, 64 MiB, a link out."""
     out = tmp_path_factory.mktemp("odd")
     rgb = load_image(SAMPLE).rgb[:, :100, :150].contiguous()
-    zoom_full(
+    make_full_run(
         LoadedImage(rgb, None, 8, None),
         out,
         create_backbone("bicubic", Runtime(device="cpu")),
@@ -421,7 +422,7 @@ def test_a_level_rewritten_while_serving_is_served_anew(tmp_path: Path) -> None:
     import shutil
 
     rgb = load_image(SAMPLE).rgb[:, :64, :96].contiguous()
-    zoom_full(
+    make_full_run(
         LoadedImage(rgb, None, 8, None),
         tmp_path,
         create_backbone("bicubic", Runtime(device="cpu")),
@@ -435,7 +436,7 @@ def test_a_level_rewritten_while_serving_is_served_anew(tmp_path: Path) -> None:
     with serving(tmp_path) as url:
         assert 'Width="384"' in get(url + "tiff/level_01.dzi").decode()
         other = tmp_path / "other"
-        zoom_full(
+        make_full_run(
             LoadedImage(rgb[:, :32, :48].contiguous(), None, 8, None),
             other,
             create_backbone("bicubic", Runtime(device="cpu")),
