@@ -52,6 +52,7 @@ from chainzoom.runs.executors import LocalExecutor, TileExecutor, TileInput, Til
 from chainzoom.runs.local import RunFolder
 from chainzoom.runs.manifest import MANIFEST
 from chainzoom.runs.pyramid import FORMATS, PARTIAL, RawLevel, level_path, remove_level, write_level
+from chainzoom.runtime import DEFAULT_OVERLAP
 
 #: Default tile side in input px: big enough that the overlap (context RRDBNet needs)
 #: costs little, small enough for a CPU; ``--tile`` overrides it.
@@ -162,7 +163,7 @@ def zoom_full(
     levels: int,
     fmt: str = "tiff",
     tile: int = DEFAULT_TILE,
-    overlap: int = 112,
+    overlap: int = DEFAULT_OVERLAP,
     request: dict[str, Any],
     input_path: str = "<in memory>",
     backbone_record: dict | None = None,
