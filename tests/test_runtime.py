@@ -65,6 +65,7 @@ def test_ncnn_runtime_only_for_bundled_models(tmp_path, capsys):
     assert "--engine: ncnn does not apply to backbone 'bicubic' (engines: torch)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compiled_torch_backbone_gives_the_same_output():
     """``--runtime compile`` must change speed only, never pixels (checked on a tiny RRDBNet)."""
     from chainzoom.backbones.base import ModelCard

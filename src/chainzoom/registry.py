@@ -29,7 +29,7 @@ from chainzoom.secrets import redact_spec
 T = TypeVar("T")
 
 #: Working memory of RRDBNet (the bundled models) per *input* pixel, in bytes: measured at
-#: float32 on CUDA (4.5 GiB for a 640x427 input, about 17 KiB per pixel).
+#: float32 on CUDA (4.5 GiB for a 640x427 input, about 17 KiB per pixel; docs/performance.md).
 RRDBNET_BYTES_PER_INPUT_PIXEL = 18 * 1024
 
 

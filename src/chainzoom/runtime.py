@@ -29,13 +29,18 @@ MIN_TILE = 32
 #: (RRDBNet measured: 52 px of context still left 1.6/255 on one crop, 78 px 0.4/255),
 #: the middle is blended.
 DEFAULT_OVERLAP = 160
+#: Tile side in input px of full-image mode (``zoom --full``) when ``--tile`` is not given:
+#: big enough that the overlap (context RRDBNet needs) costs little, small enough for a CPU.
+#: Local zoom chooses its tile from free memory instead (``Runtime.tile=None``).
+FULL_IMAGE_TILE = 512
 
 
 @dataclass(frozen=True)
 class Runtime:
     """Settings shared by every component.
 
-    ``tile=None`` tiles only when an input does not fit in half the free memory;
+    ``tile=None`` tiles only when an input does not fit in half the free memory (full-image
+    mode then uses :data:`FULL_IMAGE_TILE`);
     ``tile_overlap=None`` is :data:`DEFAULT_OVERLAP`, or half the tile when the tile
     is smaller than that.
     """

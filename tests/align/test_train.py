@@ -205,6 +205,7 @@ def test_unloadable_policy_or_critic_is_one_clear_error(models, tmp_path):
         align(*base, "--policy", str(models["policy"]), "--critic", str(broken))
 
 
+@pytest.mark.slow
 def test_phrase_and_repetition_rewards_rise_with_training(models, tmp_path):
     """The learning test: 24 seeded steps lift the mean reward of the repetitive policy.
 

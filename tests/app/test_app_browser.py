@@ -25,7 +25,10 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "assets" / "sample.jpg"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+pytestmark = [
+    pytest.mark.browser,  # every test here talks to the app that headless Chromium drives
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)"),
+]
 TIMEOUT_MS = 90_000
 
 

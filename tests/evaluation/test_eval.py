@@ -68,11 +68,13 @@ def measured(out: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
+    """A whole evaluation (about 7 s on 2 cores): every test that uses it is marked slow."""
     out = tmp_path_factory.mktemp("eval") / "report"
     assert run_eval(out) == 0
     return out
 
 
+@pytest.mark.slow
 def test_results_cover_every_combination(finished):
     rows = read_rows(finished)
     keys = {(r["image"], r["mode"], int(r["scale"]), r["metric"]) for r in rows}
@@ -100,6 +102,7 @@ def test_results_cover_every_combination(finished):
     assert values[("nearest", "sharpness")] > values[("bicubic", "sharpness")]
 
 
+@pytest.mark.slow
 def test_report_has_a_table_per_metric_like_the_paper(finished):
     report = (finished / "report.md").read_text(encoding="utf-8")
     for title in (
@@ -135,6 +138,7 @@ def test_learned_metrics_without_pyiqa_are_listed_not_available(tmp_path, monkey
     assert {r["metric"] for r in read_rows(out)} == {"entropy", "seconds"}
 
 
+@pytest.mark.slow
 def test_interrupted_evaluation_resumes_to_identical_results(finished, tmp_path, monkeypatch):
     out = tmp_path / "report"
     calls = {"n": 0}
@@ -220,6 +224,7 @@ def test_fidelity_skips_magnifications_the_image_is_too_small_for():
     assert problem == "fidelity at x64 needs an image of at least 512 px a side; 451x300 is too small"
 
 
+@pytest.mark.slow
 def test_an_evaluation_reruns_from_its_config_and_from_toml(finished, tmp_path):
     """``config.json`` in the report folder makes the same evaluation again; a TOML file does too."""
     import json
@@ -249,6 +254,7 @@ def test_an_evaluation_reruns_from_its_config_and_from_toml(finished, tmp_path):
     assert (again / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_the_chain_runs_once_per_consistency_method(tmp_path):
     out = tmp_path / "report"
     assert run_eval(out, "--modes", "chain,bicubic", "--consistency", "none,anchor", "--no-fidelity") == 0
@@ -259,6 +265,7 @@ def test_the_chain_runs_once_per_consistency_method(tmp_path):
     assert "chain+anchor" in report
 
 
+@pytest.mark.slow
 def test_the_model_modes_run_once_per_vlm_context_sharing_one_model(tmp_path, monkeypatch):
     """The paper's prompt ablation: the multi-scale message against the single-image one."""
     from chainzoom.prompts.vlm import VLMPrompter
@@ -308,6 +315,7 @@ def test_contexts_are_checked_before_any_run(tmp_path, extra, message):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_the_chain_runs_once_per_policy_and_a_stop_is_a_note(tmp_path, monkeypatch):
     """``--policy fixed,adaptive``: rows ``chain`` and ``chain~adaptive`` on the same photos."""
     from chainzoom.backbones import BACKBONES

@@ -75,6 +75,7 @@ def test_a_backbone_that_returns_a_blurred_copy_stops_the_chain_with_the_reason(
     assert len(never.states) > 1  # without a threshold it goes on
 
 
+@pytest.mark.slow
 def test_a_resumed_run_repeats_the_same_decisions(fake_backbones, tmp_path):
     options = {"scale": 16.0, "backbones": ("blur", "detail"), "animation": False}
     whole = zoom(out=tmp_path / "whole", **options)

@@ -105,6 +105,7 @@ def test_answer_keeps_only_new_tokens_without_special_tokens(tiny_model, monkeyp
     assert prompter.describe(make_context(56)) == "cat, fur, whiskers, sharp photo,"
 
 
+@pytest.mark.slow
 def test_greedy_repeats_and_sampling_follows_the_seed(tiny_model):
     context = make_context(56)
 

@@ -89,6 +89,7 @@ def test_the_working_file_is_a_tiff_that_tiles_write_into(tmp_path: Path) -> Non
     assert np.array_equal(tifffile.imread(level.path), pixels)
 
 
+@pytest.mark.slow
 def test_two_bicubic_levels_equal_untiled_within_one_level(tmp_path: Path) -> None:
     image = sample(150, 110)
     backbone = create_backbone("bicubic", Runtime(device="cpu"))
@@ -129,6 +130,7 @@ def test_realesrgan_tiles_equal_untiled_within_one_level(tmp_path: Path) -> None
     assert np.abs(level - reference).max() <= 1
 
 
+@pytest.mark.slow
 def test_tiff_and_dzi_pyramids_open_with_the_right_size_and_levels(tmp_path: Path) -> None:
     image = sample(200, 130)
     backbone = create_backbone("bicubic", Runtime(device="cpu"))
@@ -189,6 +191,7 @@ RESUMED_RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_from_its_finished_tiles(tmp_path: Path) -> None:
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -216,6 +219,7 @@ def test_a_killed_run_resumes_from_its_finished_tiles(tmp_path: Path) -> None:
     assert np.array_equal(png_pixels(out / "level_01.png"), png_pixels(reference / "level_01.png"))
 
 
+@pytest.mark.slow
 def test_an_interrupt_between_levels_resumes_at_the_next_level(tmp_path: Path) -> None:
     class StopAfter(Counting):
         def __init__(self, inner: Backbone, limit: int) -> None:
@@ -431,6 +435,7 @@ def pooled(level: torch.Tensor, factor: int) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(level[None], factor)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["wavelet", "backprojection", "anchor"])
 def test_full_image_consistency_takes_a_colour_cast_out_of_every_tile(tmp_path: Path, method: str) -> None:
     level = {}
@@ -451,6 +456,7 @@ class Bicubic(Cast):
         return resize(image, (image.shape[-1] * 4, image.shape[-2] * 4), "bicubic")
 
 
+@pytest.mark.slow
 def test_full_image_anchor_holds_two_levels_to_the_input(tmp_path: Path) -> None:
     manifest, anchored = full_levels(tmp_path, Cast(), "anchor", 16)
     _, drifting = full_levels(tmp_path, Cast(), "none", 16)

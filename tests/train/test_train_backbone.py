@@ -126,6 +126,7 @@ def make_trainer(setup, cfg):
     )
 
 
+@pytest.mark.slow
 def test_resume_repeats_exactly_the_steps_of_an_uninterrupted_run(setup, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     run_train_backbone(config(setup, straight, steps=4), report=lambda line: None)
@@ -164,6 +165,7 @@ def test_a_used_folder_needs_resume_and_the_same_settings(setup, tmp_path):
         run_train_backbone(config(setup, out, steps=2, loss="mse=1", lr=1e-4, resume=True), report=lambda line: None)
 
 
+@pytest.mark.slow
 def test_fifty_seeded_steps_lower_the_reconstruction_loss(setup, tmp_path):
     """The learning test: 50 steps of MSE on 8 tiny images; the loss on fixed pairs falls by > 10%.
 

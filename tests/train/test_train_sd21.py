@@ -99,6 +99,7 @@ def test_a_run_writes_the_spec_to_zoom_with_and_refuses_the_sd3_only_shift(setup
         TrainBackboneConfig(out=str(tmp_path / "x"), subtract_shift=True, **options(setup))
 
 
+@pytest.mark.slow
 def test_resume_is_exact_with_conv_in_trained_whole(setup, tmp_path):
     def run(out, steps, resume=False):
         config = {**options(setup), "steps": steps, "checkpoint_every": 1, "resume": resume}

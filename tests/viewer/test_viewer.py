@@ -73,7 +73,9 @@ def get(url: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory) -> Path:
-    """A two-level --full run (x16) of a crop of the sample, as pyramidal TIFFs."""
+    """A two-level --full run (x16) of a crop of the sample, as pyramidal TIFFs.
+
+    It takes 2-6 s on 2 shared cores, so every test that uses it is marked slow (or browser)."""
     out = tmp_path_factory.mktemp("full")
     rgb = load_image(SAMPLE).rgb[:, 60:260, 100:400].contiguous()
     make_full_run(
@@ -90,6 +92,7 @@ def full_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_the_server_answers_page_layers_dzi_and_a_deepest_tile(full_run: Path) -> None:
     with serving(full_run) as url:
         assert url.startswith("http://127.0.0.1:")
@@ -181,6 +184,7 @@ sys.exit(main(["view", sys.argv[1], "--port", "0"]))
 """
 
 
+@pytest.mark.slow
 def test_the_view_command_prints_its_url_and_serves_it(full_run: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     child = subprocess.Popen([sys.executable, "-c", VIEW, str(full_run)], stdout=subprocess.PIPE, text=True, env=env)
@@ -206,6 +210,7 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(chromium() is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
 def test_headless_chromium_zooms_to_the_deepest_level(full_run: Path, tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright ([test] extra)")

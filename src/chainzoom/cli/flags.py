@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Union
 
-from chainzoom.runtime import Runtime
+from chainzoom.runtime import DEFAULT_OVERLAP, FULL_IMAGE_TILE, Runtime
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,10 @@ FLAGS: dict[str, Flag] = {
         "free memory), resident, text-offload (the SR model stays; text encoders and VLM take turns), "
         "sequential (each model only while it runs: the official --efficient_memory)"
     ),
-    "tile": Flag("upscale in tiles of N input px (default: chosen from free memory)"),
-    "tile_overlap": Flag("input px shared by neighbouring tiles (default 160, or half a smaller tile)"),
+    "tile": Flag(
+        f"upscale in tiles of N input px (default: chosen from free memory; {FULL_IMAGE_TILE} for zoom --full)"
+    ),
+    "tile_overlap": Flag(f"input px shared by neighbouring tiles (default {DEFAULT_OVERLAP}, or half a smaller tile)"),
     # prompts
     "cache": Flag("prompt cache file to read and fill"),
     "score": Flag("score each prompt with the alignment rewards", action="store_true"),

@@ -50,11 +50,10 @@ from chainzoom.runs.executors import TileExecutor, TileInput, TileJob, TileResul
 from chainzoom.runs.local import RunFolder, manifest_header
 from chainzoom.runs.manifest import MANIFEST
 from chainzoom.runs.pyramid import PARTIAL, RawLevel, level_path, remove_level, write_level
-from chainzoom.runtime import DEFAULT_OVERLAP
+from chainzoom.runtime import DEFAULT_OVERLAP, FULL_IMAGE_TILE
 
-#: Default tile side in input px: big enough that the overlap (context RRDBNet needs)
-#: costs little, small enough for a CPU; ``--tile`` overrides it.
-DEFAULT_TILE = 512
+#: Default tile side in input px (:data:`chainzoom.runtime.FULL_IMAGE_TILE`); ``--tile`` overrides it.
+DEFAULT_TILE = FULL_IMAGE_TILE
 #: Bytes a PNG level costs in memory when opened by a viewer or by Pillow (float32 RGB).
 PNG_BYTES_PER_PIXEL = 12
 #: Side, in level px, of the blocks the ``anchor`` passes read and write (at least one input px).
