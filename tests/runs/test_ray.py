@@ -319,3 +319,32 @@ def test_a_killed_driver_resumes_from_the_written_tiles(
     # The tiles of the killed run are recorded under its workers, the rest under the rerun's.
     assert sum(map(len, level["workers"].values())) == level["tiles"]
     assert level_bytes(out) == level_bytes(local_full)
+
+
+#: The matrix's option sets that the Ray executor takes (the adaptive policy runs locally only).
+RAY_ZOOMS = ("chain", "chain-none-lanczos", "direct", "nearest", "official-chain", "official-onestep")
+
+
+@pytest.mark.ray
+def test_the_matrix_runs_the_same_on_ray_actors(ray_address: str, tmp_path: Path) -> None:
+    """The equivalence matrix's Ray leg: each option set through ``zoom --executor ray`` on a folder
+    and ``zoom_batch(executor="ray")`` makes the run ``chainzoom zoom`` makes locally."""
+    from .test_equivalence import ZOOMS, by_cli_file, flags, summary
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with Image.open(SAMPLE) as sample:
+        sample.convert("RGB").crop((120, 60, 312, 252)).save(photos / "cat.png")
+        sample.convert("RGB").crop((0, 0, 200, 192)).save(photos / "corner.png")
+    ray = ["--executor", "ray", "--ray-address", ray_address]
+    for name in RAY_ZOOMS:
+        options = ZOOMS[name]
+        args = ["zoom", str(photos), "--scale", "16", "--out", str(tmp_path / "cli" / name), "-q", "--device", "cpu"]
+        assert main([*args, *flags(options), *ray]) == 0
+        rest = dict(options)
+        pipeline = ChainZoom(rest.pop("backbone", None), runtime=Runtime(device="cpu"))
+        pipeline.zoom_batch(photos, tmp_path / "api" / name, 16.0, executor="ray", ray_address=ray_address, **rest)
+        for photo in sorted(photos.iterdir()):
+            local = summary(by_cli_file(photo, tmp_path / "local" / name / photo.stem, options))
+            for front in ("cli", "api"):
+                assert summary(tmp_path / front / name / photo.stem) == local, f"{front} on Ray differs: {name}"
