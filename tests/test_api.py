@@ -226,9 +226,9 @@ def test_the_official_protocol_records_and_runs_the_official_numerics_from_the_a
     cz = chainzoom.ChainZoom("osediff-sd3:/models/sd3", runtime=chainzoom.Runtime(device="cpu"))
     image = torch.rand(3, 64, 64)
     config = cz.job(image, scale=16, protocol="official", process_size=64)
-    zoom = driver.prepare(cz, image, config)  # plans from the facts; nothing loads
+    zoom = driver.prepare(cz.models, image, config)  # plans from the facts; nothing loads
     assert zoom.job.config.numerics == "official" and zoom.job.request()["numerics"] == "official"
-    chosen = driver.prepare(cz, image, cz.job(image, scale=16, protocol="chainzoom"))
+    chosen = driver.prepare(cz.models, image, cz.job(image, scale=16, protocol="chainzoom"))
     assert chosen.job.request()["numerics"] is None
 
 

@@ -39,14 +39,11 @@ if TYPE_CHECKING:
     from chainzoom.core.geometry import ZoomPlan
     from chainzoom.core.states import ScaleState
     from chainzoom.io.images import ImageInput
-    from chainzoom.pipeline.adaptive import AdaptivePolicy
     from chainzoom.prompts.base import Prompter
     from chainzoom.runs.progress import ZoomProgress
 
 StateCallback = Callable[["ScaleState"], None]
 TileCallback = Callable[[int, int, int], None]
-#: A component's options, as the cache of built components keys them.
-ComponentKey = tuple[str, tuple[tuple[str, Any], ...]]
 
 
 @dataclass
@@ -108,12 +105,10 @@ class ChainZoom:
             runtime=runtime or Runtime(),
             **options,
         )
-        #: Components the caller passed as objects (a Ray worker gets these; it builds the others).
-        self._given = (given_backbone, given_prompter)
-        self._runtime: Runtime | None = None
-        self._backbones: dict[ComponentKey, Backbone] = {}
-        self._prompters: dict[ComponentKey, Prompter] = {}
-        self._placed: set[ComponentKey] = set()
+        from chainzoom.runs.models import ModelSet
+
+        #: The models, built once per (spec, options) for every run (the run driver asks it).
+        self.models = ModelSet(self.config, (given_backbone, given_prompter))
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> ChainZoom:
@@ -123,110 +118,22 @@ class ChainZoom:
     @property
     def runtime(self) -> Runtime:
         """The runtime on a real device (resolved once)."""
-        if self._runtime is None:
-            self._runtime = self.config.runtime.resolve()
-        return self._runtime
+        return self.models.runtime
 
     @property
     def backbone(self) -> Backbone:
         """The pipeline's own backbone (its config's)."""
-        return self.backbone_for(self.config)
+        return self.models.backbone_for(self.config)
 
     @property
     def prompter(self) -> Prompter:
         """The pipeline's own prompter (its config's)."""
-        return self.prompter_for(self.config)
-
-    @property
-    def objects(self) -> tuple[str | None, str | None]:
-        """What a run's request records for components passed as objects: ``object:<id>``."""
-        backbone, prompter = self._given
-        return (
-            f"object:{backbone.card().id}" if backbone is not None else None,
-            f"object:{prompter.id}" if prompter is not None else None,
-        )
-
-    def backbone_for(self, config: ModelConfig) -> Backbone:
-        """The backbone ``config`` names with its options (a job's may differ from the pipeline's own:
-        protocol official's numerics), built once each; the object the caller passed, if any."""
-        if self._given[0] is not None:
-            return self._given[0]
-        key = _key(config.backbone_spec, config.backbone_options())
-        if key not in self._backbones:
-            from chainzoom.pipeline.components import build_backbone
-
-            self._backbones[key] = build_backbone(key[0], self.runtime, **dict(key[1]))
-        return self._backbones[key]
-
-    def prompter_for(self, config: ModelConfig) -> Prompter:
-        """The prompter ``config`` names with its options, built once each; a VLM that differs from
-        one already loaded only in its context shares that one's model (eval's context rows)."""
-        if self._given[1] is not None:
-            return self._given[1]
-        options = config.prompter_options()
-        key = _key(config.prompter_spec, options)
-        if key not in self._prompters:
-            sibling = next((p for k, p in self._prompters.items() if _same_but_context(k, key)), None)
-            with_context = getattr(sibling, "with_context", None)
-            if "context" in options and with_context is not None:
-                self._prompters[key] = with_context(options["context"])
-            else:
-                from chainzoom.pipeline.components import build_prompter
-
-                self._prompters[key] = build_prompter(key[0], self.runtime, **options)
-        return self._prompters[key]
-
-    def caches_prompts(self, config: ModelConfig) -> bool:
-        """Whether run folders keep ``config``'s prompts (a prompter that costs a model call, named by spec)."""
-        if self._given[1] is not None:
-            return False
-        from chainzoom.pipeline.components import prompter_uses_model
-
-        return prompter_uses_model(self.prompter_for(config))
-
-    def step_factor(self, config: ModelConfig | None = None) -> int:
-        """The backbone's scale: from the registry's facts when they know it, else from the model."""
-        config = config or self.config
-        if self._given[0] is None:
-            from chainzoom.backbones import BACKBONES
-
-            scale = BACKBONES.entry(config.backbone_spec).facts.scale
-            if scale is not None:
-                return scale
-        return self.backbone_for(config).scale
-
-    def place(self, config: ModelConfig, plan: ZoomPlan) -> None:
-        """Put ``config``'s backbone and VLM weights under one memory plan (``--memory``), once."""
-        key = _key(config.backbone_spec, config.backbone_options())
-        if key in self._placed:
-            return
-        from chainzoom.pipeline.components import share_device
-
-        backbone = self.backbone_for(config)
-        s = backbone.scale
-        share_device(backbone, self.prompter_for(config), (plan.view[0] // s) * (plan.view[1] // s))
-        self._placed.add(key)
+        return self.models.prompter_for(self.config)
 
     def load(self) -> ChainZoom:
         """Load both models now (a bad model file then fails before any work starts)."""
         _ = self.backbone, self.prompter
         return self
-
-    def adaptive_policy(self, config: ZoomConfig) -> AdaptivePolicy | None:
-        """A fresh adaptive policy over ``config``'s candidates (loaded once each), or ``None`` when fixed."""
-        if config.policy != "adaptive":
-            return None
-        from chainzoom.metrics.niqe import score_niqe
-        from chainzoom.pipeline.adaptive import AdaptivePolicy
-
-        candidates = {spec: self.candidate(config, spec) for spec in config.candidate_backbones}
-        return AdaptivePolicy(candidates, config.step_factors, score_niqe, "niqe", config.stop_below)
-
-    def candidate(self, config: ModelConfig, spec: str) -> Backbone:
-        """The backbone ``spec`` for the adaptive policy: ``config``'s own, or ``spec`` with no options."""
-        if spec == config.backbone_spec:
-            return self.backbone_for(config)
-        return self.backbone_for(ModelConfig(backbone=spec, runtime=config.runtime))
 
     # ------------------------------------------------------------------ local zoom
 
@@ -257,7 +164,7 @@ class ChainZoom:
         from chainzoom.runs import driver
 
         config = self.job(image, scale=scale, **options)
-        yield from driver.zoom_states(self, driver.prepare(self, image, config), options.get("out"))
+        yield from driver.zoom_states(self.models, driver.prepare(self.models, image, config), options.get("out"))
 
     def __call__(
         self,
@@ -281,10 +188,10 @@ class ChainZoom:
 
         started = time.perf_counter()
         config = self.job(image, scale=scale, center=center, **options)
-        zoom = driver.prepare(self, image, config)
+        zoom = driver.prepare(self.models, image, config)
         out = Path(options["out"]) if options.get("out") is not None else None
         states = []
-        for state in driver.zoom_states(self, zoom, out):
+        for state in driver.zoom_states(self.models, zoom, out):
             states.append(state)
             if on_state is not None:
                 on_state(state)
@@ -300,8 +207,8 @@ class ChainZoom:
             states,
             policy.plan if policy is not None and policy.plan is not None else zoom.plan,
             effective,
-            backbone_record(self.backbone_for(effective)) if uses_model else None,
-            self.prompter_for(effective).settings() if uses_model else None,
+            backbone_record(self.models.backbone_for(effective)) if uses_model else None,
+            self.models.prompter_for(effective).settings() if uses_model else None,
             timings,
             out,
         )
@@ -326,7 +233,7 @@ class ChainZoom:
         from chainzoom.runs import driver
 
         config = FullConfig(**self.config.model_options(), inputs=(str(image),), out=str(out), scale=scale, **options)
-        return driver.run_full(self, config, on_tile)
+        return driver.run_full(self.models, config, on_tile)
 
     def zoom_batch(
         self,
@@ -350,33 +257,7 @@ class ChainZoom:
         if options.get("mode", "chain") not in MODEL_MODES:
             model = {"runtime": self.config.runtime}  # as __call__: a baseline uses none of the models
         config = ZoomConfig(**model, inputs=tuple(map(str, names)), out=str(out), scale=scale, **options)
-        return driver.run_batch(self, config, progress)
-
-    def worker_copy(self) -> ChainZoom:
-        """This pipeline as a Ray actor receives it: the specs, plus only the objects the caller passed.
-
-        Models built here from specs are not shipped: each worker builds its own, on its
-        own device (``device="auto"`` resolves on the worker's machine).
-        """
-        copy = ChainZoom.__new__(ChainZoom)
-        copy.config = self.config
-        copy._given = self._given
-        copy._runtime = None
-        copy._backbones, copy._prompters, copy._placed = {}, {}, set()
-        return copy
-
-
-def _key(spec: str, options: dict[str, Any]) -> ComponentKey:
-    return spec, tuple(sorted(options.items()))
-
-
-def _same_but_context(loaded: ComponentKey, wanted: ComponentKey) -> bool:
-    """Whether two prompters differ at most in their VLM context."""
-
-    def strip(key: ComponentKey) -> ComponentKey:
-        return key[0], tuple(item for item in key[1] if item[0] != "context")
-
-    return strip(loaded) == strip(wanted)
+        return driver.run_batch(self.models, config, progress)
 
 
 def _refuse_options(options: dict[str, Any], fields: dict[str, str], component: str) -> None:

@@ -296,7 +296,7 @@ def official_sd3() -> ChainZoom:
         pipeline = ChainZoom.from_config(config)
         from chainzoom.runs.driver import load_models
 
-        load_models(pipeline, config)  # what the CLI loads before a run: the job's models
+        load_models(pipeline.models, config)  # what the CLI loads before a run: the job's models
         return pipeline, config
 
 
@@ -314,7 +314,7 @@ def test_osediff_sd3_built_as_the_cli_builds_it_equals_the_bare_restorer_byte_fo
     from chainzoom.runs.driver import effective_models
 
     pipeline, config = official_sd3
-    built = pipeline.backbone_for(effective_models(pipeline, config))  # the protocol's numerics: official
+    built = pipeline.models.backbone_for(effective_models(pipeline.models, config))  # the protocol's numerics: official
     restorer = restorer_of(built)
     assert restorer is not None and restorer is not built  # built inside the tiler
     assert restorer.settings()["numerics"] == "official"

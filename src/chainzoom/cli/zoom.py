@@ -68,9 +68,9 @@ def run_local(config: ZoomConfig) -> int:
     from chainzoom.runs.progress import ZoomProgress
 
     pipeline = ChainZoom.from_config(config)
-    batch = driver.start_batch(pipeline, config)  # inputs, models and cluster checked before the bars
+    batch = driver.start_batch(pipeline.models, config)  # inputs, models and cluster checked before the bars
     with ZoomProgress(enabled=not config.quiet) as progress:
-        driver.run_batch(pipeline, config, progress, batch)
+        driver.run_batch(pipeline.models, config, progress, batch)
     return 0
 
 
@@ -89,8 +89,8 @@ def run_full(config: FullConfig) -> int:
 
         check_ray(config.ray_address)
     _ = pipeline.runtime  # device and dtype checked before the bars (with Ray the models load on the workers)
-    levels = level_count(config.scale, pipeline.step_factor(driver.effective_models(pipeline, config)))
+    levels = level_count(config.scale, pipeline.models.step_factor(driver.effective_models(pipeline.models, config)))
     with TileProgress(path.name, levels, enabled=not config.quiet) as progress:
-        driver.run_full(pipeline, config, on_tile=progress.update)
+        driver.run_full(pipeline.models, config, on_tile=progress.update)
     print(config.out)
     return 0

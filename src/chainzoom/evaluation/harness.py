@@ -133,7 +133,7 @@ class _Runner:
         )
         if row.context is not None and config.uses_models:
             config = dataclasses.replace(config, prompter_context=row.context)
-        return driver.prepare(self.pipeline, path, config)
+        return driver.prepare(self.pipeline.models, path, config)
 
     def finished(self, folder: Path, request: dict) -> list[ScaleState] | None:
         """The states of a finished run of ``request`` in ``folder`` (read back, every one), or None.
@@ -172,7 +172,7 @@ class _Runner:
         self.check_backbone(row)
         task = self.progress.add(label, zoom.states_planned)
         states = []
-        for state in driver.zoom_states(self.pipeline, zoom, folder, maker):
+        for state in driver.zoom_states(self.pipeline.models, zoom, folder, maker):
             states.append(state)
             self.progress.step(task, state)
         self.progress.done(task, folder)
@@ -191,8 +191,8 @@ class _Runner:
         }
 
     def check_backbone(self, row: EvalRow) -> None:
-        if row.mode in MODEL_MODES and self.pipeline.step_factor() != STEP:
-            scale = self.pipeline.step_factor()
+        if row.mode in MODEL_MODES and self.pipeline.models.step_factor() != STEP:
+            scale = self.pipeline.models.step_factor()
             raise OptionError("backbone", f"chainzoom eval needs a {STEP}x backbone; this one is {scale}x")
 
     def make_on(self, maker: StateMaker, folder: Path, label: str, path: Path, plan: ZoomPlan, row: EvalRow) -> None:
@@ -235,7 +235,7 @@ def make_on_ray(settings: EvalConfig, runner: _Runner, images: Sequence[Path], p
                             row=row,
                         )
                     )
-    with driver.ray_executor(runner.pipeline, settings, tile_prompter=False) as executor:
+    with driver.ray_executor(runner.pipeline.models, settings, tile_prompter=False) as executor:
         executor.zoom_runs(runs)
 
 

@@ -12,8 +12,8 @@ Every front-end calls it: ``chainzoom zoom`` (a file, a folder, ``--full``), the
    or on a Ray actor, into a resumable run folder (:func:`chainzoom.runs.local.iter_run`,
    :func:`chainzoom.runs.full.zoom_full`) or straight to the caller.
 
-The models come from a :class:`Pipeline` (a :class:`chainzoom.ChainZoom`), which holds
-models and no run state, so a run's output never depends on what was run before it.
+The models come from a :class:`~chainzoom.runs.models.ModelSet` (a :class:`chainzoom.ChainZoom`'s),
+which holds models and no run state, so a run's output never depends on what was run before it.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import torch
 
-from chainzoom.config import ExecutorConfig, FullConfig, ModelConfig, ZoomConfig
+from chainzoom.config import ExecutorConfig, FullConfig, ZoomConfig
 from chainzoom.core.geometry import ZoomPlan, plan_zoom, resolve_center, resolve_view
 from chainzoom.core.states import ScaleState
 from chainzoom.errors import OptionError
@@ -35,50 +35,16 @@ from chainzoom.io.digest import file_sha256
 from chainzoom.io.images import DEFAULT_MAX_PIXELS, ImageInput, LoadedImage, as_loaded, collect_inputs, input_names
 from chainzoom.job import ZoomJob, resolve_job
 from chainzoom.pipeline.adaptive import AdaptivePolicy
-from chainzoom.runs.executors import LocalExecutor, LocalMaker, Models, StateMaker
+from chainzoom.runs.executors import LocalExecutor, LocalMaker, StateMaker
 from chainzoom.runs.full import DEFAULT_TILE, zoom_full
 from chainzoom.runs.local import RunFolder, iter_run
+from chainzoom.runs.models import ModelSet
 from chainzoom.runs.progress import ZoomProgress
-from chainzoom.runtime import Runtime
 
 if TYPE_CHECKING:
     from chainzoom.runs.ray_executor import RayExecutor
 
 TileCallback = Callable[[int, int, int], None]
-
-
-class Pipeline(Models, Protocol):
-    """What the driver needs of a pipeline (:class:`chainzoom.ChainZoom`): its models, by config."""
-
-    @property
-    def runtime(self) -> Runtime:
-        """The runtime on a real device."""
-        ...
-
-    @property
-    def objects(self) -> tuple[str | None, str | None]:
-        """The recorded specs (``object:<id>``) of a backbone and a prompter passed as objects."""
-        ...
-
-    def step_factor(self, config: ModelConfig) -> int:
-        """The scale of ``config``'s backbone, from the facts when they know it."""
-        ...
-
-    def place(self, config: ModelConfig, plan: ZoomPlan) -> None:
-        """Put ``config``'s models under one memory plan for steps of ``plan``'s size."""
-        ...
-
-    def adaptive_policy(self, config: ZoomConfig) -> AdaptivePolicy | None:
-        """A fresh adaptive policy for ``config``, or ``None`` for the fixed chain."""
-        ...
-
-    def caches_prompts(self, config: ModelConfig) -> bool:
-        """Whether ``config``'s prompter costs a model call (then run folders keep its answers)."""
-        ...
-
-    def worker_copy(self) -> Models:
-        """The pipeline as a Ray actor receives it (specs, not loaded models)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -105,9 +71,9 @@ def load_input(image: ImageInput, config: ZoomConfig | FullConfig) -> LoadedImag
     return loaded
 
 
-def plan_for(pipeline: Pipeline, size: tuple[int, int], config: ZoomConfig) -> ZoomPlan:
+def plan_for(models: ModelSet, size: tuple[int, int], config: ZoomConfig) -> ZoomPlan:
     """Every crop and box of ``config``'s zoom of an image of ``size``; steps at the backbone's scale."""
-    step = pipeline.step_factor(config) if config.uses_models else 4
+    step = models.step_factor(config) if config.uses_models else 4
     if config.protocol == "official":
         from chainzoom.pipeline.official import official_plan
 
@@ -123,7 +89,7 @@ def plan_for(pipeline: Pipeline, size: tuple[int, int], config: ZoomConfig) -> Z
 
 
 def job_for(
-    pipeline: Pipeline,
+    models: ModelSet,
     image: ImageInput,
     loaded: LoadedImage,
     config: ZoomConfig | FullConfig,
@@ -137,34 +103,34 @@ def job_for(
     else:
         source, digest = "<in memory>", hashlib.sha256(loaded.rgb.numpy().tobytes()).hexdigest()
     view = plan.view if plan is not None else None
-    return resolve_job(config, pipeline.runtime, digest, source, pipeline.objects, view)
+    return resolve_job(config, models.runtime, digest, source, models.objects, view)
 
 
-def effective_models(pipeline: Pipeline, config: ZoomConfig | FullConfig) -> ZoomConfig | FullConfig:
+def effective_models(models: ModelSet, config: ZoomConfig | FullConfig) -> ZoomConfig | FullConfig:
     """``config`` with the model options a job of it runs (they do not depend on the input)."""
-    return resolve_job(config, pipeline.runtime, "", "", pipeline.objects).config
+    return resolve_job(config, models.runtime, "", "", models.objects).config
 
 
-def prepare(pipeline: Pipeline, image: ImageInput, config: ZoomConfig) -> PreparedZoom:
+def prepare(models: ModelSet, image: ImageInput, config: ZoomConfig) -> PreparedZoom:
     """Decode and plan one input and resolve its job (nothing is loaded or written)."""
     loaded = load_input(image, config)
-    plan = plan_for(pipeline, loaded.size, config)
-    job = job_for(pipeline, image, loaded, config, plan)
-    return PreparedZoom(job, loaded, plan, pipeline.adaptive_policy(job.zoom))
+    plan = plan_for(models, loaded.size, config)
+    job = job_for(models, image, loaded, config, plan)
+    return PreparedZoom(job, loaded, plan, models.adaptive_policy(job.zoom))
 
 
-def local_maker(pipeline: Pipeline, zoom: PreparedZoom) -> LocalMaker:
+def local_maker(models: ModelSet, zoom: PreparedZoom) -> LocalMaker:
     """The job's states made here, with the job's models placed for its plan."""
     config = zoom.job.zoom
     if not config.uses_models:
         return LocalMaker(None, None)
-    backbone, prompter = pipeline.backbone_for(config), pipeline.prompter_for(config)
-    pipeline.place(config, zoom.plan)
+    backbone, prompter = models.backbone_for(config), models.prompter_for(config)
+    models.place(config, zoom.plan)
     return LocalMaker(backbone, prompter, zoom.policy)
 
 
 def zoom_states(
-    pipeline: Pipeline,
+    models: ModelSet,
     zoom: PreparedZoom,
     out: str | Path | None = None,
     maker: StateMaker | None = None,
@@ -178,7 +144,7 @@ def zoom_states(
     config = zoom.job.zoom
     torch.manual_seed(zoom.job.runtime.seed)
     local = maker is None
-    maker = local_maker(pipeline, zoom) if maker is None else maker
+    maker = local_maker(models, zoom) if maker is None else maker
     if out is None:
         yield from maker.states(config, zoom.image, zoom.plan, ())
         return
@@ -190,45 +156,45 @@ def zoom_states(
         maker,
         overwrite=config.overwrite,
         animation=config.animation,
-        cache_prompts=local and config.uses_models and pipeline.caches_prompts(config),
+        cache_prompts=local and config.uses_models and models.caches_prompts(config),
     )
 
 
-def check_batch(pipeline: Pipeline, config: ZoomConfig) -> list[tuple[Path, Path]]:
+def check_batch(models: ModelSet, config: ZoomConfig) -> list[tuple[Path, Path]]:
     """Every input of ``config`` and its run folder, each input decoded and planned (a bad one
     stops the batch before anything is loaded or written). One input writes into ``out``,
     several into ``out/<name>`` each."""
     paths = collect_inputs(config.inputs)
     for path in paths:
-        plan_for(pipeline, load_input(path, config).size, config)
+        plan_for(models, load_input(path, config).size, config)
     out = Path(config.out)
     outs = [out] if len(paths) == 1 else [out / name for name in input_names(paths)]
     return list(zip(paths, outs))
 
 
-def load_models(pipeline: Pipeline, config: ZoomConfig | FullConfig) -> None:
+def load_models(models: ModelSet, config: ZoomConfig | FullConfig) -> None:
     """Load the models a job of ``config`` runs, now (a bad model file fails before any work starts)."""
-    effective = effective_models(pipeline, config)
+    effective = effective_models(models, config)
     if effective.uses_models:
-        pipeline.backbone_for(effective)
-        pipeline.prompter_for(effective)
+        models.backbone_for(effective)
+        models.prompter_for(effective)
 
 
-def start_batch(pipeline: Pipeline, config: ZoomConfig) -> list[tuple[Path, Path]]:
+def start_batch(models: ModelSet, config: ZoomConfig) -> list[tuple[Path, Path]]:
     """Everything a batch checks before it starts: a Ray cluster that answers, every input
     (:func:`check_batch`), and, run here, the models loaded."""
     if config.executor == "ray":
         from chainzoom.runs.ray_loader import check_ray
 
         check_ray(config.ray_address)
-    batch = check_batch(pipeline, config)
+    batch = check_batch(models, config)
     if config.executor != "ray":
-        load_models(pipeline, config)
+        load_models(models, config)
     return batch
 
 
 def run_batch(
-    pipeline: Pipeline,
+    models: ModelSet,
     config: ZoomConfig,
     progress: ZoomProgress | None = None,
     batch: list[tuple[Path, Path]] | None = None,
@@ -239,12 +205,12 @@ def run_batch(
 
     Inputs are decoded again for their runs, so memory holds one image, not the batch.
     """
-    batch = start_batch(pipeline, config) if batch is None else batch
+    batch = start_batch(models, config) if batch is None else batch
 
     def one(path: Path, folder: Path, maker: StateMaker | None = None) -> None:
-        zoom = prepare(pipeline, path, config)
+        zoom = prepare(models, path, config)
         task = progress.add(path.name, zoom.states_planned) if progress is not None else None
-        for state in zoom_states(pipeline, zoom, folder, maker):
+        for state in zoom_states(models, zoom, folder, maker):
             if progress is not None:
                 progress.step(task, state)
         if progress is not None:
@@ -256,7 +222,7 @@ def run_batch(
         for path, folder in batch:
             one(path, folder)
     else:
-        with ray_executor(pipeline, effective_models(pipeline, config), tile_prompter=False) as executor:
+        with ray_executor(models, effective_models(models, config), tile_prompter=False) as executor:
             executor.zoom_runs([partial(one, path, folder) for path, folder in batch])
     return [folder for _, folder in batch]
 
@@ -269,7 +235,7 @@ def full_input(config: FullConfig) -> Path:
     return paths[0]
 
 
-def run_full(pipeline: Pipeline, config: FullConfig, on_tile: TileCallback | None = None) -> dict:
+def run_full(models: ModelSet, config: FullConfig, on_tile: TileCallback | None = None) -> dict:
     """Make (or finish) ``config``'s full-image run; return its manifest.
 
     With executor ray the tiles are made by Ray actors, which load the models there.
@@ -277,27 +243,27 @@ def run_full(pipeline: Pipeline, config: FullConfig, on_tile: TileCallback | Non
     """
     path = full_input(config)
     image = load_input(path, config)
-    job = job_for(pipeline, path, image, config)
+    job = job_for(models, path, image, config)
     effective = job.config
     prompted = effective.prompter_spec != "null" or job.prompter_object is not None
     tile, overlap = effective.runtime.tile or DEFAULT_TILE, effective.runtime.overlap
     torch.manual_seed(job.runtime.seed)
     if effective.executor == "ray":
-        with ray_executor(pipeline, effective, tile_prompter=prompted) as executor:
+        with ray_executor(models, effective, tile_prompter=prompted) as executor:
             return zoom_full(image, job, executor, tile=tile, overlap=overlap, on_tile=on_tile)
-    prompter = pipeline.prompter_for(effective) if prompted else None
-    local = LocalExecutor(pipeline.backbone_for(effective), prompter)
+    prompter = models.prompter_for(effective) if prompted else None
+    local = LocalExecutor(models.backbone_for(effective), prompter)
     return zoom_full(image, job, local, tile=tile, overlap=overlap, on_tile=on_tile)
 
 
-def ray_executor(pipeline: Pipeline, config: ExecutorConfig, tile_prompter: bool) -> RayExecutor:
-    """Actors on the Ray cluster ``config`` names, each holding a copy of ``pipeline``'s models
+def ray_executor(models: ModelSet, config: ExecutorConfig, tile_prompter: bool) -> RayExecutor:
+    """Actors on the Ray cluster ``config`` names, each holding a copy of ``models``
     for ``config``. One line (exit 2 in the CLI) when Ray is not installed or nothing answers."""
     from chainzoom.runs.ray_loader import load_ray_executor
 
     module = load_ray_executor()
     executor: RayExecutor = module.RayExecutor(
-        pipeline.worker_copy(),
+        models.worker_copy(),
         config.model_config(),
         config.ray_address,
         config.workers,
