@@ -1,115 +1,157 @@
-"""Benchmark: one 4x step of the embedded model, torch vs the ncnn runtime, and chain overhead.
+"""Benchmark: one 4x step of each bundled model per engine and precision, against the machine's own GEMM.
 
-Run: ``make bench`` (or ``python bench/step.py``). Prints a table and the machine.
-Absolute times on shared machines are noisy, so every figure comes with a ratio to
-a reference measured in the same run.
+Run: ``make bench`` (or ``python bench/step.py``). For each model and input side it prints the
+seconds of one step (median of interleaved repeats), the ratio to ncnn (the other runtime
+here), the achieved GFLOP/s (FLOPs counted by torch's FlopCounterMode) and their share of a
+GEMM of the same precision measured in the same run (the practical peak). Then the x256 chain
+written to a run folder against the bare compute. The CPU model and its bf16 flags are printed,
+since the best precision differs between machines (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import platform
 import statistics
 import tempfile
 import time
-from functools import partial, partialmethod
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from chainzoom.api import ChainZoom
-from chainzoom.backbones import create_backbone
+from chainzoom.backbones import BACKBONES
 from chainzoom.backbones.bundled.models import BUNDLED
 from chainzoom.backbones.bundled.ncnn_runtime import NcnnModel
 from chainzoom.io.images import load_image
 from chainzoom.pipeline.chain import zoom_chain
-from chainzoom.runs.animation import AnimationWriter
-from chainzoom.runtime import Runtime
+from chainzoom.runs import driver
+from chainzoom.runtime import NATIVE_BF16_FLAGS, Runtime, cpu_flags
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def machine() -> str:
+    flags = cpu_flags()
+    bf16 = [f for f in NATIVE_BF16_FLAGS if f in flags]
+    avx512 = "avx512f" in flags
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"{cpu_model()}, {os.cpu_count()} cores, AVX-512: {'yes' if avx512 else 'no'}, "
+        f"native bf16: {', '.join(bf16) or 'none'}; torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
+
+
+def interleaved(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each variant, one call of each in turn per round (after a warm-up round)."""
+    for call in variants.values():
+        call()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, call in variants.items():
+            started = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
+def gemm_rate(dtype: torch.dtype, side: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a ``side``-square matrix product in ``dtype`` (the practical peak of this machine)."""
+    a, b = torch.rand(side, side).to(dtype), torch.rand(side, side).to(dtype)
+    torch.mm(a, b)
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        samples.append(time.perf_counter() - started)
+    return 2 * side**3 / statistics.median(samples) / 1e9
+
+
+def step_flops(model: torch.nn.Module, side: int) -> int:
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(torch.rand(1, 3, side, side))
+    return int(counter.get_total_flops())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--size", type=int, default=128, help="input side of the step (output is 4x)")
+    parser.add_argument("--sizes", default="128,256", help="input sides of the step (output is 4x)")
+    parser.add_argument("--models", default="realesrgan,realsr")
+    parser.add_argument("--no-chain", action="store_true", help="skip the x256 written-run measurement")
     args = parser.parse_args()
 
-    photo = load_image("assets/photos/coffee.png")
-    crop = photo.rgb[:, : args.size, : args.size].contiguous()
     print(f"machine: {machine()}")
-    print(f"one 4x step {args.size}->{args.size * 4}, median of {args.repeats}:")
-    print(f"{'model':<12} {'torch s':>9} {'ncnn s':>9} {'torch/ncnn':>11}")
-    for model_id in ("realesrgan", "realsr"):
-        backbone = create_backbone(model_id)
-        ncnn_model = NcnnModel(*BUNDLED[model_id].files(), threads=torch.get_num_threads())
-        t_torch = timed(partial(backbone.upscale, crop), args.repeats)
-        t_ncnn = timed(partial(ncnn_model, crop), args.repeats)
-        print(f"{model_id:<12} {t_torch:9.3f} {t_ncnn:9.3f} {t_torch / t_ncnn:11.2f}")
+    peaks = {"float32": gemm_rate(torch.float32), "bfloat16": gemm_rate(torch.bfloat16)}
+    print("GEMM 2048^2: " + ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in peaks.items()))
+    photo = load_image("assets/photos/coffee.png")
+    header = f"{'model':<11} {'side':>4} {'engine':<15} {'seconds':>8} {'spread':>7} {'vs ncnn':>8} {'GFLOP/s':>8} {'of GEMM':>8}"
+    print(header)
+    for model_id in args.models.split(","):
+        engines: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+        torch_models = {}
+        for dtype in ("float32", "bfloat16"):
+            backbone = BACKBONES.create(model_id, Runtime(device="cpu", dtype=dtype, allow_slow_dtype=True))
+            engines[f"torch {dtype}"] = backbone.upscale
+            torch_models[dtype] = backbone.model  # type: ignore[attr-defined]
+        ncnn = NcnnModel(*BUNDLED[model_id].files(), threads=torch.get_num_threads())
+        engines["ncnn"] = ncnn
+        for side in (int(s) for s in args.sizes.split(",")):
+            crop = photo.rgb[:, :side, :side].contiguous()
+            flops = step_flops(torch_models["float32"].float(), side)
+            times = interleaved({name: partial(f, crop) for name, f in engines.items()}, args.repeats)
+            ncnn_s = statistics.median(times["ncnn"])
+            for name, samples in times.items():
+                median = statistics.median(samples)
+                spread = (max(samples) - min(samples)) / median
+                rate = flops / median / 1e9
+                peak = peaks.get(name.split()[-1], peaks["float32"])
+                print(
+                    f"{model_id:<11} {side:>4} {name:<15} {median:8.3f} {100 * spread:6.1f}% "
+                    f"{median / ncnn_s:8.2f} {rate:8.0f} {100 * rate / peak:7.0f}%"
+                )
+    if not args.no_chain:
+        written_run("assets/sample.jpg", args.repeats)
 
-    pipeline = ChainZoom("realesrgan", runtime=Runtime(device="cpu")).load()
-    path = "assets/photos/astronaut.png"
-    config = pipeline.job(path, scale=256.0)
-    image, plan = pipeline.prepare(path, config)
-    started = time.perf_counter()
-    states = list(zoom_chain(image, plan, pipeline.backbone))
-    wall = time.perf_counter() - started
-    in_backbone = sum(s.seconds.get("backbone", 0.0) for s in states)
-    overhead = wall - in_backbone
+
+def written_run(path: str, repeats: int) -> None:
+    """The x256 chain written to a run folder (PNGs, manifest, strip, WebP) against its bare compute,
+    interleaved, with the precision ``auto`` picks here."""
+    cz = ChainZoom("realesrgan", runtime=Runtime(device="cpu"))
+    config = cz.job(path, scale=256.0)
+    zoom = driver.prepare(cz.models, path, config)
+    backbone = cz.models.backbone_for(zoom.job.config)
+
+    def compute() -> None:
+        list(zoom_chain(zoom.image, zoom.plan, backbone))
+
+    def written() -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            list(driver.zoom_states(cz.models, driver.prepare(cz.models, path, config), Path(folder)))
+
+    times = interleaved({"compute only": compute, "written run": written}, repeats)
+    base = statistics.median(times["compute only"])
     print(
-        f"chain x256 on {plan.view[0]}x{plan.view[1]} (4 steps): wall {wall:.2f} s, "
-        f"backbone {in_backbone:.2f} s, overhead {overhead:.3f} s = {100 * overhead / wall:.1f}%"
+        f"x256 chain of {path} ({zoom.plan.view[0]}x{zoom.plan.view[1]}, {zoom.job.runtime.dtype}), median of {repeats}:"
     )
-
-    written_run(pipeline, "assets/sample.jpg", args.repeats)
-
-
-def written_run(pipeline: ChainZoom, path: str, repeats: int) -> None:
-    """A written run's wall time against the bare chain's, variants interleaved (median of ``repeats``)."""
-    config = pipeline.job(path, scale=256.0)
-    image, plan = pipeline.prepare(path, config)
-    list(zoom_chain(image, plan, pipeline.backbone))  # warm-up
-    variants = {
-        "written, animation on a thread (default)": (config, True),
-        "written, animation inline": (config, False),
-        "written, --no-animation": (dataclasses.replace(config, animation=False), True),
-    }
-    times: dict[str, list[float]] = {"compute only": [], **{name: [] for name in variants}}
-    real_init = AnimationWriter.__init__
-    for _ in range(repeats):
-        started = time.perf_counter()
-        list(zoom_chain(image, plan, pipeline.backbone))
-        times["compute only"].append(time.perf_counter() - started)
-        for name, (variant, background) in variants.items():
-            AnimationWriter.__init__ = partialmethod(real_init, background=background)  # type: ignore[method-assign]
-            with tempfile.TemporaryDirectory() as folder:
-                started = time.perf_counter()
-                pipeline.run(path, image, plan, variant, out=Path(folder))
-                times[name].append(time.perf_counter() - started)
-    AnimationWriter.__init__ = real_init  # type: ignore[method-assign]
-    compute = statistics.median(times["compute only"])
-    print(f"x256 chain of {path} ({plan.view[0]}x{plan.view[1]}), median of {repeats}:")
     for name, samples in times.items():
-        wall = statistics.median(samples)
-        print(f"  {name:<42} {wall:7.2f} s  {100 * (wall / compute - 1):+6.1f} % over the compute")
+        median = statistics.median(samples)
+        spread = (max(samples) - min(samples)) / median
+        print(
+            f"  {name:<14} {median:7.2f} s (spread {100 * spread:.0f} %)  {100 * (median / base - 1):+6.1f} % over the compute"
+        )
 
 
 if __name__ == "__main__":

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from PIL import Image
 
+from chainzoom import runtime as runtime_module
+from chainzoom.backbones import BACKBONES
+from chainzoom.cli import main
 from chainzoom.errors import ChainZoomError
 from chainzoom.runtime import Runtime
+
+from .conftest import SAMPLE
 
 
 def test_auto_resolves_to_an_available_device():
@@ -21,10 +29,100 @@ def test_cuda_without_a_gpu_is_a_clear_error():
         Runtime(device="cuda").resolve()
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_half_precision_is_refused_on_the_cpu(dtype):
-    with pytest.raises(ChainZoomError, match="float32"):
-        Runtime(device="cpu", dtype=dtype).resolve()
+def without_native_bf16(monkeypatch):
+    monkeypatch.setattr(runtime_module, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+
+
+def with_native_bf16(monkeypatch):
+    monkeypatch.setattr(runtime_module, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+
+
+def test_float16_is_refused_on_the_cpu():
+    with pytest.raises(ChainZoomError, match="float16 is for GPUs"):
+        Runtime(device="cpu", dtype="float16").resolve()
+
+
+def test_bfloat16_is_refused_only_where_the_cpu_lacks_it_unless_allowed(monkeypatch, capsys):
+    """Issue 23: bf16 is about 2x float32 on CPUs with native bf16 and several times slower elsewhere."""
+    without_native_bf16(monkeypatch)
+    with pytest.raises(ChainZoomError, match="no AVX512-BF16 or AMX.*--allow-slow-dtype"):
+        Runtime(device="cpu", dtype="bfloat16").resolve()
+    assert Runtime(device="cpu", dtype="bfloat16", allow_slow_dtype=True).resolve().dtype == "bfloat16"
+    assert main(["zoom", str(SAMPLE), "--dtype", "bfloat16", "--device", "cpu", "--out", "/nonexistent/x"]) == 2
+    assert "--dtype: bfloat16 on this CPU (no AVX512-BF16 or AMX)" in capsys.readouterr().err
+    with_native_bf16(monkeypatch)
+    assert Runtime(device="cpu", dtype="bfloat16").resolve().dtype == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    ("native", "spec", "expected"),
+    [
+        (True, "realesrgan", "bfloat16"),
+        (True, "realsr", "bfloat16"),
+        (False, "realesrgan", "float32"),
+        (True, "bicubic", "float32"),  # interpolation runs float32 whatever the CPU
+        (True, "osediff-sd3:/models/sd3", "float32"),  # not measured in bf16 on a CPU
+        (True, "spandrel:/models/x.pth", "float32"),  # safety per architecture not yet read
+    ],
+)
+def test_auto_picks_the_precision_from_the_cpu_flags_and_the_facts(monkeypatch, native, spec, expected):
+    (with_native_bf16 if native else without_native_bf16)(monkeypatch)
+    cpu = Runtime(device="cpu")
+    assert BACKBONES.dtype_for(spec, cpu)[0] == expected
+    assert BACKBONES.dtype_for(spec, Runtime(device="cpu", engine="ncnn"))[0] == "float32"
+    assert BACKBONES.dtype_for(spec, Runtime(device="cpu", dtype="float32"))[0] == "float32"
+
+
+def test_the_manifest_records_the_precision_auto_chose(monkeypatch, tmp_path):
+    from chainzoom.config import ZoomConfig
+    from chainzoom.job import resolve_job
+
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        (with_native_bf16 if native else without_native_bf16)(monkeypatch)
+        config = ZoomConfig(runtime=Runtime(device="cpu"))
+        job = resolve_job(config, config.runtime.resolve(), "0" * 64, "<in memory>")
+        assert job.request()["runtime"]["dtype"] == expected
+        baseline = resolve_job(ZoomConfig(mode="bicubic"), config.runtime.resolve(), "0" * 64, "<in memory>")
+        assert baseline.request()["runtime"]["dtype"] == "float32"
+
+
+@pytest.mark.slow
+def test_bf16_output_of_the_real_model_is_within_its_stated_tolerance_of_float32(monkeypatch):
+    """The bundled RRDBNet in bf16 against float32, in 8-bit levels: on average within 1, and 999 of
+    1000 samples within 8 (measured on crops of the bundled photo: mean 0.49-0.80, 99.9th percentile
+    2.6-6.1, largest 4.9-17 at hard edges; docs/performance.md)."""
+    from chainzoom.io.images import load_image
+
+    image = load_image(SAMPLE).rgb[:, 120:184, 150:214].contiguous()
+    exact = BACKBONES.create("realesrgan", Runtime(device="cpu", dtype="float32")).upscale(image)
+    fast = BACKBONES.create("realesrgan", Runtime(device="cpu", dtype="bfloat16", allow_slow_dtype=True))
+    difference = ((fast.upscale(image) - exact).abs() * 255).flatten()
+    assert 0 < difference.mean() <= 1.0
+    assert difference.kthvalue(int(difference.numel() * 0.999)).values <= 8.0 and difference.max() <= 24.0
+
+
+@pytest.mark.slow
+def test_a_resumed_auto_run_keeps_the_precision_it_recorded(monkeypatch, tmp_path):
+    """Made in bf16 on a CPU that has it, resumed where auto would pick float32: the run finishes
+    in bf16, as one uninterrupted bf16 run would."""
+    import chainzoom
+
+    with_native_bf16(monkeypatch)
+    photo = tmp_path / "photo.png"
+    Image.open(SAMPLE).convert("RGB").crop((150, 120, 182, 152)).save(photo)
+    cz = chainzoom.ChainZoom("realesrgan", runtime=Runtime(device="cpu", allow_slow_dtype=True))
+    states = cz.iter_zoom(photo, 16, out=tmp_path / "run")
+    next(states), next(states)  # state 0 and step 1, then stop: a partial run
+    states.close()
+    without_native_bf16(monkeypatch)
+    resumed = chainzoom.ChainZoom("realesrgan", runtime=Runtime(device="cpu"))(photo, 16, out=tmp_path / "run")
+    assert resumed.config.runtime.dtype == "bfloat16"
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["request"]["runtime"]["dtype"] == "bfloat16" and manifest["complete"]
+    whole = chainzoom.ChainZoom("realesrgan", runtime=Runtime(device="cpu", dtype="bfloat16", allow_slow_dtype=True))
+    reference = whole(photo, 16)
+    for state, expected in zip(resumed.states, reference.states):
+        assert torch.equal(state.image, expected.image)
 
 
 def test_threads_are_applied_and_checked():
@@ -49,7 +147,7 @@ def test_ncnn_runtime_matches_torch_runtime_through_the_cli(tmp_path):
     from chainzoom.io.images import load_image
 
     args = ["zoom", "assets/sample.jpg", "--scale", "4", "--view", "64", "--no-animation", "--quiet"]
-    assert main([*args, "--out", str(tmp_path / "torch")]) == 0
+    assert main([*args, "--dtype", "float32", "--out", str(tmp_path / "torch")]) == 0  # ncnn runs float32
     assert main([*args, "--runtime", "ncnn", "--out", str(tmp_path / "ncnn")]) == 0
     a = load_image(tmp_path / "torch" / "step_01.png").rgb
     b = load_image(tmp_path / "ncnn" / "step_01.png").rgb

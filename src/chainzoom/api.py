@@ -164,7 +164,8 @@ class ChainZoom:
         from chainzoom.runs import driver
 
         config = self.job(image, scale=scale, **options)
-        yield from driver.zoom_states(self.models, driver.prepare(self.models, image, config), options.get("out"))
+        out = options.get("out")
+        yield from driver.zoom_states(self.models, driver.prepare(self.models, image, config, out), out)
 
     def __call__(
         self,
@@ -188,8 +189,8 @@ class ChainZoom:
 
         started = time.perf_counter()
         config = self.job(image, scale=scale, center=center, **options)
-        zoom = driver.prepare(self.models, image, config)
         out = Path(options["out"]) if options.get("out") is not None else None
+        zoom = driver.prepare(self.models, image, config, out)
         states = []
         for state in driver.zoom_states(self.models, zoom, out):
             states.append(state)

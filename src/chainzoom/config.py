@@ -290,8 +290,9 @@ class ZoomConfig(ExecutorConfig):
         if self.stop_below is not None and not math.isfinite(self.stop_below):
             raise OptionError("stop_below", f"must be a number of NIQE points, got {self.stop_below}")
         for spec in self.backbones:
-            try:
-                BACKBONES.check(spec, {}, self.runtime)
+            try:  # a candidate runs in the named precision where it can, else in its own auto one
+                named = self.runtime.dtype in BACKBONES.entry(spec).facts.dtypes
+                BACKBONES.check(spec, {}, self.runtime if named else dataclasses.replace(self.runtime, dtype="auto"))
             except ChainZoomError as exc:
                 raise OptionError("backbones", one_line(exc)) from None
         import importlib.util
@@ -742,6 +743,6 @@ def to_dict(config: object) -> dict[str, Any]:
 def identity(config: object, **extra: Any) -> dict[str, Any]:
     """The part of a config that decides a run's pixels, plus ``extra`` (input, hashes, kind)."""
     data = {k: v for k, v in to_dict(config).items() if k not in NOT_IDENTITY + EXECUTOR_FIELDS}
-    if isinstance(data.get("runtime"), dict):  # where the weights sit between uses changes no pixel
-        data["runtime"] = {k: v for k, v in data["runtime"].items() if k != "memory"}
+    if isinstance(data.get("runtime"), dict):  # where weights sit, and a permission, change no pixel
+        data["runtime"] = {k: v for k, v in data["runtime"].items() if k not in ("memory", "allow_slow_dtype")}
     return {**extra, **data}

@@ -106,7 +106,8 @@ def resolve_job(
     ``objects`` are the recorded specs of a backbone and a prompter passed as objects
     (``None`` for those named by spec). Made explicit here, once, for every front-end:
 
-    - the device the runtime resolved to (a run on ``auto`` records ``cpu`` or ``cuda``);
+    - the device the runtime resolved to (a run on ``auto`` records ``cpu`` or ``cuda``), and the
+      precision the backbone runs in (``dtype=auto`` resolved from its facts and this machine);
     - the size of the states, ``view``, as planned for the input (a run with the default view
       is the same run as one that names that size), and the adaptive policy's candidates and
       factors (named or default);
@@ -123,8 +124,13 @@ def resolve_job(
     if not config.uses_models:
         defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
         changes.update({name: defaults[name] for name in MODEL_FIELDS})
+        changes["runtime"] = dataclasses.replace(runtime, dtype="float32")  # interpolation only
         objects = (None, None)
     else:
+        if objects[0] is None:  # the precision the backbone really runs in (auto resolved)
+            changes["runtime"] = dataclasses.replace(
+                runtime, dtype=BACKBONES.dtype_for(config.backbone_spec, runtime)[0]
+            )
         # the components by name (the default ones too), none where passed as objects
         changes["backbone"] = config.backbone_spec if objects[0] is None else None
         changes["prompter"] = config.prompter_spec if objects[1] is None else None

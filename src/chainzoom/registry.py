@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
 from chainzoom.errors import ModelError, OptionError, UnknownComponentError, one_line
-from chainzoom.runtime import DTYPES, Runtime
+from chainzoom.runtime import MODEL_DTYPES, Runtime, auto_dtype
 from chainzoom.secrets import redact_spec
 
 T = TypeVar("T")
@@ -45,12 +45,15 @@ class BackboneFacts:
     scale: int | None = 4
     text_aware: bool = False
     engines: tuple[str, ...] = ("torch",)
-    dtypes: tuple[str, ...] = DTYPES
+    dtypes: tuple[str, ...] = MODEL_DTYPES
     options: tuple[str, ...] = ()
     bytes_per_input_pixel: int = RRDBNET_BYTES_PER_INPUT_PIXEL
     size_multiple: int = 1
     max_side: int | None = None
     licence: str | None = None
+    #: bfloat16 measured faster than float32 on CPUs with native bf16, and within the model's
+    #: stated tolerance (docs/performance.md): ``dtype=auto`` picks it there.
+    cpu_bf16: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,11 @@ class Registry(Generic[T, E]):
                     f"{runtime.engine} does not apply to {self.kind} {entry.name!r} "
                     f"(engines: {', '.join(facts.engines)})",
                 )
-            if runtime.dtype not in facts.dtypes:
+            if runtime.engine == "ncnn" and runtime.dtype not in ("auto", "float32"):
+                raise OptionError(
+                    "dtype", f"{runtime.dtype}: the ncnn engine runs its own float32; use auto or float32"
+                )
+            if runtime.dtype != "auto" and runtime.dtype not in facts.dtypes:
                 raise OptionError(
                     "dtype",
                     f"{runtime.dtype} does not apply to {self.kind} {entry.name!r} (dtypes: {', '.join(facts.dtypes)})",
@@ -188,9 +195,22 @@ class Registry(Generic[T, E]):
         runtime = runtime or Runtime()
         entry = self.check(spec, options, runtime)
         runtime = runtime if runtime.resolved else runtime.resolve()
+        if isinstance(entry, BackboneEntry) and runtime.dtype == "auto":
+            runtime = replace(runtime, dtype=self.dtype_for(spec, runtime)[0])
         factory = load_factory(entry, self.kind)
         component: T = factory(split_spec(spec)[1], runtime, **options)
         return component
+
+    def dtype_for(self, spec: str, runtime: Runtime) -> tuple[str, str]:
+        """The precision a backbone runs in with ``runtime`` (on a resolved device), and why:
+        the one named, or what ``auto`` picks from the backbone's facts on this machine."""
+        if runtime.dtype != "auto":
+            return runtime.dtype, "named"
+        if runtime.engine == "ncnn":
+            return "float32", "the ncnn engine runs float32"
+        entry = self.entry(spec)
+        facts = entry.facts if isinstance(entry, BackboneEntry) else BackboneFacts()
+        return auto_dtype(runtime.device, facts.dtypes, facts.cpu_bf16)
 
 
 def load_factory(entry: Entry, kind: str) -> Callable[..., Any]:

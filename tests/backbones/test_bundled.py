@@ -11,6 +11,7 @@ from chainzoom.backbones import BACKBONES, create_backbone
 from chainzoom.backbones.bundled.models import BUNDLED, rrdbnet_from_ncnn
 from chainzoom.backbones.bundled.ncnn_runtime import NcnnModel
 from chainzoom.errors import ChainZoomError, UnknownComponentError
+from chainzoom.runtime import Runtime
 
 pytestmark = pytest.mark.slow  # every test here runs the real bundled weights
 
@@ -25,7 +26,7 @@ def photo_crop() -> torch.Tensor:
 @pytest.mark.parametrize("model_id", ["realesrgan", "realsr"])
 def test_torch_conversion_matches_the_ncnn_runtime(model_id, photo_crop):
     param, weights = BUNDLED[model_id].files()
-    ours = create_backbone(model_id).upscale(photo_crop)
+    ours = create_backbone(model_id, Runtime(device="cpu", dtype="float32")).upscale(photo_crop)  # ncnn: float32
     reference = NcnnModel(param, weights)(photo_crop)
     assert ours.shape == (3, 48 * 4, 60 * 4)
     assert (ours - reference).abs().max().item() < 1e-3

@@ -15,7 +15,7 @@ from chainzoom.runtime import Runtime
 def test_half_precision_is_refused_on_the_cpu_only():
     assert resolve_precision(Runtime(device="cpu")) == (torch.device("cpu"), torch.float32)
     for dtype in ("float16", "bfloat16"):
-        with pytest.raises(ChainZoomError, match="on the CPU use float32"):
+        with pytest.raises(ChainZoomError, match="on the CPU use auto or float32"):
             resolve_precision(Runtime(device="cpu", dtype=dtype))
     assert resolve_precision(Runtime(device="cuda", dtype="bfloat16")) == (torch.device("cuda"), torch.bfloat16)
 

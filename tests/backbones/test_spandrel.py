@@ -392,9 +392,9 @@ def test_unsupported_channel_counts(tmp_path: Path) -> None:
 def test_precision_checks_come_before_reading_the_file(tmp_path: Path) -> None:
     never_read = tmp_path / "missing.safetensors"
     for dtype, match in (
-        ("float16", "dtype float16 is for GPUs; on the CPU use float32"),
+        ("float16", "dtype float16 is for GPUs; on the CPU use auto or float32"),
         ("bfloat16", "dtype bfloat16 is for GPUs"),
-        ("float64", "dtype: must be one of float32, float16, bfloat16, got 'float64'"),
+        ("float64", "dtype: must be one of auto, float32, float16, bfloat16, got 'float64'"),
     ):
         with pytest.raises(ChainZoomError, match=match):
             create_spandrel(str(never_read), Runtime(device="cpu", dtype=dtype))

@@ -34,7 +34,7 @@ COMMANDS = {
         (["--tile", "64", "--tile-overlap", "64"], "--tile-overlap: (64) must be smaller than the tile (64)"),
         (
             ["--dtype", "float16", "--device", "cpu"],
-            "--dtype: float16 is for GPUs; on the CPU use float32 (it is faster there)",
+            "--dtype: float16 is for GPUs; on the CPU use auto, float32 or bfloat16",
         ),
     ],
 )

@@ -221,7 +221,7 @@ def run_job(folder: AppFolder, cache: ModelCache, job: Job) -> tuple[Path, int, 
     pipeline = cache.get(job.backbone, job.prompter)
     out = folder.run_folder(job)
     config = pipeline.job(job.input, scale=job.scale, center=job.center, mode=job.mode, consistency=job.consistency)
-    zoom = driver.prepare(pipeline.models, job.input, config)
+    zoom = driver.prepare(pipeline.models, job.input, config, out)
     return out, zoom.states_planned, driver.zoom_states(pipeline.models, zoom, out)
 
 

@@ -34,7 +34,8 @@ for _name, _description, _licence in (
             _name,
             f"chainzoom.backbones.bundled.models:create_{_name}",
             _description,
-            facts=BackboneFacts(engines=("torch", "compile", "ncnn"), licence=_licence),
+            # bf16 on CPUs with native bf16: about 2x float32, within 2.3 levels (docs/performance.md)
+            facts=BackboneFacts(engines=("torch", "compile", "ncnn"), licence=_licence, cpu_bf16=True),
         )
     )
 for _method in ("nearest", "bicubic", "lanczos"):
@@ -43,7 +44,9 @@ for _method in ("nearest", "bicubic", "lanczos"):
             _method,
             f"chainzoom.backbones.interpolation:create_{_method}",
             f"{_method} interpolation 4x, no model",
-            facts=BackboneFacts(bytes_per_input_pixel=INTERPOLATION_BYTES_PER_INPUT_PIXEL, licence="n/a"),
+            facts=BackboneFacts(
+                bytes_per_input_pixel=INTERPOLATION_BYTES_PER_INPUT_PIXEL, licence="n/a", dtypes=("float32",)
+            ),
         )
     )
 BACKBONES.register(

@@ -146,7 +146,13 @@ FLAGS: dict[str, Flag] = {
     "workers": Flag("Ray actors, each holding one backbone and prompter (default: one per GPU, else per CPU)"),
     # runtime
     "device": Flag("auto | cpu | cuda | cuda:N | mps"),
-    "dtype": Flag("model precision (half precision only on GPUs)"),
+    "dtype": Flag(
+        "model precision: auto (default: the backbone's fastest safe one here, see chainzoom models "
+        "--verbose), float32, bfloat16 (CPUs with native bf16, or GPUs), float16 (GPUs)"
+    ),
+    "allow_slow_dtype": Flag(
+        "run --dtype bfloat16 on a CPU without native bf16 (several times slower)", action="store_true"
+    ),
     "threads": Flag("CPU threads for torch (default: torch's)"),
     "seed": Flag("seed for every random choice"),
     "engine": Flag(

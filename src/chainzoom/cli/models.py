@@ -32,8 +32,20 @@ def run(args: argparse.Namespace) -> int:
         print(describe_prompter(prompter))
     _problems(PROMPTERS)
     if args.verbose:
+        print_auto_dtypes(BACKBONES)
         print_loaded_cards(BACKBONES)
     return 0
+
+
+def print_auto_dtypes(registry: Registry[Any, Any]) -> None:
+    """What ``--dtype auto`` picks for each backbone on this machine's CPU, and why (no torch)."""
+    from chainzoom.runtime import NATIVE_BF16_FLAGS, auto_dtype, cpu_flags
+
+    found = sorted(flag for flag in NATIVE_BF16_FLAGS if flag in cpu_flags())
+    print(f"\n--dtype auto on this CPU (native bf16 flags: {', '.join(found) or 'none'}):")
+    for entry in registry:
+        dtype, why = auto_dtype("cpu", entry.facts.dtypes, entry.facts.cpu_bf16)
+        print(f"  {entry.name}: {dtype} ({why})")
 
 
 def describe_backbone(entry: BackboneEntry) -> str:

@@ -118,7 +118,7 @@ class _Runner:
     pipeline: ChainZoom
     progress: ZoomProgress
 
-    def prepare(self, path: Path, plan: ZoomPlan, row: EvalRow) -> PreparedZoom:
+    def prepare(self, path: Path, plan: ZoomPlan, row: EvalRow, folder: Path) -> PreparedZoom:
         """The ``chainzoom zoom`` job of one run: ``row``'s mode, consistency, policy and VLM context,
         at ``plan``'s scale and view; its request is the run folder's identity."""
         config = self.pipeline.job(
@@ -133,7 +133,7 @@ class _Runner:
         )
         if row.context is not None and config.uses_models:
             config = dataclasses.replace(config, prompter_context=row.context)
-        return driver.prepare(self.pipeline.models, path, config)
+        return driver.prepare(self.pipeline.models, path, config, folder)
 
     def finished(self, folder: Path, request: dict) -> list[ScaleState] | None:
         """The states of a finished run of ``request`` in ``folder`` (read back, every one), or None.
@@ -163,7 +163,7 @@ class _Runner:
         Each run is the ``chainzoom zoom`` run of the same image, mode and view, so its
         folder means the same to both commands.
         """
-        zoom = self.prepare(path, plan, row)
+        zoom = self.prepare(path, plan, row, folder)
         states = self.finished(folder, zoom.job.request())
         if states is not None:
             task = self.progress.add(f"{label} (finished before)", 0)

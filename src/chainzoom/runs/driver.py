@@ -18,6 +18,7 @@ which holds models and no run state, so a run's output never depends on what was
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import torch
 from chainzoom.config import ExecutorConfig, FullConfig, ZoomConfig
 from chainzoom.core.geometry import ZoomPlan, plan_zoom, resolve_center, resolve_view
 from chainzoom.core.states import ScaleState
-from chainzoom.errors import OptionError
+from chainzoom.errors import ConfigError, OptionError, RunFolderError
 from chainzoom.io.digest import file_sha256
 from chainzoom.io.images import DEFAULT_MAX_PIXELS, ImageInput, LoadedImage, as_loaded, collect_inputs, input_names
 from chainzoom.job import ZoomJob, resolve_job
@@ -111,11 +112,14 @@ def effective_models(models: ModelSet, config: ZoomConfig | FullConfig) -> ZoomC
     return resolve_job(config, models.runtime, "", "", models.objects).config
 
 
-def prepare(models: ModelSet, image: ImageInput, config: ZoomConfig) -> PreparedZoom:
-    """Decode and plan one input and resolve its job (nothing is loaded or written)."""
+def prepare(models: ModelSet, image: ImageInput, config: ZoomConfig, out: str | Path | None = None) -> PreparedZoom:
+    """Decode and plan one input and resolve its job (nothing is loaded or written); with the run
+    folder ``out``, a run resumed there keeps the precision it recorded (:func:`keep_recorded_dtype`)."""
     loaded = load_input(image, config)
     plan = plan_for(models, loaded.size, config)
     job = job_for(models, image, loaded, config, plan)
+    if out is not None:
+        job = keep_recorded_dtype(job, config.runtime.dtype, Path(out))
     return PreparedZoom(job, loaded, plan, models.adaptive_policy(job.zoom))
 
 
@@ -158,6 +162,27 @@ def zoom_states(
         animation=config.animation,
         cache_prompts=local and config.uses_models and models.caches_prompts(config),
     )
+
+
+def keep_recorded_dtype(job: ZoomJob, asked: str, folder: Path) -> ZoomJob:
+    """``job``, or, when its dtype was ``auto`` and ``folder`` holds its run made in another
+    precision, ``job`` in the recorded one: ``auto`` can resolve otherwise on another machine
+    (or with other flags of the CPU), and a run is made in one precision from start to end."""
+    if asked != "auto" or not job.uses_models:
+        return job
+    try:
+        previous = RunFolder(folder).read_manifest()
+    except RunFolderError:
+        return job  # the run folder's own checks say what is wrong with it
+    if previous is None or not isinstance(previous.get("request"), dict):
+        return job
+    try:
+        recorded = ZoomJob.read(previous["request"], job.source, str(folder)).runtime.dtype
+    except ConfigError:
+        return job  # another kind of run: refused as such when the folder is prepared
+    runtime = dataclasses.replace(job.runtime, dtype=recorded)
+    same = dataclasses.replace(job, config=dataclasses.replace(job.config, runtime=runtime))
+    return same if same.request() == previous["request"] else job
 
 
 def check_batch(models: ModelSet, config: ZoomConfig) -> list[tuple[Path, Path]]:
@@ -208,7 +233,7 @@ def run_batch(
     batch = start_batch(models, config) if batch is None else batch
 
     def one(path: Path, folder: Path, maker: StateMaker | None = None) -> None:
-        zoom = prepare(models, path, config)
+        zoom = prepare(models, path, config, folder)
         task = progress.add(path.name, zoom.states_planned) if progress is not None else None
         for state in zoom_states(models, zoom, folder, maker):
             if progress is not None:
@@ -243,7 +268,7 @@ def run_full(models: ModelSet, config: FullConfig, on_tile: TileCallback | None 
     """
     path = full_input(config)
     image = load_input(path, config)
-    job = job_for(models, path, image, config)
+    job = keep_recorded_dtype(job_for(models, path, image, config), config.runtime.dtype, Path(config.out))
     effective = job.config
     prompted = effective.prompter_spec != "null" or job.prompter_object is not None
     tile, overlap = effective.runtime.tile or DEFAULT_TILE, effective.runtime.overlap

@@ -13,6 +13,7 @@ The set holds models and nothing of any run, so a run never depends on the runs 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from chainzoom.config import ModelConfig, ZoomConfig
@@ -60,16 +61,26 @@ class ModelSet:
         )
 
     def backbone_for(self, config: ModelConfig) -> Backbone:
-        """The backbone ``config`` names with its options (a job's may differ from the pipeline's own:
-        protocol official's numerics), built once each; the object the caller passed, if any."""
+        """The backbone ``config`` names with its options and precision (a job's may differ from the
+        pipeline's own: protocol official's numerics, a resumed run's recorded dtype), built once
+        each; the object the caller passed, if any."""
         if self._given[0] is not None:
             return self._given[0]
-        key = _key(config.backbone_spec, config.backbone_options())
+        key = self._backbone_key(config)
         if key not in self._backbones:
             from chainzoom.pipeline.components import build_backbone
 
-            self._backbones[key] = build_backbone(key[0], self.runtime, **dict(key[1]))
+            runtime = dataclasses.replace(self.runtime, dtype=dict(key[1])["dtype"])
+            self._backbones[key] = build_backbone(config.backbone_spec, runtime, **config.backbone_options())
         return self._backbones[key]
+
+    def _backbone_key(self, config: ModelConfig) -> ComponentKey:
+        """What identifies ``config``'s backbone: spec, options and the precision it runs in."""
+        from chainzoom.backbones import BACKBONES
+
+        asked = dataclasses.replace(self.runtime, dtype=config.runtime.dtype)
+        dtype = BACKBONES.dtype_for(config.backbone_spec, asked)[0]
+        return _key(config.backbone_spec, {**config.backbone_options(), "dtype": dtype})
 
     def prompter_for(self, config: ModelConfig) -> Prompter:
         """The prompter ``config`` names with its options, built once each; a VLM that differs from
@@ -110,7 +121,7 @@ class ModelSet:
 
     def place(self, config: ModelConfig, plan: ZoomPlan) -> None:
         """Put ``config``'s backbone and VLM weights under one memory plan (``--memory``), once."""
-        key = _key(config.backbone_spec, config.backbone_options())
+        key = self._backbone_key(config)
         if key in self._placed:
             return
         from chainzoom.pipeline.components import share_device
@@ -131,10 +142,14 @@ class ModelSet:
         return AdaptivePolicy(candidates, config.step_factors, score_niqe, "niqe", config.stop_below)
 
     def candidate(self, config: ModelConfig, spec: str) -> Backbone:
-        """The backbone ``spec`` for the adaptive policy: ``config``'s own, or ``spec`` with no options."""
+        """The backbone ``spec`` for the adaptive policy: ``config``'s own, or ``spec`` with no options,
+        in ``config``'s precision where it runs in it, else in its own ``auto`` one."""
         if spec == config.backbone_spec:
             return self.backbone_for(config)
-        return self.backbone_for(ModelConfig(backbone=spec, runtime=config.runtime))
+        from chainzoom.backbones import BACKBONES
+
+        dtype = config.runtime.dtype if config.runtime.dtype in BACKBONES.entry(spec).facts.dtypes else "auto"
+        return self.backbone_for(ModelConfig(backbone=spec, runtime=dataclasses.replace(config.runtime, dtype=dtype)))
 
     def worker_copy(self) -> ModelSet:
         """This model set as a Ray actor receives it: the config, plus only the objects the caller passed.

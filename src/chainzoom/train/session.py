@@ -62,6 +62,8 @@ def run_train_backbone(config: TrainBackboneConfig, report: Callable[[str], None
 
     out = Path(config.out)
     runtime = config.runtime.resolve()
+    if runtime.device == "cpu" and runtime.dtype not in ("auto", "float32"):
+        raise OptionError("dtype", f"{runtime.dtype} is for GPUs; training on the CPU runs float32 (auto)")
     images = ImageSet(config.images, config.crop, config.captions)
     settings = RealESRGANSettings()
     if config.preview:

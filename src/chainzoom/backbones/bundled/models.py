@@ -129,7 +129,11 @@ def create_bundled(model_id: str, runtime: Runtime) -> Backbone:
             raise OptionError("engine", "ncnn runs on the CPU only; use device cpu")
         return NcnnBackbone(NcnnModel(param, bin_path, threads=runtime.threads), card)
     return TorchBackbone(
-        model, card, device=runtime.device, dtype=torch_dtype(runtime.dtype), compile=engine == "compile"
+        model,
+        card,
+        device=runtime.device,
+        dtype=torch_dtype(runtime.model_dtype(cpu_bf16=True)),
+        compile=engine == "compile",
     )
 
 

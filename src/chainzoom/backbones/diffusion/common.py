@@ -63,12 +63,13 @@ def resolve_precision(runtime: Runtime) -> tuple[torch.device, torch.dtype]:
     half-precision request on the CPU is a mistake to report.
     """
     device = torch.device(runtime.device)
-    if device.type == "cpu" and runtime.dtype != "float32":
+    dtype = runtime.model_dtype()  # auto: float32 on a CPU (bf16 not measured for these models there)
+    if device.type == "cpu" and dtype != "float32":
         raise ChainZoomError(
-            f"dtype {runtime.dtype} runs diffusion models only on a GPU; on the CPU use float32 "
-            "(bfloat16 is several times slower there)"
+            f"dtype {dtype} runs diffusion models only on a GPU; on the CPU use auto or float32 "
+            "(half precision was several times slower there)"
         )
-    return device, torch_dtype(runtime.dtype)
+    return device, torch_dtype(dtype)
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,7 @@ class OneStepDiffusionSR(Restorer):
             "adapters": files,
             "timestep": family.timestep,
             **asdict(options),
-            "dtype": runtime.dtype,
+            "dtype": runtime.model_dtype(),
             "seed": runtime.seed,
         }
         if options.vae_tiling:

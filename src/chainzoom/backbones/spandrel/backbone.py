@@ -160,10 +160,12 @@ def check_channels(descriptor: ImageModelDescriptor, path: Path) -> None:
 
 
 def check_precision(runtime: Runtime) -> torch.dtype:
-    """The dtype to run in; half precision is for GPUs (several times slower on the CPU)."""
-    if runtime.dtype != "float32" and torch.device(runtime.device).type == "cpu":
-        raise ChainZoomError(f"dtype {runtime.dtype} is for GPUs; on the CPU use float32")
-    return torch_dtype(runtime.dtype)
+    """The dtype to run in (``auto``: float32 on a CPU, where bf16 is not yet measured per
+    architecture); half precision is for GPUs."""
+    dtype = runtime.model_dtype()
+    if dtype != "float32" and torch.device(runtime.device).type == "cpu":
+        raise ChainZoomError(f"dtype {dtype} is for GPUs; on the CPU use auto or float32")
+    return torch_dtype(dtype)
 
 
 def check_dtype_support(descriptor: ImageModelDescriptor, dtype: torch.dtype, path: Path) -> None:
