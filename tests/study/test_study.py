@@ -267,7 +267,14 @@ def test_a_vote_chooses_the_method_shown_on_the_side_clicked(study: Path) -> Non
     served = Study(study)
     with serving(study) as address:
         trial = json.loads(request(address, "GET", "/api/next?rater=me")[1])["trial"]
-        vote = {"key": "0123456789abcdef", "rater": "me", "trial": trial["id"], "side": "right", "seconds": 2.5}
+        vote = {
+            "key": "0123456789abcdef",
+            "rater": "me",
+            "trial": trial["id"],
+            "ticket": trial["ticket"],
+            "side": "right",
+            "seconds": 2.5,
+        }
         status, body = request(address, "POST", "/api/vote", vote)
         assert status == 200 and json.loads(body) == {"outcome": "stored", "done": 1, "total": 28}
         assert json.loads(request(address, "POST", "/api/vote", vote)[1])["outcome"] == "repeat"
