@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+import time
 from collections.abc import Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,9 +35,10 @@ LISTEN_QUEUE = 128
 SOCKET_TIMEOUT = 30.0
 #: C0 controls and DEL as ``\\xNN`` in log lines, so no request can write a line of its own.
 _CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
-#: A refused body up to this size is read and dropped before the reply, so the client, still
-#: sending, gets the reply rather than a reset; a larger one is not read at all.
-DRAIN_LIMIT = 1 << 20
+#: A refused body up to this size is read and dropped (for at most DRAIN_SECONDS) before the reply,
+#: so a client still sending gets the reply rather than a reset; a larger one is not read at all.
+DRAIN_LIMIT = 4 << 20
+DRAIN_SECONDS = 2.0
 
 
 def is_loopback(host: str) -> bool:
@@ -109,6 +111,8 @@ class Handler(BaseHTTPRequestHandler):
     """The shared handler: one-line errors and log lines, ``HEAD``, the ``Host`` check, no traceback."""
 
     timeout = SOCKET_TIMEOUT
+    #: What a request line without a version is answered as: with a status line (HTTP/0.9 has none).
+    default_request_version = "HTTP/1.0"
     #: Empty until the connection's first request line is read (the base class sets it per request).
     requestline = ""
     #: The methods the server answers, named by a 405.
@@ -228,13 +232,26 @@ class Handler(BaseHTTPRequestHandler):
         self.send_body(body)
 
     def drain(self, length: int) -> None:
-        """Read and drop a refused body of ``length`` bytes (up to :data:`DRAIN_LIMIT`), so the reply is read."""
-        left = min(length, DRAIN_LIMIT)
-        while left > 0:
-            chunk = self.rfile.read(min(left, 1 << 16))
-            if not chunk:
-                break
-            left -= len(chunk)
+        """Read and drop a refused body of ``length`` bytes, so that a client still sending reads the reply.
+
+        Only up to :data:`DRAIN_LIMIT` bytes, and for at most :data:`DRAIN_SECONDS` in all: a larger
+        body, or a client that sends less than it said, is not waited for.
+        """
+        if not 0 < length <= DRAIN_LIMIT:
+            return
+        deadline = time.monotonic() + DRAIN_SECONDS
+        try:
+            left = length
+            while left > 0 and (wait := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(wait)
+                chunk = self.rfile.read1(min(left, 1 << 16))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:  # TimeoutError included: the reply goes out regardless
+            pass
+        finally:
+            self.connection.settimeout(self.timeout)
 
     # --- log lines -------------------------------------------------------------------------
 
