@@ -41,6 +41,8 @@ from chainzoom.errors import ChainZoomError
 
 LOG = logging.getLogger(__name__)
 SCALES = (4, 16, 64, 256, 1024)
+#: Longest backbone or prompter argument (a path, a URL with options, a fixed prompt).
+MAX_ARGUMENT = 4096
 #: What ``--allow-host`` takes: a host name or IPv4 address, or an IPv6 one in brackets, and an optional port.
 ALLOWED_NAME = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
@@ -108,6 +110,8 @@ def read_request(
             argument = ""
         if not isinstance(argument, str):
             return f"**Cannot run:** the {kind} argument must be text, got {_shown(argument)}"
+        if len(argument) > MAX_ARGUMENT:
+            return f"**Cannot run:** the {kind} argument is {len(argument):,} characters, over {MAX_ARGUMENT:,}"
         specs.append(spec_of(choice, argument))
     problem = check_choice(BACKBONES, specs[0]) or check_choice(PROMPTERS, specs[1])
     if problem:
