@@ -183,10 +183,44 @@ def test_a_cancelled_zoom_keeps_its_states_and_resumes(app, browser, artifacts: 
     page.close()
 
 
+def test_an_x4_zoom_shows_its_gallery(app, browser, artifacts: Path) -> None:
+    """x4 is one step: Gradio 6 refused the step slider's 1..1 range and the page showed only that error."""
+    page = open_page(browser, app[1])
+    page.locator("#upload input[type=file]").set_input_files(str(SAMPLE))
+    page.wait_for_selector("#picture img")
+    page.get_by_label("4", exact=True).check()
+    choose(page, "#backbone", "bicubic")
+    page.click("#run")
+    page.wait_for_function("document.querySelector('#zoom-status').innerText.startsWith('Done')")
+    assert page.locator("#zoom-gallery img").count() == 2
+    assert "x4: (no prompt)" in page.locator("#zoom-gallery").inner_text()
+    assert page.locator("#zoom-zip").is_visible()
+    assert "Slider" not in page.inner_text("body") and "Error" not in page.inner_text("#zoom-status")
+    page.screenshot(path=str(artifacts / "app-x4.png"), full_page=True)
+    page.close()
+
+
+def test_a_run_that_fails_at_step_1_shows_its_reason(app, browser) -> None:
+    """A prompter whose server is not there fails the first step: the page says so, not a slider's complaint."""
+    page = open_page(browser, app[1])
+    page.locator("#upload input[type=file]").set_input_files(str(SAMPLE))
+    page.wait_for_selector("#picture img")
+    page.get_by_label("16", exact=True).check()
+    choose(page, "#backbone", "bicubic")
+    choose(page, "#prompter", "openai")
+    page.locator("#parg textarea").fill("http://127.0.0.1:1/v1,model=x,retries=0")
+    page.click("#run")
+    page.wait_for_function("document.querySelector('#zoom-status').innerText.startsWith('Stopped')")
+    status = page.inner_text("#zoom-status")
+    assert "no usable answer after 1 tries" in status and "Connection refused" in status, status
+    assert "Slider" not in page.inner_text("body")
+    page.close()
+
+
 def test_a_bad_upload_is_a_message_in_the_page_and_writes_nothing(app, browser, tmp_path: Path, artifacts) -> None:
     demo, url = app
     folder = demo.chainzoom_folder
-    before = sorted(p.relative_to(folder.root) for p in folder.root.rglob("*")) if folder.root.exists() else []
+    before = kept(folder.root)
     bad = tmp_path / "holiday.png"
     bad.write_text("this is not a picture\n")
     page = open_page(browser, url)
@@ -197,8 +231,14 @@ def test_a_bad_upload_is_a_message_in_the_page_and_writes_nothing(app, browser, 
     page.click("#run")  # nothing to run on: said in the page, nothing started
     page.wait_for_function("document.querySelector('#zoom-status').innerText.includes('Upload a photo')")
     page.close()
-    after = sorted(p.relative_to(folder.root) for p in folder.root.rglob("*")) if folder.root.exists() else []
-    assert after == before
+    assert kept(folder.root) == before
+    assert not list(folder.cache.rglob("holiday*"))  # Gradio's copy of the refused upload is deleted too
+
+
+def kept(root: Path) -> list[Path]:
+    """What the app keeps in its folder, Gradio's cache aside."""
+    found = root.rglob("*") if root.exists() else []
+    return sorted(p.relative_to(root) for p in found if p.relative_to(root).parts[0] != "cache")
 
 
 def test_the_app_serves_no_file_outside_its_folders(app) -> None:

@@ -164,3 +164,30 @@ def test_the_app_without_gradio_says_what_to_install(monkeypatch, capsys, tmp_pa
     assert main(["app", "--port", "7999", "--folder", str(tmp_path / "app")]) == 2
     assert capsys.readouterr().err == "chainzoom: error: chainzoom app needs gradio: pip install 'chainzoom[app]'\n"
     assert not (tmp_path / "app").exists()
+
+
+def test_a_refused_upload_is_deleted_from_gradios_cache(tmp_path: Path, small: Path) -> None:
+    folder = AppFolder(tmp_path / "app")
+    arrived = folder.cache / "0123abcd" / "holiday.png"  # where Gradio puts an upload: cache/HASH/NAME
+    arrived.parent.mkdir(parents=True)
+    arrived.write_text("not a picture\n")
+    with pytest.raises(InputError, match="holiday.png: not an image file"):
+        folder.accept(arrived)
+    assert not arrived.exists() and not arrived.parent.exists() and folder.cache.is_dir()
+    elsewhere = tmp_path / "notes.png"  # a file outside the cache (a bundled photo, say) is never deleted
+    elsewhere.write_text("not a picture\n")
+    with pytest.raises(InputError):
+        folder.accept(elsewhere)
+    assert elsewhere.exists()
+    kept = folder.cache / "4567" / "small.png"
+    kept.parent.mkdir()
+    kept.write_bytes(small.read_bytes())
+    assert folder.accept(kept).size == (160, 120) and kept.exists()
+
+
+def test_allow_host_takes_names_and_refuses_anything_else_in_one_line(capsys) -> None:
+    for bad in ("bad name", "evil.example/path", "name:99999", "http://x", ""):
+        assert main(["app", "--allow-host", "zoom.lan", "--allow-host", bad]) == 2
+        assert capsys.readouterr().err == (
+            f"chainzoom: error: --allow-host: must be a host name or address with an optional :PORT, got {bad!r}\n"
+        )

@@ -5,7 +5,10 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -267,7 +270,14 @@ def test_a_vote_chooses_the_method_shown_on_the_side_clicked(study: Path) -> Non
     served = Study(study)
     with serving(study) as address:
         trial = json.loads(request(address, "GET", "/api/next?rater=me")[1])["trial"]
-        vote = {"key": "0123456789abcdef", "rater": "me", "trial": trial["id"], "side": "right", "seconds": 2.5}
+        vote = {
+            "key": "0123456789abcdef",
+            "rater": "me",
+            "trial": trial["id"],
+            "ticket": trial["ticket"],
+            "side": "right",
+            "seconds": 2.5,
+        }
         status, body = request(address, "POST", "/api/vote", vote)
         assert status == 200 and json.loads(body) == {"outcome": "stored", "done": 1, "total": 28}
         assert json.loads(request(address, "POST", "/api/vote", vote)[1])["outcome"] == "repeat"
@@ -297,3 +307,134 @@ def test_each_rater_gets_every_trial_once_in_an_order_of_their_own(study: Path) 
     assert first.index("attention") == 13 and served.order("alice") == first  # the same on every reload
     lefts = [served.sides("alice", t)[0] for t in first]
     assert 5 < lefts.count("a") < 23  # random sides, not always the first method on the left
+
+
+# --- hardening: odd votes, forged votes, idle connections ----------------------------------
+
+
+def raw(address, data: bytes) -> tuple[int, bytes]:
+    """Status and body of a raw request; a dropped connection raises (what these tests rule out)."""
+    with socket.create_connection(address, timeout=10) as client:
+        client.sendall(data)
+        received = b""
+        while chunk := client.recv(1 << 16):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def post(address, body: bytes, content_type: str = "application/json", **headers: str) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection(*address, timeout=10)
+    try:
+        connection.request(
+            "POST", "/api/vote", body=body, headers={"Content-Type": content_type, "Connection": "close", **headers}
+        )
+        response = connection.getresponse()
+        text = response.read()
+        assert b"\n" not in text.strip(), text  # one line
+        return response.status, json.loads(text)
+    finally:
+        connection.close()
+
+
+def shown_vote(address, rater: str = "me") -> dict:
+    trial = json.loads(request(address, "GET", f"/api/next?rater={rater}")[1])["trial"]
+    return {"key": uuid.uuid4().hex, "rater": rater, "trial": trial["id"], "ticket": trial["ticket"], "side": "left", "seconds": 1.0}  # fmt: skip
+
+
+def test_a_vote_of_the_wrong_shape_or_nested_deep_is_400_in_one_line(study: Path, capfd) -> None:
+    with serving(study) as address:
+        vote = shown_vote(address)
+        for bad in (
+            json.dumps({**vote, "trial": [1, 2]}).encode(),
+            json.dumps({**vote, "trial": {"id": 1}}).encode(),
+            json.dumps({**vote, "rater": ["me"]}).encode(),
+            b"[" * 2000 + b"]" * 2000,
+            b'{"trial": ' + b"[" * 1500 + b"]" * 1500 + b"}",
+        ):
+            status, answer = post(address, bad)
+            assert status == 400 and answer["error"], (bad[:40], answer)
+        assert post(address, json.dumps(vote).encode())[1]["outcome"] == "stored"  # the server is fine after them
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_vote_from_another_site_or_not_json_is_refused_and_not_stored(study: Path) -> None:
+    served = Study(study)
+    with serving(study) as address:
+        vote = shown_vote(address)
+        body = json.dumps(vote).encode()
+        own = f"http://{address[0]}:{address[1]}"
+        assert post(address, body, "text/plain")[0] == 415  # what a plain form or fetch can send cross-site
+        assert post(address, b"key=x&rater=me", "application/x-www-form-urlencoded")[0] == 415
+        for origin in ("http://evil.example", "null", f"http://{address[0]}:{address[1] + 1}"):
+            status, answer = post(address, body, Origin=origin)
+            assert status == 403 and "another site" in answer["error"], origin
+        assert served.store.votes() == []
+        assert post(address, body, "application/json; charset=utf-8", Origin=own) == (
+            200,
+            {"outcome": "stored", "done": 1, "total": len(served.trials)},
+        )
+
+
+def test_a_vote_is_bound_to_a_trial_shown_to_that_rater(study: Path) -> None:
+    served = Study(study)
+    with serving(study) as address:
+        mine = shown_vote(address, "alice")
+        never_shown = next(t for t in served.order("alice") if t != mine["trial"])
+        for forged in (
+            {**mine, "trial": never_shown},  # a trial alice was never handed
+            {**mine, "rater": "bob"},  # alice's trial and ticket under another name
+            {**mine, "ticket": "not-the-ticket"},
+            {k: v for k, v in mine.items() if k != "ticket"},
+            {**mine, "ticket": {"a": 1}},
+        ):
+            status, answer = post(address, json.dumps(forged).encode())
+            assert status == 403 and "was not shown to rater" in answer["error"], forged
+        assert served.store.votes() == []
+        assert post(address, json.dumps(mine).encode())[1]["outcome"] == "stored"
+        again = json.loads(request(address, "GET", "/api/next?rater=alice")[1])["trial"]
+        assert again["ticket"] == served.store.ticket("alice", again["id"])  # recorded as shown
+
+
+def test_a_rater_id_is_matched_whole(study: Path) -> None:
+    with serving(study) as address:
+        assert request(address, "GET", "/api/next?rater=alice%0A")[0] == 400
+        vote = shown_vote(address, "alice")
+        status, answer = post(address, json.dumps({**vote, "rater": "alice\n"}).encode())
+        assert status == 400 and "rater must be" in answer["error"]
+        status, answer = post(address, json.dumps({**vote, "key": vote["key"] + "\n"}).encode())
+        assert status == 400 and "key must be" in answer["error"]
+
+
+def test_head_empty_bodies_and_other_methods_get_one_line(study: Path) -> None:
+    with serving(study) as address:
+        host = f"{address[0]}:{address[1]}"
+        connection = http.client.HTTPConnection(*address, timeout=10)
+        connection.request("HEAD", "/")
+        response = connection.getresponse()
+        assert response.status == 200 and int(response.headers["Content-Length"]) > 1000 and response.read() == b""
+        connection.close()
+        status, body = raw(address, f"POST /api/vote HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n".encode())  # fmt: skip
+        assert status == 400 and b"a vote needs a body" in body
+        status, body = raw(address, f"DELETE /api/vote HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert status == 405 and body.count(b"\n") == 1
+
+
+def test_the_listen_queue_is_deep_and_silent_connections_are_dropped(study: Path, monkeypatch) -> None:
+    from chainzoom import serving as shared
+
+    monkeypatch.setattr(shared.Handler, "timeout", 0.5)
+    with serving(study) as address:
+        host = f"{address[0]}:{address[1]}"
+        with (
+            socket.create_connection(address, timeout=10) as idle,
+            socket.create_connection(address, timeout=10) as half,
+        ):
+            half.sendall(f"POST /api/vote HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{".encode())  # fmt: skip
+            assert request(address, "GET", "/api/next?rater=me")[0] == 200  # served meanwhile
+            started = time.monotonic()
+            assert idle.recv(100) == b"" and half.recv(100) == b""  # closed by the server, not by us
+            assert time.monotonic() - started < 5
+    server = make_server(study)
+    server.server_close()
+    assert server.request_queue_size >= 128

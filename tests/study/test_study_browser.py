@@ -55,8 +55,15 @@ def post_vote(address: tuple[str, int], vote: dict) -> dict | None:
 
 def test_a_server_killed_mid_vote_loses_and_doubles_no_vote(study: Path) -> None:
     served = Study(study)
-    votes = [
-        {"key": uuid.uuid4().hex, "rater": f"r{r}", "trial": trial, "side": "left", "seconds": 1.0}
+    votes = [  # every trial handed to its rater beforehand (what /api/next does, one at a time)
+        {
+            "key": uuid.uuid4().hex,
+            "rater": f"r{r}",
+            "trial": trial,
+            "ticket": served.show(f"r{r}", trial),
+            "side": "left",
+            "seconds": 1.0,
+        }
         for r in range(8)
         for trial in served.order(f"r{r}")
     ]

@@ -455,3 +455,55 @@ def test_a_level_rewritten_while_serving_is_served_anew(tmp_path: Path) -> None:
         shutil.copyfile(other / "level_01.tif", tmp_path / "level_01.tif.new")
         (tmp_path / "level_01.tif.new").replace(tmp_path / "level_01.tif")
         assert 'Width="192"' in get(url + "tiff/level_01.dzi").decode()
+
+
+def test_a_tile_number_of_5000_digits_is_404_and_one_log_line(odd_run: Path, capsys) -> None:
+    log = RequestLog()
+    with serving(odd_run, log) as url:
+        huge = "9" * 5000
+        cases = [f"tiff/level_01_files/{huge}/0_0.jpg", f"tiff/level_01_files/0/{huge}_0.jpg", "tiff/level_01_files/1/0_0.jpg%0A"]  # fmt: skip
+        assert_one_line_each(url, log, [(path, 404) for path in cases])
+        assert status(url, "tiff/level_01_files/10/0_0.jpg") == 200
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def reply(url: str, path: str, method: str = "GET") -> tuple[int, dict, bytes]:
+    address = urlsplit(url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=TIMEOUT)
+    try:
+        connection.request(method, "/" + path)
+        response = connection.getresponse()
+        return response.status, dict(response.headers), response.read()
+    finally:
+        connection.close()
+
+
+def test_head_is_get_without_the_body(odd_run: Path) -> None:
+    with serving(odd_run) as url:
+        for path in ("", "layers.json", "files/level_01.tif", "tiff/level_01.dzi", "tiff/level_01_files/10/0_0.jpg"):
+            got, head = reply(url, path), reply(url, path, "HEAD")
+            assert head[0] == got[0] == 200 and head[2] == b"", path
+            assert head[1]["Content-Length"] == str(len(got[2])) and head[1]["Content-Type"] == got[1]["Content-Type"]
+        assert reply(url, "nothing", "HEAD")[:1] == (404,)
+
+
+def test_hidden_files_are_not_served_and_errors_name_no_server_path(odd_run: Path) -> None:
+    (odd_run / ".chainzoom.lock").write_text("12345\n")
+    with serving(odd_run) as url:
+        for path in (
+            "files/.chainzoom.lock",
+            "files/%2echainzoom.lock",
+            "tiff/.hidden.dzi",
+            "files/sub/../.chainzoom.lock",
+        ):
+            assert reply(url, path)[0] == 404, path
+        for path in ("tiff/fake.dzi", "tiff/cut_files/0/0_0.jpg", "files/nothing", "files/big.bin/x"):
+            code, headers, body = reply(url, path)
+            text = body.decode()
+            assert code == 404 and str(odd_run) not in text and "/tmp" not in text, text
+            assert text.count("\n") == 1 and headers["Content-Type"].startswith("text/plain"), text
+        assert "fake.tif is not a readable TIFF" in reply(url, "tiff/fake.dzi")[2].decode()
+        assert reply(url, "files/x", "PUT")[0] == 405
+    server = make_server(odd_run)
+    server.server_close()
+    assert server.request_queue_size >= 128

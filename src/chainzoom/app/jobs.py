@@ -5,6 +5,7 @@ The app keeps everything in one folder::
     FOLDER/inputs/SHA/NAME.EXT   uploads that passed the checks (one copy per content, with the user's name)
     FOLDER/runs/NAME/            ordinary run folders of chainzoom zoom (manifest, step PNGs, strip, animation)
     FOLDER/downloads/NAME.zip    a run folder zipped for download
+    FOLDER/cache/                Gradio's cache: uploads as they arrive, the images the page shows
 
 A run's folder name is made from its job (input, scale, centre, mode, models), so the
 same job asked again resumes or reuses its folder (``chainzoom zoom`` semantics); a
@@ -93,13 +94,15 @@ class AppFolder:
         self.inputs = self.root / "inputs"
         self.runs = self.root / "runs"
         self.downloads = self.root / "downloads"
+        self.cache = self.root / "cache"
         self.max_pixels = max_pixels
 
     def accept(self, path: str | Path, name: str | None = None) -> Upload:
         """Check an uploaded file with chainzoom's image loading and keep a copy; raise InputError.
 
         Everything is checked (a readable image, not a bomb, not above ``max_pixels``)
-        before anything is written, so a refused upload leaves the folder as it was.
+        before anything is written, so a refused upload leaves the folder as it was: a
+        refused file in Gradio's cache (:attr:`cache`) is deleted too.
         """
         from chainzoom.io.digest import file_sha256
         from chainzoom.io.images import load_image
@@ -109,12 +112,32 @@ class AppFolder:
         try:
             loaded = load_image(source, max_pixels=self.max_pixels)
         except InputError as exc:  # name the file as the user knows it, not by its temporary path
+            self._forget(source)
             raise InputError(str(exc).replace(str(source), shown)) from None
         stem = _UNSAFE.sub("-", Path(shown).stem)[:60] or "image"
         target = self.inputs / file_sha256(source)[:16] / f"{stem}{source.suffix.lower()}"
         if not target.exists():
             atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
         return Upload(target, loaded.size, shown)
+
+    def _forget(self, upload: Path) -> None:
+        """Delete a refused upload from Gradio's cache, and its folder there when that is left empty."""
+        try:
+            upload = upload.resolve()
+            if not upload.is_relative_to(self.cache.resolve()) or not upload.is_file():
+                return
+            upload.unlink()
+            if upload.parent != self.cache.resolve() and not any(upload.parent.iterdir()):
+                upload.parent.rmdir()
+        except OSError:  # gone already, or not ours to delete: nothing kept either way
+            pass
+
+    def run_path(self, run: str) -> Path:
+        """The folder of the run named ``run`` (a name from :meth:`previous_runs`); raise ChainZoomError."""
+        folder = self.runs / run
+        if _UNSAFE.sub("", run) != run or run.startswith(".") or not (folder / MANIFEST).is_file():
+            raise ChainZoomError(f"no run {run[:80]!r} in this app's folder")
+        return folder
 
     def run_folder(self, job: Job) -> Path:
         return self.runs / job.folder_name()
@@ -146,9 +169,7 @@ class AppFolder:
 
     def job_of(self, run: str) -> Job:
         """The job a run folder was made by (to resume it)."""
-        folder = self.runs / run
-        if _UNSAFE.sub("", run) != run or not (folder / MANIFEST).is_file():
-            raise ChainZoomError(f"no run {run!r} in {self.runs}")
+        folder = self.run_path(run)
         from chainzoom.job import ZoomJob
 
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))

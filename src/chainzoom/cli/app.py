@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from chainzoom.cli.flags import FLAGS
+
 DEFAULT_PORT = 7860
 DEFAULT_FOLDER = Path("chainzoom-app")
 
@@ -18,6 +20,14 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME[:PORT]",
+        dest="allow_host",
+        help=FLAGS["allow_host"].help,
+    )
     parser.add_argument(
         "--folder",
         type=Path,
@@ -44,5 +54,6 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         max_upload_mb=args.max_upload_mb,
         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+        allow_hosts=args.allow_host,
     )
     return 0

@@ -67,6 +67,11 @@ FLAGS: dict[str, Flag] = {
     # the servers' own flags (chainzoom view / app / study serve), here so that errors name them
     "port": Flag("the port to serve on"),
     "host": Flag("the address to bind (default 127.0.0.1)"),
+    "allow_host": Flag(
+        "app: another name the app answers to in the Host header (repeatable): a name this machine is reached "
+        "by, e.g. when --host is not 127.0.0.1; requests for any other name, or from another site's page, get 403",
+        names=("--allow-host",),
+    ),
     # inputs and outputs
     "inputs": Flag("image files or folders of images", positional=True, nargs="*", metavar="INPUT"),
     "input": Flag("an image file", positional=True, nargs="?", metavar="INPUT"),

@@ -10,12 +10,16 @@ Why these choices:
   so a vote whose answer was lost to a kill is stored once, never twice.
 * **One vote per rater and trial** (a unique constraint): a second tab or a reload
   cannot vote twice on the same trial under a new key.
+* **What was shown to whom** (table ``shown``): the server records each trial it hands
+  to a rater with a random ticket; a vote must carry the ticket of a trial handed to its
+  rater, so no vote is stored for a trial that rater was never shown.
 
 A connection per call: the server is threaded, and SQLite connections are cheap.
 """
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -34,7 +38,14 @@ CREATE TABLE IF NOT EXISTS votes (
     seconds REAL NOT NULL,         -- time from the trial shown to the vote
     created TEXT NOT NULL,
     UNIQUE (rater, trial)
-)
+);
+CREATE TABLE IF NOT EXISTS shown (
+    rater TEXT NOT NULL,
+    trial TEXT NOT NULL,
+    ticket TEXT NOT NULL,          -- what a vote on this trial by this rater must carry
+    created TEXT NOT NULL,
+    PRIMARY KEY (rater, trial)
+);
 """
 
 
@@ -56,7 +67,7 @@ class VoteStore:
         self.path = Path(path)
         with self._connection() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute(SCHEMA)
+            db.executescript(SCHEMA)
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -99,6 +110,22 @@ class VoteStore:
                 db.execute("ROLLBACK")
                 raise
         return outcome
+
+    def show(self, rater: str, trial: str) -> str:
+        """Record that ``trial`` was handed to ``rater``; its ticket (the same on every showing)."""
+        with self._connection() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO shown (rater, trial, ticket, created) VALUES (?, ?, ?, ?)",
+                (rater, trial, secrets.token_urlsafe(16), datetime.now(UTC).isoformat()),
+            )
+            row = db.execute("SELECT ticket FROM shown WHERE rater = ? AND trial = ?", (rater, trial)).fetchone()
+        return str(row[0])
+
+    def ticket(self, rater: str, trial: str) -> str | None:
+        """The ticket of ``trial`` as handed to ``rater``, or None: never handed to them."""
+        with self._connection() as db:
+            row = db.execute("SELECT ticket FROM shown WHERE rater = ? AND trial = ?", (rater, trial)).fetchone()
+        return None if row is None else str(row[0])
 
     def voted(self, rater: str) -> set[str]:
         """The trials this rater has voted on."""

@@ -22,36 +22,37 @@ import threading
 import webbrowser
 from functools import partial
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from socketserver import BaseServer
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
-from chainzoom.errors import ChainZoomError, OptionError
+from chainzoom.errors import ChainZoomError
+from chainzoom.serving import HOST, HOST_NAMES, MAX_PORT, Handler, Server, bound_address, check_port, url_of
+from chainzoom.serving import make_server as make_http_server
 from chainzoom.viewer.layers import FILES, TIFF_DZI, describe_run
 from chainzoom.viewer.tiles import TiffDeepZoom
 
-HOST = "127.0.0.1"
-#: The names a browser on this machine gives :data:`HOST` in the ``Host`` header.
-HOST_NAMES = (HOST, "localhost")
-MAX_PORT = 65535
+__all__ = ["HOST", "HOST_NAMES", "MAX_PORT", "bound_address", "inside", "make_server", "serve", "url_of"]
+
 STATIC = Path(__file__).resolve().parent / "static"
-_TIFF_TILE = re.compile(r"^(?P<name>[\w.-]+)_files/(?P<level>\d+)/(?P<col>\d+)_(?P<row>\d+)\.jpe?g$")
-_TIFF_DZI = re.compile(r"^(?P<name>[\w.-]+)\.dzi$")
-#: C0 controls and DEL as ``\\xNN`` in log lines, so no request can write a line of its own.
-_CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
+#: A level, column or row has at most 9 digits: no image has 2**10**9 pixels, and ``int()`` of
+#: thousands of digits raises.
+_TIFF_TILE = re.compile(r"(?P<name>[\w.-]+)_files/(?P<level>[0-9]{1,9})/(?P<col>[0-9]{1,9})_(?P<row>[0-9]{1,9})\.jpe?g")
+_TIFF_DZI = re.compile(r"(?P<name>[\w.-]+)\.dzi")
 
 
 def inside(root: Path, relative: str) -> Path | None:
     """The file ``root / relative`` once links are resolved, or ``None`` if it is outside ``root`` or no file.
 
-    A name the system refuses (too long, say) is no file either: it comes from a URL.
+    A hidden name (``.chainzoom.lock``, a temporary file) is no file to serve, and neither is a
+    name the system refuses (too long, say): it comes from a URL.
     """
+    if any(part.startswith(".") for part in relative.replace("\\", "/").split("/")):
+        return None
     try:
         path = (root / relative).resolve()
         return path if path.is_relative_to(root) and path.is_file() else None
-    except OSError:
+    except (OSError, ValueError):
         return None
 
 
@@ -90,30 +91,17 @@ class RunViewer:
             return cached[1]
 
 
-class ViewerHandler(BaseHTTPRequestHandler):
-    """GET-only handler over a :class:`RunViewer`."""
+class ViewerHandler(Handler):
+    """GET (and HEAD) over a :class:`RunViewer`."""
 
     server_version = "chainzoom-view"
-    #: Empty until the connection's first request line is read (the base class sets it per request).
-    requestline = ""
-    #: Why the reply being sent is an error, for its log line (see :meth:`log_request`).
-    _reason: str | None = None
 
-    def __init__(self, *args, viewer: RunViewer, log: TextIO | None, **kwargs) -> None:
+    def __init__(self, *args: Any, viewer: RunViewer, **kwargs: Any) -> None:
         self.viewer = viewer
-        self.log = log
         super().__init__(*args, **kwargs)
 
-    def handle(self) -> None:
-        """Serve the connection; a client that drops it (an aborted download) is one log line, not a traceback."""
-        try:
-            super().handle()
-        except ConnectionError as exc:  # BrokenPipeError, ConnectionResetError: nobody is left to answer
-            after = f' after "{self.requestline}"' if self.requestline else ""
-            self.log_message("the client closed the connection%s (%s)", after, exc.strerror or type(exc).__name__)
-
     def do_GET(self) -> None:
-        if self._refuse_host():
+        if self.refuse_foreign_host():
             return
         path = unquote(urlsplit(self.path).path)
         if "\0" in path:  # no file has one in its name; pathlib would raise on it
@@ -123,7 +111,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
             if path in ("/", "/index.html"):
                 self._send_file(STATIC / "index.html")
             elif path == "/layers.json":
-                self._send(json.dumps(self.viewer.layers()).encode(), "application/json")
+                self.send_reply(json.dumps(self.viewer.layers()).encode(), "application/json", cache="no-cache")
             elif path.startswith("/static/"):
                 self._send_file(inside(STATIC, path[len("/static/") :]))
             elif path.startswith(FILES):
@@ -133,34 +121,28 @@ class ViewerHandler(BaseHTTPRequestHandler):
             else:
                 self.send_error(HTTPStatus.NOT_FOUND)
         except ChainZoomError as exc:  # what the run does not hold (yet), or holds unreadable
-            self.send_error(HTTPStatus.NOT_FOUND, explain=str(exc))
+            self.send_error(HTTPStatus.NOT_FOUND, explain=self._public(str(exc)))
 
-    def _refuse_host(self) -> bool:
-        """Answer 403 to a request whose ``Host`` is not this server (DNS rebinding); ``True`` if it did."""
-        port = bound_address(self.server)[1]
-        allowed = {f"{name}:{port}" for name in HOST_NAMES} | (set(HOST_NAMES) if port == 80 else set())
-        hosts = self.headers.get_all("Host") or []
-        if len(hosts) == 1 and hosts[0].strip().lower() in allowed:
-            return False
-        named = ", ".join(hosts) or "(none)"
-        self.send_error(HTTPStatus.FORBIDDEN, explain=f"Host {named} is not this server; open http://{HOST}:{port}/")
-        return True
+    def _public(self, text: str) -> str:
+        """``text`` with the run folder's place on this machine left out: a client learns no server path."""
+        folder = str(self.viewer.folder)
+        return text.replace(folder + os.sep, "").replace(folder, ".")
 
     def _tiff(self, rest: str) -> None:
-        descriptor, tile = _TIFF_DZI.match(rest), _TIFF_TILE.match(rest)
+        descriptor, tile = _TIFF_DZI.fullmatch(rest), _TIFF_TILE.fullmatch(rest)
         found = descriptor or tile
         source = self.viewer.tiff(found["name"]) if found else None
         if source is None:
             self.send_error(HTTPStatus.NOT_FOUND)
         elif descriptor:
-            self._send(source.descriptor().encode(), "application/xml")
+            self.send_reply(source.descriptor().encode(), "application/xml", cache="no-cache")
         else:
             assert tile is not None  # neither pattern matched gives no source
             data = source.tile(int(tile["level"]), int(tile["col"]), int(tile["row"]))
             if data is None:
                 self.send_error(HTTPStatus.NOT_FOUND)
             else:
-                self._send(data, "image/jpeg")
+                self.send_reply(data, "image/jpeg", cache="no-cache")
 
     def _send_file(self, path: Path | None) -> None:
         """Stream ``path`` by ``sendfile``, the kernel copying file to socket: no level is held in memory."""
@@ -175,66 +157,19 @@ class ViewerHandler(BaseHTTPRequestHandler):
         with source:
             size = os.fstat(source.fileno()).st_size
             kind = "application/xml" if path.suffix == ".dzi" else mimetypes.guess_type(path.name)[0]
-            self._send_headers(kind or "application/octet-stream", size)
-            if size:  # count: a file that grows meanwhile still sends what Content-Length said
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", kind or "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            if size and self.command != "HEAD":  # count: a file that grows meanwhile still sends what it said
                 self.connection.sendfile(source, count=size)
 
-    def _send(self, body: bytes, content_type: str) -> None:
-        self._send_headers(content_type, len(body))
-        self.wfile.write(body)
 
-    def _send_headers(self, content_type: str, length: int) -> None:
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(length))
-        self.send_header("Cache-Control", "no-cache")
-        self.end_headers()
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Keep the reason for the reply's own log line (:meth:`log_request`).
-
-        Here a reason goes in ``explain``, the page's text: the status line takes latin-1 only.
-        """
-        self._reason = explain or message
-        super().send_error(code, message, explain)
-
-    def log_error(self, format: str, *args: Any) -> None:
-        """Nothing: the base class logs here from :meth:`send_error`, whose reply's line has the reason."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """One line per reply: the request, its status and size, and for an error why."""
-        reason, self._reason = self._reason, None
-        status = code.value if isinstance(code, HTTPStatus) else code
-        self.log_message('"%s" %s %s%s', self.requestline, status, size, f" ({reason})" if reason else "")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.log is not None:
-            line = (format % args).translate(_CONTROL)
-            self.log.write(f"{self.address_string()} {line}\n")
-
-
-def make_server(folder: Path, port: int = 0, log: TextIO | None = None) -> ThreadingHTTPServer:
+def make_server(folder: Path, port: int = 0, log: TextIO | None = None) -> Server:
     """A server for ``folder`` bound to 127.0.0.1:``port`` (0: any free port), not yet serving."""
-    if not 0 <= port <= MAX_PORT:
-        raise OptionError("port", f"must be 0..{MAX_PORT}, got {port}")
-    viewer = RunViewer(folder)
-    try:
-        server = ThreadingHTTPServer((HOST, port), partial(ViewerHandler, viewer=viewer, log=log))
-    except OSError as exc:
-        raise ChainZoomError(f"cannot listen on {HOST}:{port}: {exc.strerror or exc}; try --port 0") from None
-    server.daemon_threads = True
-    return server
-
-
-def bound_address(server: BaseServer) -> tuple[str, int]:
-    """The server's host and port: bound to an AF_INET address, so the host reads back as a str."""
-    host, port = cast(tuple[str, int], server.server_address)[:2]
-    return host, port
-
-
-def url_of(server: ThreadingHTTPServer) -> str:
-    host, port = bound_address(server)
-    return f"http://{host}:{port}/"
+    check_port(port)  # before the folder: a bad flag is named first
+    return make_http_server(HOST, port, partial(ViewerHandler, viewer=RunViewer(folder), log=log), log)
 
 
 def serve(folder: Path, port: int, open_browser: bool = False, log: TextIO | None = None) -> None:
