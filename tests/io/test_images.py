@@ -539,7 +539,7 @@ def test_failed_save_leaves_no_temp_file_and_keeps_the_old_one(tmp_path, monkeyp
     if bit_depth == 8:
         monkeypatch.setattr(Image.Image, "save", half_write)
     else:
-        monkeypatch.setattr(images, "_encode_png16", lambda f, samples: half_write(None, f))
+        monkeypatch.setattr(images, "_encode_png16", lambda f, samples, **_: half_write(None, f))
     with pytest.raises(ChainZoomError, match=r"cannot write .*keep\.png: No space left"):
         save_image(target, torch.rand(3, 4, 4), bit_depth=bit_depth)
     assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]

@@ -43,6 +43,7 @@ from PIL import Image, ImageFile, ImageOps
 
 from chainzoom.errors import ChainZoomError, InputError, one_line
 from chainzoom.io.atomic import atomic_write
+from chainzoom.io.marking import XMP_PNG_KEY, png_itxt
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -386,9 +387,17 @@ def to_pil(rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> Image.Image:
 
 
 def save_image(
-    path: str | os.PathLike, rgb: torch.Tensor, alpha: torch.Tensor | None = None, bit_depth: int = 8
+    path: str | os.PathLike,
+    rgb: torch.Tensor,
+    alpha: torch.Tensor | None = None,
+    bit_depth: int = 8,
+    xmp: bytes | None = None,
 ) -> None:
     """Write ``rgb`` (and ``alpha``) atomically; the format follows the suffix.
+
+    ``xmp``: the provenance packet (:mod:`chainzoom.io.marking`) to embed: an ``iTXt`` chunk
+    ``XML:com.adobe.xmp`` in a PNG (8- or 16-bit), the ``XMP`` chunk of a WebP, the XMP segment
+    of a JPEG, tag 700 of a TIFF. BMP has no place for it (nothing is embedded).
 
     PNG is written at 8 or 16 bits; JPEG, WebP, TIFF and BMP at 8 bits. JPEG at quality 95
     without chroma subsampling, WebP lossless (lossy WebP always halves the colour
@@ -415,7 +424,7 @@ def save_image(
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
-                _encode_png16(f, samples)
+                _encode_png16(f, samples, xmp=xmp)
 
     else:
         image = to_pil(rgb, alpha)
@@ -424,6 +433,8 @@ def save_image(
             options = {"quality": 95, "subsampling": 0}
         elif suffix == ".webp":
             options = {"lossless": True, "exact": True}  # exact: keep colour under alpha 0
+        if xmp is not None:
+            options.update(_xmp_options(suffix, xmp))
 
         def write(tmp: Path) -> None:
             image.save(tmp, **options)
@@ -431,8 +442,27 @@ def save_image(
     atomic_write(target, write)  # a full disk becomes one line there
 
 
-def _encode_png16(f: BinaryIO, samples: np.ndarray, rows_per_chunk: int = 256, level: int = 6) -> None:
+def _xmp_options(suffix: str, xmp: bytes) -> dict[str, Any]:
+    """Pillow's save options that embed ``xmp`` in a file of this suffix (none for BMP)."""
+    if suffix == ".png":
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        info.add_itxt(XMP_PNG_KEY, xmp.decode("utf-8"), zip=False)
+        return {"pnginfo": info}
+    if suffix in (".jpg", ".jpeg", ".webp"):
+        return {"xmp": xmp}
+    if suffix in (".tif", ".tiff"):
+        return {"tiffinfo": {700: xmp}}
+    return {}
+
+
+def _encode_png16(
+    f: BinaryIO, samples: np.ndarray, rows_per_chunk: int = 256, level: int = 6, xmp: bytes | None = None
+) -> None:
     """Write ``[H, W, 3 or 4]`` uint16 samples as a 16-bit RGB/RGBA PNG (Paeth filter).
+
+    ``xmp`` goes in an ``iTXt`` chunk before the image data, where Pillow puts it too.
 
     Bands of rows are filtered and compressed in turn, so memory stays a few times one
     band however large the image; each band's compressed bytes become one IDAT chunk.
@@ -447,6 +477,8 @@ def _encode_png16(f: BinaryIO, samples: np.ndarray, rows_per_chunk: int = 256, l
 
     f.write(b"\x89PNG\r\n\x1a\n")
     chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
+    if xmp is not None:
+        f.write(png_itxt(xmp))
     compressor = zlib.compressobj(level)
     previous = np.zeros((1, width * bpp), dtype=np.int16)
     for top in range(0, height, rows_per_chunk):
