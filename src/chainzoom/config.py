@@ -92,7 +92,9 @@ FULL_CONSISTENCY = ("none", "wavelet", "backprojection", "anchor")
 DEFAULT_FACTORS = (2.0, 4.0)
 #: Fields that say where and how a run is written or shown, not what its pixels are:
 #: left out of a run's identity (its manifest ``request``).
-NOT_IDENTITY = ("inputs", "out", "overwrite", "quiet", "animation", "prompter_timeout")
+#: ``marking`` says what the files carry about their pixels, not what they are: the manifest
+#: records it outside the request.
+NOT_IDENTITY = ("inputs", "out", "overwrite", "quiet", "animation", "prompter_timeout", "marking")
 #: Where a command's work runs: this process, or the actors of a Ray cluster.
 EXECUTORS = ("local", "ray")
 #: Executor fields: where the pixels are made never changes what they are.
@@ -252,6 +254,8 @@ class ZoomConfig(ExecutorConfig):
     overwrite: bool = False
     animation: bool = True
     quiet: bool = False
+    #: ``xmp``: every image written says it was generated (docs/provenance.md); ``none``: recorded.
+    marking: str = "xmp"
 
     def __post_init__(self) -> None:
         if self.consistency == "auto":
@@ -274,6 +278,7 @@ class ZoomConfig(ExecutorConfig):
         self._check_policy()
         check_max_pixels(self.max_pixels)
         check_out(self.out)
+        check_marking(self.marking)
 
     def _check_policy(self) -> None:
         if self.policy not in POLICIES:
@@ -357,6 +362,7 @@ class FullConfig(ExecutorConfig):
     max_pixels: int | None = None
     overwrite: bool = False
     quiet: bool = False
+    marking: str = "xmp"
 
     def check(self) -> None:
         super().check()
@@ -370,6 +376,7 @@ class FullConfig(ExecutorConfig):
             raise OptionError("format", f"must be one of {', '.join(FORMATS)}, got {self.format!r}")
         check_max_pixels(self.max_pixels)
         check_out(self.out)
+        check_marking(self.marking)
 
 
 @dataclass(frozen=True)
@@ -601,6 +608,13 @@ def _named_as_fields(fields: Mapping[str, str]) -> Iterator[None]:
     except OptionError as exc:
         field_of = {option: name for name, option in fields.items()}
         raise OptionError(field_of.get(exc.option, exc.option), exc.problem) from None
+
+
+def check_marking(marking: str) -> None:
+    from chainzoom.io.marking import MARKINGS
+
+    if marking not in MARKINGS:
+        raise OptionError("marking", f"must be one of {', '.join(MARKINGS)}, got {marking!r}")
 
 
 def _refuse_set(config: object, names: tuple[str, ...], problem: str) -> None:

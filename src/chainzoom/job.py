@@ -76,6 +76,37 @@ class ZoomJob:
             data["prompter"] = self.prompter_object
         return data
 
+    @property
+    def marked(self) -> bool:
+        """Whether the run's images carry the provenance marking (``marking=xmp``)."""
+        return self.config.marking != "none"
+
+    def marking(
+        self,
+        magnification: float,
+        prompt: str | None = None,
+        *,
+        backbone: str | None = None,
+        generated: bool = True,
+        what: str = "step",
+    ) -> bytes | None:
+        """The XMP packet of an image of this run at ``magnification`` (None under ``marking=none``).
+
+        ``backbone``: the spec that made it, where it is not the job's (an adaptive step's choice);
+        ``generated=False``: state 0 or level 0, the input's own pixels.
+        """
+        if not self.marked:
+            return None
+        from chainzoom.io.marking import Marking, source_type
+
+        request = self.request()
+        spec = backbone or request.get("backbone")
+        kind = source_type(spec, self.uses_models) if generated else None
+        if not self.uses_models:  # a baseline mode: the interpolation it runs, no model
+            spec = getattr(self.config, "mode", None)
+        prompter = request.get("prompter") if self.uses_models else None
+        return Marking(self.input_sha256, magnification, spec, prompter, kind, prompt, what).xmp()
+
     @classmethod
     def read(cls, request: Mapping[str, Any], source: str, where: str) -> ZoomJob:
         """The job a manifest's ``request`` records (``where`` names the manifest in errors)."""

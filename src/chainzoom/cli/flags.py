@@ -80,6 +80,11 @@ FLAGS: dict[str, Flag] = {
     "overwrite": Flag("replace a finished or different run in --out", action="store_true"),
     "quiet": Flag("no progress bars", names=("--quiet", "-q"), action="store_true"),
     "animation": Flag("skip zoom.webp", names=("--no-animation",), action="store_false"),
+    "marking": Flag(
+        "xmp (default): every image written carries XMP saying it was generated (IPTC digital source "
+        "type, the chain; docs/provenance.md); none: no marking, printed once and recorded in the manifest",
+        choices=("xmp", "none"),
+    ),
     "max_pixels": Flag("refuse inputs with more pixels than this (default 200 MP)"),
     # the zoom
     "scale": Flag("total magnification relative to the input's pixels, any value > 1"),

@@ -56,6 +56,7 @@ __all__ = [
     "load_image",
     "quantize",
     "save_image",
+    "save_pil",
     "to_pil",
     "to_samples",
 ]
@@ -440,6 +441,14 @@ def save_image(
             image.save(tmp, **options)
 
     atomic_write(target, write)  # a full disk becomes one line there
+
+
+def save_pil(path: str | os.PathLike, image: Image.Image, xmp: bytes | None = None) -> Path:
+    """Write a rendered PIL image (a strip, a panel) atomically, with ``xmp`` embedded as
+    :func:`save_image` does; the format follows the suffix."""
+    target = Path(path)
+    options = _xmp_options(target.suffix.lower(), xmp) if xmp is not None else {}
+    return atomic_write(target, lambda tmp: image.save(tmp, **options))
 
 
 def _xmp_options(suffix: str, xmp: bytes) -> dict[str, Any]:

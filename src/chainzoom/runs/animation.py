@@ -25,6 +25,7 @@ from chainzoom.core.states import ScaleState
 from chainzoom.errors import ChainZoomError
 from chainzoom.io.atomic import atomic_write
 from chainzoom.io.images import to_pil
+from chainzoom.io.marking import webp_with_xmp
 from chainzoom.runs.render import FramePlan, Placed, RenderError, zoom_frames
 
 #: Lossy WebP at quality 80, as the animation always was; method 2 encodes about twice as
@@ -50,10 +51,13 @@ class AnimationWriter:
         fps: int = FPS,
         size: tuple[int, int] | None = None,
         background: bool = False,
+        xmp: bytes | None = None,
     ) -> None:
         if fps <= 0:
             raise RenderError(f"fps must be positive, got {fps}")
         self.path = Path(path)
+        #: The provenance packet, added to the file's container when it is written.
+        self.xmp = xmp
         self.plan = FramePlan(placed, frames_per_step, size)
         self.duration = max(1, round(1000 / fps))
         self._queue: queue.Queue[tuple[int, Image.Image] | None] = queue.Queue()
@@ -82,8 +86,10 @@ class AnimationWriter:
             raise self._failure
         if self._frames != self.plan.total:
             raise ChainZoomError(f"{self.path}: {self._frames} of {self.plan.total} frames were made")
-        data = self._encoder.assemble(self._frames * self.duration).buffer()
-        return atomic_write(self.path, lambda tmp: tmp.write_bytes(bytes(data)))
+        data = bytes(self._encoder.assemble(self._frames * self.duration).buffer())
+        if self.xmp is not None:  # libwebp's animation encoder writes no metadata: added to the container
+            data = webp_with_xmp(data, self.xmp)
+        return atomic_write(self.path, lambda tmp: tmp.write_bytes(data))
 
     def abort(self) -> None:
         self._stop.set()
@@ -123,11 +129,13 @@ def save_animation(
     frames_per_step: int = 24,
     fps: int = FPS,
     size: tuple[int, int] | None = None,
+    xmp: bytes | None = None,
 ) -> Path:
     """Write :func:`~chainzoom.runs.render.zoom_frames` as an animation that loops forever, atomically.
 
     ``.webp``: animated, lossy, quality 80 (:class:`AnimationWriter`, here fed all at
-    once). ``.gif``: a palette per frame. Any other suffix is refused.
+    once), with the provenance packet ``xmp`` in its container. ``.gif``: a palette per
+    frame, and no marking (GIF has no XMP that readers agree on). Any other suffix is refused.
     """
     target = Path(path)
     suffix = target.suffix.lower()
@@ -136,7 +144,7 @@ def save_animation(
     if fps <= 0:
         raise RenderError(f"fps must be positive, got {fps}")
     if suffix == ".webp":
-        writer = AnimationWriter(target, states, frames_per_step, fps, size)
+        writer = AnimationWriter(target, states, frames_per_step, fps, size, xmp=xmp)
         for state in states:
             writer.add(state)
         return writer.close()

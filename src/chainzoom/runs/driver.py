@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -112,9 +113,23 @@ def effective_models(models: ModelSet, config: ZoomConfig | FullConfig) -> ZoomC
     return resolve_job(config, models.runtime, "", "", models.objects).config
 
 
+#: Whether this process has said that its outputs are not marked (``marking=none``): said once.
+_unmarked_said = False
+UNMARKED = "chainzoom: --marking none: outputs are not marked as generated"
+
+
+def say_marking(config: ZoomConfig | FullConfig) -> None:
+    """Under ``marking=none``, one line on stderr, once per process (the manifest records it too)."""
+    global _unmarked_said
+    if config.marking == "none" and not _unmarked_said:
+        _unmarked_said = True
+        print(UNMARKED, file=sys.stderr)
+
+
 def prepare(models: ModelSet, image: ImageInput, config: ZoomConfig, out: str | Path | None = None) -> PreparedZoom:
     """Decode and plan one input and resolve its job (nothing is loaded or written); with the run
     folder ``out``, a run resumed there keeps the precision it recorded (:func:`keep_recorded_dtype`)."""
+    say_marking(config)
     loaded = load_input(image, config)
     plan = plan_for(models, loaded.size, config)
     job = job_for(models, image, loaded, config, plan)
@@ -267,6 +282,7 @@ def run_full(models: ModelSet, config: FullConfig, on_tile: TileCallback | None 
     Tiles are prompted when the job's prompter is not ``null``.
     """
     path = full_input(config)
+    say_marking(config)
     image = load_input(path, config)
     job = keep_recorded_dtype(job_for(models, path, image, config), config.runtime.dtype, Path(config.out))
     effective = job.config

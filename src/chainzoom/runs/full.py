@@ -47,7 +47,7 @@ from chainzoom.job import ZoomJob
 from chainzoom.pipeline.consistency import anchor_shift, method_record, resize_signed
 from chainzoom.pipeline.tiling import axis_weights, free_memory_bytes, tile_starts
 from chainzoom.runs.executors import TileExecutor, TileInput, TileJob, TileResult
-from chainzoom.runs.local import RunFolder, manifest_header
+from chainzoom.runs.local import RunFolder, check_same_marking, manifest_header
 from chainzoom.runs.manifest import MANIFEST
 from chainzoom.runs.pyramid import PARTIAL, RawLevel, level_path, remove_level, write_level
 from chainzoom.runtime import DEFAULT_OVERLAP, FULL_IMAGE_TILE
@@ -179,6 +179,7 @@ def zoom_full(
     folder = FullRunFolder(Path(config.out))
     previous = folder.prepare(job.request(), config.overwrite)
     try:
+        check_same_marking(folder, previous, job)
         return _make_levels(folder, previous, image, job, config, executor, levels, tile, overlap, on_tile)
     finally:
         folder.close()
@@ -220,7 +221,7 @@ def _make_levels(
         raw = raw_level(folder.path, 0, sizes[0])
         raw.create()
         raw.write(0, 0, samples)
-        _finish_level(folder.path, manifest, raw, step, fmt, {"tiles": 0, "seconds": 0.0})
+        _finish_level(folder.path, manifest, raw, step, fmt, {"tiles": 0, "seconds": 0.0}, job)
     _remove_spent(folder.path, sizes, len(manifest["levels"]))
     for index in range(len(manifest["levels"]), levels + 1):
         started = time.perf_counter()
@@ -241,7 +242,7 @@ def _make_levels(
             stats["anchor_window"] = window
             stats["anchor_seconds"] = round(time.perf_counter() - anchored, 3)
         stats["seconds"] = round(time.perf_counter() - started, 3)
-        _finish_level(folder.path, manifest, target, step, fmt, stats)
+        _finish_level(folder.path, manifest, target, step, fmt, stats, job)
         _remove_spent(folder.path, sizes, index + 1)
     raw_level(folder.path, levels, sizes[levels]).path.unlink(missing_ok=True)
     shutil.rmtree(folder.path / CACHE, ignore_errors=True)
@@ -250,11 +251,15 @@ def _make_levels(
     return manifest
 
 
-def _finish_level(folder: Path, manifest: dict, raw: RawLevel, step: int, fmt: str, stats: dict) -> None:
-    """Write the level's pyramid and record it: from here on a rerun starts at the next level."""
+def _finish_level(folder: Path, manifest: dict, raw: RawLevel, step: int, fmt: str, stats: dict, job: ZoomJob) -> None:
+    """Write the level's pyramid and record it: from here on a rerun starts at the next level.
+
+    Level 0 is the input's own pixels (not marked as generated); a level's tiles may have
+    prompts of their own, so its marking names none.
+    """
     index = len(manifest["levels"])
     path = level_path(folder, index, fmt)
-    write_level(raw, path, fmt)
+    write_level(raw, path, fmt, job.marking(float(step**index), generated=index > 0, what="level"))
     manifest["levels"].append(
         {
             "index": index,

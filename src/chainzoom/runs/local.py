@@ -269,6 +269,7 @@ def iter_run(
     """
     previous = folder.prepare(job.request(), overwrite)
     try:
+        check_same_marking(folder, previous, job)
         yield from _run(folder, job, image, plan, previous, maker, animation, cache_prompts)
     finally:
         folder.close()
@@ -316,7 +317,7 @@ def _run(
             yield state
         for state in maker.states(config, image, plan, done):
             path = folder.path / step_filename(state.index)
-            save_image(path, state.image, state.alpha, image.bit_depth)
+            save_image(path, state.image, state.alpha, image.bit_depth, xmp=state_marking(job, state))
             states.append(state)
             manifest["states"].append({**state_record(state, file_sha256(path)), "worker": executor["worker"]})
             atomic_write_json(folder.manifest_path, manifest)
@@ -324,12 +325,13 @@ def _run(
                 writer.add(state)
             yield state
         started = time.perf_counter()
-        save_strip(states, folder.path / STRIP)
+        save_strip(states, folder.path / STRIP, xmp=run_marking(job, states, "strip"))
         if writer is not None:
+            writer.xmp = run_marking(job, states, "animation")
             writer.close()
             writer = None
         elif animation and len(states) > 1:
-            save_animation(states, folder.path / ANIMATION)
+            save_animation(states, folder.path / ANIMATION, xmp=run_marking(job, states, "animation"))
         if policy is not None:
             manifest["policy"] = policy.record()
             manifest["plan"] = plan_record(policy.plan or plan)
@@ -342,13 +344,46 @@ def _run(
 
 
 def manifest_header(previous: dict[str, Any] | None, job: ZoomJob) -> dict[str, Any]:
-    """What every manifest starts with: the version that wrote it, when the run began, what it is."""
+    """What every manifest starts with: the version that wrote it, when the run began, what it is,
+    and whether its images carry the provenance marking (``xmp``, or ``none``: a recorded choice)."""
     return {
         "chainzoom": __version__,
         "created": (previous or {}).get("created") or datetime.now(UTC).isoformat(),
         "request": job.request(),
         "input": job.source,
+        "marking": job.config.marking,
     }
+
+
+def check_same_marking(folder: RunFolder, previous: dict[str, Any] | None, job: ZoomJob) -> None:
+    """Refuse to finish a run under another marking than it began with: its files would disagree.
+
+    (A manifest from before marking existed says nothing, and is resumed.)
+    """
+    recorded = (previous or {}).get("marking")
+    if recorded is not None and recorded != job.config.marking:
+        raise RunFolderError(
+            f"{folder.path} holds a run made with --marking {recorded}; "
+            f"resume it with --marking {recorded}, or add --overwrite"
+        )
+
+
+def state_marking(job: ZoomJob, state: ScaleState) -> bytes | None:
+    """The XMP packet of a step PNG: state 0 is the input's own pixels, not marked as generated;
+    an adaptive step names the backbone it chose."""
+    backbone = state.decision.get("backbone") if state.decision else None
+    return job.marking(state.magnification, state.prompt, backbone=backbone, generated=state.index > 0)
+
+
+def run_marking(job: ZoomJob, states: list[ScaleState], what: str) -> bytes | None:
+    """The XMP packet of an image showing the whole run (the strip, the animation): the source type
+    of its most generated state (a learned step over an interpolated one), at the last magnification."""
+    from chainzoom.io.marking import TRAINED_ALGORITHMIC_MEDIA, source_type
+
+    chosen = [str(s.decision["backbone"]) for s in states[1:] if s.decision and s.decision.get("backbone")]
+    learned = [b for b in chosen if source_type(b, job.uses_models) == TRAINED_ALGORITHMIC_MEDIA]
+    backbone = (learned or chosen)[0] if chosen else None
+    return job.marking(states[-1].magnification, backbone=backbone, generated=len(states) > 1, what=what)
 
 
 def plan_record(plan: ZoomPlan) -> dict[str, Any]:

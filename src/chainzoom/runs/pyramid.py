@@ -161,12 +161,20 @@ def dzi_files(path: Path) -> Path:
     return path.with_name(path.stem + "_files")
 
 
-def write_level(raw: RawLevel, target: Path, fmt: str) -> None:
-    """Stream the finished ``raw`` level into ``target`` in format ``fmt`` (atomically)."""
+def write_level(raw: RawLevel, target: Path, fmt: str, xmp: bytes | None = None) -> None:
+    """Stream the finished ``raw`` level into ``target`` in format ``fmt`` (atomically).
+
+    ``xmp``, the provenance packet, is set as the image's ``xmp-data``, which libvips writes
+    as TIFF tag 700 and as the PNG ``iTXt`` chunk ``XML:com.adobe.xmp``; a ``.dzi`` descriptor
+    has no place for it (its JPEG tiles get what dzsave keeps, docs/provenance.md).
+    """
     if fmt not in FORMATS:
         raise ChainZoomError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     pyvips = vips()
     image = pyvips.Image.new_from_file(str(raw.path), access="sequential")
+    if xmp is not None:
+        image = image.copy()
+        image.set_type(pyvips.GValue.blob_type, "xmp-data", xmp)
     if fmt == "tiff":
         atomic_write(
             target,

@@ -31,8 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 from chainzoom.core.geometry import Box, ZoomPlan
 from chainzoom.core.states import ScaleState
 from chainzoom.errors import ChainZoomError
-from chainzoom.io.atomic import atomic_write
-from chainzoom.io.images import to_pil
+from chainzoom.io.images import save_pil, to_pil
 
 __all__ = ["FramePlan", "RenderError", "format_magnification", "make_strip", "save_strip", "zoom_frames"]
 
@@ -209,10 +208,10 @@ def make_strip(
     return strip
 
 
-def save_strip(states: Sequence[ScaleState], path: str | os.PathLike, **kw) -> Path:
-    """:func:`make_strip` written atomically to ``path`` (format from the suffix)."""
-    strip = make_strip(states, **kw)
-    return atomic_write(path, lambda tmp: strip.save(tmp))
+def save_strip(states: Sequence[ScaleState], path: str | os.PathLike, xmp: bytes | None = None, **kw) -> Path:
+    """:func:`make_strip` written atomically to ``path`` (format from the suffix), with the
+    provenance packet ``xmp`` embedded (:func:`chainzoom.io.images.save_pil`)."""
+    return save_pil(path, make_strip(states, **kw), xmp)
 
 
 # --------------------------------------------------------------------------- zoom
