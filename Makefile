@@ -39,10 +39,18 @@ $(VENV)/.browser: | $(BIN)/python
 	  || echo "chromium could not be installed: the browser test will be skipped"
 	touch $@
 
+# The provenance tests read the XMP back with exiftool (Debian's libimage-exiftool-perl);
+# installed when missing, else those tests are skipped and say why.
+$(VENV)/.exiftool: | $(BIN)/python
+	@command -v exiftool >/dev/null 2>&1 \
+	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libimage-exiftool-perl >/dev/null) \
+	  || echo "exiftool could not be installed: the exiftool tests will be skipped"
+	touch $@
+
 demo: $(VENV)/.core
 	$(BIN)/chainzoom zoom assets/sample.jpg --scale 256 --center 0.45,0.42 --out out/sample
 
-test: $(VENV)/.full $(VENV)/.browser lint
+test: $(VENV)/.full $(VENV)/.browser $(VENV)/.exiftool lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
 
 # The inner loop: lint and types, then the tests not marked slow, browser or ray. Torch runs

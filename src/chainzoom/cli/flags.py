@@ -81,7 +81,7 @@ FLAGS: dict[str, Flag] = {
     "quiet": Flag("no progress bars", names=("--quiet", "-q"), action="store_true"),
     "animation": Flag("skip zoom.webp", names=("--no-animation",), action="store_false"),
     "marking": Flag(
-        "xmp (default): every image written carries XMP saying it was generated (IPTC digital source "
+        "xmp: every image written carries XMP saying it was generated (IPTC digital source "
         "type, the chain; docs/provenance.md); none: no marking, printed once and recorded in the manifest",
         choices=("xmp", "none"),
     ),
