@@ -149,6 +149,21 @@ def test_full_image_levels_are_marked(tmp_path, photo, fmt):
     assert json.loads((out / "manifest.json").read_text())["marking"] == "xmp"
 
 
+def test_deep_zoom_tiles_are_marked(tmp_path, photo):
+    pyvips = pytest.importorskip("pyvips", reason="full-image mode needs the [tiles] extra (pyvips)")
+    if not pyvips.at_least_libvips(8, 15):
+        pytest.skip("libvips before 8.15 cannot keep XMP in dzsave's tiles")
+    out = tmp_path / "full"
+    args = ["zoom", str(photo), "--full", "--scale", "4", "--backbone", "bicubic", "--device", "cpu"]
+    assert main([*args, "--format", "dzi", "--quiet", "--out", str(out)]) == 0
+    for index, expected in ((0, None), (1, ALGORITHMICALLY_ENHANCED)):
+        tiles = sorted((out / f"level_{index:02d}_files").glob("*/*.jpg"))
+        assert tiles
+        for tile in tiles:
+            with Image.open(tile) as image:
+                assert fields(image.info["xmp"])["type"] == expected, tile
+
+
 def test_exiftool_reads_a_step_png(tmp_path, photo):
     tool = shutil.which("exiftool")
     if tool is None:

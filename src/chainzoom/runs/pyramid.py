@@ -166,7 +166,7 @@ def write_level(raw: RawLevel, target: Path, fmt: str, xmp: bytes | None = None)
 
     ``xmp``, the provenance packet, is set as the image's ``xmp-data``, which libvips writes
     as TIFF tag 700 and as the PNG ``iTXt`` chunk ``XML:com.adobe.xmp``; a ``.dzi`` descriptor
-    has no place for it (its JPEG tiles get what dzsave keeps, docs/provenance.md).
+    has no place for it, but its JPEG tiles carry it (libvips 8.15 or later: dzsave's ``keep``).
     """
     if fmt not in FORMATS:
         raise ChainZoomError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
@@ -192,16 +192,27 @@ def write_level(raw: RawLevel, target: Path, fmt: str, xmp: bytes | None = None)
     elif fmt == "png":
         atomic_write(target, lambda tmp: image.pngsave(str(tmp)))
     else:
-        _write_dzi(image, Path(target))
+        _write_dzi(image, Path(target), marked=xmp is not None and bool(pyvips.at_least_libvips(8, 15)))
 
 
-def _write_dzi(image: Any, target: Path) -> None:
-    """dzsave into a scratch folder, then move the tiles and finally the ``.dzi`` into place."""
+def _write_dzi(image: Any, target: Path, marked: bool = False) -> None:
+    """dzsave into a scratch folder, then move the tiles and finally the ``.dzi`` into place.
+
+    ``marked``: every tile keeps the image's XMP (the provenance packet), about 1 kB a tile.
+    """
     partial = target.parent / PARTIAL
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     base = partial / target.stem
-    image.dzsave(str(base), tile_size=DZI_TILE, overlap=DZI_OVERLAP, suffix=f".jpg[Q={JPEG_QUALITY}]", depth="onepixel")
+    options: dict[str, Any] = {"keep": "xmp"} if marked else {}
+    image.dzsave(
+        str(base),
+        tile_size=DZI_TILE,
+        overlap=DZI_OVERLAP,
+        suffix=f".jpg[Q={JPEG_QUALITY}]",
+        depth="onepixel",
+        **options,
+    )
     files = dzi_files(target)
     shutil.rmtree(files, ignore_errors=True)
     os.replace(partial / f"{target.stem}_files", files)
