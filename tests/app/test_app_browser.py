@@ -145,9 +145,15 @@ def test_upload_click_zoom_x16_and_download(app, browser, artifacts: Path) -> No
 
 
 def choose(page, dropdown: str, value: str) -> None:
-    page.locator(f"{dropdown} input").click()
-    page.locator(f"{dropdown} input").fill(value)
-    page.keyboard.press("Enter")
+    """Pick ``value`` in a Gradio dropdown: type it, click its option, and wait until the field holds it
+    (pressing Enter at once could pick the first option before the list was filtered)."""
+    field = page.locator(f"{dropdown} input")
+    field.click()
+    field.fill(value)
+    page.get_by_role("option", name=value, exact=True).click()
+    page.wait_for_function(
+        "([selector, value]) => document.querySelector(selector).value === value", arg=[f"{dropdown} input", value]
+    )
 
 
 def test_a_cancelled_zoom_keeps_its_states_and_resumes(app, browser, artifacts: Path) -> None:
@@ -194,7 +200,7 @@ def test_an_x4_zoom_shows_its_gallery(app, browser, artifacts: Path) -> None:
     page.wait_for_function("document.querySelector('#zoom-status').innerText.startsWith('Done')")
     assert page.locator("#zoom-gallery img").count() == 2
     assert "x4: (no prompt)" in page.locator("#zoom-gallery").inner_text()
-    assert page.locator("#zoom-zip").is_visible()
+    page.wait_for_selector("#zoom-zip", state="visible")  # its update may land just after the status
     assert "Slider" not in page.inner_text("body") and "Error" not in page.inner_text("#zoom-status")
     page.screenshot(path=str(artifacts / "app-x4.png"), full_page=True)
     page.close()
