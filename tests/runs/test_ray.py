@@ -131,6 +131,15 @@ def level_bytes(out: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(out.glob("level_*.tif"))}
 
 
+def level_pixels(out: Path) -> dict[str, bytes]:
+    """Each level's decoded pixels: a run of another backbone object says so in its files' marking."""
+    import pyvips
+
+    return {
+        path.name: pyvips.Image.new_from_file(str(path)).write_to_memory() for path in sorted(out.glob("level_*.tif"))
+    }
+
+
 def run_files(out: Path) -> dict[str, bytes]:
     """Every file of a run folder but the manifest (which records the executor) and the lock."""
     return {
@@ -284,7 +293,7 @@ def test_a_worker_killed_mid_level_still_completes_with_equal_output(
         small, out, 16, on_tile=kill_one_worker, executor="ray", ray_address=ray_address, workers=2
     )
     assert killed and manifest["complete"]
-    assert level_bytes(out) == level_bytes(local_full)
+    assert level_pixels(out) == level_pixels(local_full)  # an object (SlowBicubic) is not the spec bicubic
     workers = manifest["levels"][2]["workers"]
     assert any(w.endswith(f":{killed[0]}") for w in workers)  # it made tiles before it died...
     assert sum(map(len, workers.values())) == manifest["levels"][2]["tiles"]  # ...and every tile was made
