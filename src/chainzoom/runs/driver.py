@@ -308,7 +308,7 @@ def ray_executor(models: ModelSet, config: ExecutorConfig, tile_prompter: bool) 
         config.model_config(),
         config.ray_address,
         config.workers,
-        config.runtime.device,
+        models.config.runtime.device,  # as asked (auto): the cluster may have GPUs this machine lacks
         tile_prompter,
     )
     return executor
