@@ -68,9 +68,9 @@ def test_bfloat16_is_refused_only_where_the_cpu_lacks_it_unless_allowed(monkeypa
 def test_auto_picks_the_precision_from_the_cpu_flags_and_the_facts(monkeypatch, native, spec, expected):
     (with_native_bf16 if native else without_native_bf16)(monkeypatch)
     cpu = Runtime(device="cpu")
-    assert BACKBONES.dtype_for(spec, cpu)[0] == expected
-    assert BACKBONES.dtype_for(spec, Runtime(device="cpu", engine="ncnn"))[0] == "float32"
-    assert BACKBONES.dtype_for(spec, Runtime(device="cpu", dtype="float32"))[0] == "float32"
+    assert BACKBONES.dtype_for(spec, cpu) == expected
+    assert BACKBONES.dtype_for(spec, Runtime(device="cpu", engine="ncnn")) == "float32"
+    assert BACKBONES.dtype_for(spec, Runtime(device="cpu", dtype="float32")) == "float32"
 
 
 def test_the_manifest_records_the_precision_auto_chose(monkeypatch, tmp_path):

@@ -295,9 +295,8 @@ class ZoomConfig(ExecutorConfig):
         if self.stop_below is not None and not math.isfinite(self.stop_below):
             raise OptionError("stop_below", f"must be a number of NIQE points, got {self.stop_below}")
         for spec in self.backbones:
-            try:  # a candidate runs in the named precision where it can, else in its own auto one
-                named = self.runtime.dtype in BACKBONES.entry(spec).facts.dtypes
-                BACKBONES.check(spec, {}, self.runtime if named else dataclasses.replace(self.runtime, dtype="auto"))
+            try:
+                BACKBONES.check(spec, {}, BACKBONES.runtime_for(spec, self.runtime))
             except ChainZoomError as exc:
                 raise OptionError("backbones", one_line(exc)) from None
         import importlib.util

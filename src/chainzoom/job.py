@@ -159,9 +159,7 @@ def resolve_job(
         objects = (None, None)
     else:
         if objects[0] is None:  # the precision the backbone really runs in (auto resolved)
-            changes["runtime"] = dataclasses.replace(
-                runtime, dtype=BACKBONES.dtype_for(config.backbone_spec, runtime)[0]
-            )
+            changes["runtime"] = dataclasses.replace(runtime, dtype=BACKBONES.dtype_for(config.backbone_spec, runtime))
         # the components by name (the default ones too), none where passed as objects
         changes["backbone"] = config.backbone_spec if objects[0] is None else None
         changes["prompter"] = config.prompter_spec if objects[1] is None else None

@@ -23,7 +23,7 @@ from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
 from chainzoom.errors import ModelError, OptionError, UnknownComponentError, one_line
-from chainzoom.runtime import MODEL_DTYPES, Runtime, auto_dtype
+from chainzoom.runtime import MODEL_DTYPES, Runtime
 from chainzoom.secrets import redact_spec
 
 T = TypeVar("T")
@@ -196,21 +196,26 @@ class Registry(Generic[T, E]):
         entry = self.check(spec, options, runtime)
         runtime = runtime if runtime.resolved else runtime.resolve()
         if isinstance(entry, BackboneEntry) and runtime.dtype == "auto":
-            runtime = replace(runtime, dtype=self.dtype_for(spec, runtime)[0])
+            runtime = replace(runtime, dtype=self.dtype_for(spec, runtime))
         factory = load_factory(entry, self.kind)
         component: T = factory(split_spec(spec)[1], runtime, **options)
         return component
 
-    def dtype_for(self, spec: str, runtime: Runtime) -> tuple[str, str]:
-        """The precision a backbone runs in with ``runtime`` (on a resolved device), and why:
-        the one named, or what ``auto`` picks from the backbone's facts on this machine."""
-        if runtime.dtype != "auto":
-            return runtime.dtype, "named"
-        if runtime.engine == "ncnn":
-            return "float32", "the ncnn engine runs float32"
+    def dtype_for(self, spec: str, runtime: Runtime) -> str:
+        """The precision a backbone runs in with ``runtime`` (on a resolved device): the one named,
+        or what ``auto`` picks from the backbone's facts on this machine (:meth:`Runtime.model_dtype`)."""
+        if runtime.dtype == "auto" and runtime.engine == "ncnn":
+            return "float32"  # the ncnn engine runs its own float32
         entry = self.entry(spec)
         facts = entry.facts if isinstance(entry, BackboneEntry) else BackboneFacts()
-        return auto_dtype(runtime.device, facts.dtypes, facts.cpu_bf16)
+        return runtime.model_dtype(facts.dtypes, facts.cpu_bf16)
+
+    def runtime_for(self, spec: str, runtime: Runtime) -> Runtime:
+        """``runtime`` for another backbone ``spec`` (an adaptive candidate): the precision named
+        where that backbone runs in it, else its own ``auto`` one."""
+        entry = self.entry(spec)
+        facts = entry.facts if isinstance(entry, BackboneEntry) else BackboneFacts()
+        return runtime if runtime.dtype in facts.dtypes else replace(runtime, dtype="auto")
 
 
 def load_factory(entry: Entry, kind: str) -> Callable[..., Any]:

@@ -151,9 +151,9 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def native_bf16(flags: frozenset[str] | None = None) -> bool:
+def native_bf16() -> bool:
     """Whether the CPU computes bf16 dot products natively (AVX512-BF16 or AMX)."""
-    found = cpu_flags() if flags is None else flags
+    found = cpu_flags()
     return any(flag in found for flag in NATIVE_BF16_FLAGS)
 
 

@@ -79,7 +79,7 @@ class ModelSet:
         from chainzoom.backbones import BACKBONES
 
         asked = dataclasses.replace(self.runtime, dtype=config.runtime.dtype)
-        dtype = BACKBONES.dtype_for(config.backbone_spec, asked)[0]
+        dtype = BACKBONES.dtype_for(config.backbone_spec, asked)
         return _key(config.backbone_spec, {**config.backbone_options(), "dtype": dtype})
 
     def prompter_for(self, config: ModelConfig) -> Prompter:
@@ -148,8 +148,7 @@ class ModelSet:
             return self.backbone_for(config)
         from chainzoom.backbones import BACKBONES
 
-        dtype = config.runtime.dtype if config.runtime.dtype in BACKBONES.entry(spec).facts.dtypes else "auto"
-        return self.backbone_for(ModelConfig(backbone=spec, runtime=dataclasses.replace(config.runtime, dtype=dtype)))
+        return self.backbone_for(ModelConfig(backbone=spec, runtime=BACKBONES.runtime_for(spec, config.runtime)))
 
     def worker_copy(self) -> ModelSet:
         """This model set as a Ray actor receives it: the config, plus only the objects the caller passed.
