@@ -150,14 +150,17 @@ class ChainZoom:
         for name in EXECUTOR_FIELDS:
             if name in options and options[name] != defaults[name]:
                 raise OptionError(name, "one zoom runs in this process; zoom_batch and zoom_full take executors")
-        model = self.config.model_options()
-        if options.get("mode", "chain") not in MODEL_MODES:
-            model = {"runtime": self.config.runtime}  # a baseline of this pipeline uses none of its models
+        model = self._model_options(options.get("mode", "chain"))
         job: dict[str, Any] = {
             k: str(v) if k == "out" else v for k, v in options.items() if v is not None or k != "out"
         }
         inputs = (str(image),) if isinstance(image, (str, Path)) else ()
         return ZoomConfig(**model, inputs=inputs, **job)
+
+    def _model_options(self, mode: str) -> dict[str, Any]:
+        """This pipeline's model options for a zoom of ``mode``: none but the runtime for a baseline,
+        which uses none of its models."""
+        return self.config.model_options() if mode in MODEL_MODES else {"runtime": self.config.runtime}
 
     def iter_zoom(self, image: ImageInput, scale: float = 256.0, **options: Any) -> Iterator[ScaleState]:
         """Yield every scale-state as it is made (state 0 first); see :meth:`__call__`."""
@@ -254,9 +257,7 @@ class ChainZoom:
         from chainzoom.runs import driver
 
         names = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-        model = self.config.model_options()
-        if options.get("mode", "chain") not in MODEL_MODES:
-            model = {"runtime": self.config.runtime}  # as __call__: a baseline uses none of the models
+        model = self._model_options(options.get("mode", "chain"))
         config = ZoomConfig(**model, inputs=tuple(map(str, names)), out=str(out), scale=scale, **options)
         return driver.run_batch(self.models, config, progress)
 

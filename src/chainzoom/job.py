@@ -67,13 +67,19 @@ class ZoomJob:
     def uses_models(self) -> bool:
         return self.config.uses_models
 
+    @property
+    def components(self) -> tuple[str | None, str | None]:
+        """The backbone and the prompter as the request names them: specs with credentials masked,
+        ``object:<id>`` for objects, ``None`` where no model runs."""
+        config = self.config
+        backbone = self.backbone_object or (redact_spec(config.backbone) if config.backbone else None)
+        prompter = self.prompter_object or (redact_spec(config.prompter) if config.prompter else None)
+        return backbone, prompter
+
     def request(self) -> dict[str, Any]:
         """The run's identity as the manifest records it: the options that decide its pixels."""
         data = identity(self.config, kind=self.kind, input_sha256=self.input_sha256)
-        if self.backbone_object is not None:
-            data["backbone"] = self.backbone_object
-        if self.prompter_object is not None:
-            data["prompter"] = self.prompter_object
+        data["backbone"], data["prompter"] = self.components
         return data
 
     @property
@@ -99,12 +105,12 @@ class ZoomJob:
             return None
         from chainzoom.io.marking import Marking, source_type
 
-        request = self.request()
-        spec = backbone or request.get("backbone")
+        own_backbone, own_prompter = self.components
+        spec = backbone or own_backbone
         kind = source_type(spec, self.uses_models) if generated else None
         if not self.uses_models:  # a baseline mode: the interpolation it runs, no model
             spec = getattr(self.config, "mode", None)
-        prompter = request.get("prompter") if self.uses_models else None
+        prompter = own_prompter if self.uses_models else None
         return Marking(self.input_sha256, magnification, spec, prompter, kind, prompt, what).xmp()
 
     @classmethod
